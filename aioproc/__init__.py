@@ -1,0 +1,1 @@
+"""aioproc: asyncio-native subprocesses that are correct under races."""
