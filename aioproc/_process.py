@@ -1,0 +1,498 @@
+"""The process handle: :class:`Process` and :func:`spawn`.
+
+Data flows one way: :func:`spawn` checks its arguments and runs the fork/exec
+step (``_spawn``), the child is handed to a waiting backend (``_waiting``), and
+the :class:`Process` wraps the two with the user-facing API: pipes, signals,
+``stop()``, ``communicate()`` and the async context manager.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import os
+import signal as _signal
+import sys
+import threading
+import weakref
+from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Literal, final
+
+from . import _waiting
+from ._spawn import Redirect, StrOrBytesPath, make_spec, spawn_sync
+from ._status import ExitStatus
+from ._streams import ProcessReader, ProcessWriter
+from ._util import shielded
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
+
+__all__ = ["Process", "spawn"]
+
+
+def _check_signal(sig: int, what: str = "signal") -> _signal.Signals:
+    if isinstance(sig, bool) or not isinstance(sig, int):
+        raise TypeError(f"{what} must be a signal number, not {type(sig).__name__}")
+    try:
+        return _signal.Signals(sig)
+    except ValueError:
+        raise ValueError(f"{what}: {sig} is not a valid signal number") from None
+
+
+@final
+class Process:
+    """A running (or finished) child process. Made by :func:`spawn`, not directly.
+
+    ``returncode`` is None while the child runs; afterwards it follows
+    :mod:`subprocess` (minus the signal number when a signal killed it).
+    ``mode`` is ``"pidfd"`` or ``"pid"`` (see :func:`aioproc.set_wait_mode`)
+    and never changes for a given process.
+    """
+
+    args: list[bytes]
+    stdin: ProcessWriter | None
+    stdout: ProcessReader | None
+    stderr: ProcessReader | None
+    stop_signal: _signal.Signals
+    stop_timeout: float
+    kill_group: bool
+    _child: _waiting.Child
+
+    def __init__(self, *_: object, **__: object) -> None:
+        raise TypeError("Process objects are made by aioproc.spawn(), not directly")
+
+    @classmethod
+    def _create(
+        cls,
+        *,
+        args: list[bytes],
+        child: _waiting.Child,
+        stdin: ProcessWriter | None,
+        stdout: ProcessReader | None,
+        stderr: ProcessReader | None,
+        stop_signal: _signal.Signals,
+        stop_timeout: float,
+        kill_group: bool,
+    ) -> Process:
+        self = object.__new__(cls)
+        self.args = args
+        self._child = child
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self.stop_signal = stop_signal
+        self.stop_timeout = stop_timeout
+        self.kill_group = kill_group
+        _live[id(self)] = self
+        return self
+
+    # ------------------------------------------------------------- attributes
+    @property
+    def pid(self) -> int:
+        return self._child.pid
+
+    @property
+    def mode(self) -> Literal["pidfd", "pid"]:
+        return self._child.mode  # type: ignore[return-value]
+
+    @property
+    def status(self) -> ExitStatus | None:
+        """The :class:`ExitStatus` once the child has been reaped, else None."""
+        return self._child.status
+
+    @property
+    def returncode(self) -> int | None:
+        status = self._child.status
+        return None if status is None else status.returncode
+
+    def __repr__(self) -> str:
+        status = self._child.status
+        state = "running" if status is None else f"returncode={status.returncode}"
+        return f"<aioproc.Process pid={self.pid} {self.mode} {state}>"
+
+    # ---------------------------------------------------------------- waiting
+    async def wait(self) -> ExitStatus:
+        """Wait for the child to exit and return its status.
+
+        Returns as soon as the child has exited and been reaped, whatever its
+        pipes do (a grandchild holding them open does not delay it). Safe to
+        cancel; any number of tasks may wait at once and all get the same status.
+        """
+        return await self._child.wait()
+
+    # ---------------------------------------------------------------- signals
+    def send_signal(self, sig: int) -> None:
+        """Send ``sig`` to the child (not its group).
+
+        Raises :class:`ProcessLookupError` once the child has exited. It never
+        reaches another process: in pidfd mode it goes through the pidfd, in
+        pid mode the PID is only freed under the lock this call takes.
+        """
+        self._child.send_signal(_check_signal(sig))
+
+    def terminate(self) -> None:
+        """Send SIGTERM to the child."""
+        self.send_signal(_signal.SIGTERM)
+
+    def kill(self) -> None:
+        """Send SIGKILL to the child, or to its whole process group with ``kill_group=True``."""
+        self._signal_target(_signal.SIGKILL)
+
+    def _signal_target(self, sig: int) -> None:
+        if self.kill_group:
+            self._child.signal_group(self.pid, sig)
+        else:
+            self._child.send_signal(sig)
+
+    async def stop(self, timeout: float | None = None) -> ExitStatus:
+        """Stop the child gracefully and return its status.
+
+        Sends ``stop_signal``, waits up to ``timeout`` (default ``stop_timeout``)
+        for it to exit, then sends SIGKILL, then reaps it. With
+        ``kill_group=True`` both signals go to the whole process group, and
+        once the leader has exited, still unreaped, any member left in the
+        group gets SIGKILL, so the group is empty when it returns and the group
+        id could not have been recycled meanwhile.
+        """
+        child = self._child
+        if child.status is not None:
+            return child.status
+        timeout = self.stop_timeout if timeout is None else timeout
+        if timeout < 0:
+            raise ValueError("timeout must not be negative")
+        hold = child.hold_reap() if self.kill_group else contextlib.nullcontext()
+        with hold:
+            with contextlib.suppress(ProcessLookupError):
+                self._signal_target(self.stop_signal)
+            try:
+                await asyncio.wait_for(child.wait_exited(), timeout)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    self._signal_target(_signal.SIGKILL)
+            if self.kill_group:
+                # The leader is a zombie (or about to die of SIGKILL) and not
+                # reaped: the group id is still ours. Sweep what is left.
+                with contextlib.suppress(ProcessLookupError):
+                    child.signal_group(self.pid, _signal.SIGKILL)
+        return await child.wait()
+
+    # ------------------------------------------------------------------ pipes
+    async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+        """Send ``input`` to stdin, read stdout and stderr to EOF, wait for exit.
+
+        Returns ``(stdout, stderr)``; an entry is None when that stream is not
+        a pipe. A child that stops reading stdin, or exits, does not make this
+        fail: the unwritten rest of ``input`` is dropped.
+        """
+        out: list[bytes] = []
+        err: list[bytes] = []
+        await self._communicate(input, out, err)
+        return (
+            b"".join(out) if self.stdout is not None else None,
+            b"".join(err) if self.stderr is not None else None,
+        )
+
+    async def _communicate(self, input: bytes | None, out: list[bytes], err: list[bytes]) -> None:
+        if input is not None and self.stdin is None:
+            raise ValueError("communicate(input=...) needs stdin=PIPE")
+        jobs = []
+        if self.stdin is not None:
+            jobs.append(_feed(self.stdin, input))
+        if self.stdout is not None:
+            jobs.append(_collect(self.stdout, out))
+        if self.stderr is not None:
+            jobs.append(_collect(self.stderr, err))
+        if jobs:
+            await _gather_or_cancel(jobs)
+        await self.wait()
+
+    def _drain_available(self, out: list[bytes], err: list[bytes]) -> None:
+        for stream, sink in ((self.stdout, out), (self.stderr, err)):
+            if stream is not None and not stream.closed:
+                with contextlib.suppress(OSError):
+                    sink.append(stream.read_available())
+
+    def _close_pipes(self) -> None:
+        if self.stdin is not None:
+            self.stdin.abort()
+        for stream in (self.stdout, self.stderr):
+            if stream is not None:
+                stream.close()
+
+    # -------------------------------------------------------------- lifecycle
+    async def aclose(self) -> None:
+        """Stop the child if it still runs, close its pipes and reap it.
+
+        Shielded: a cancellation of the caller does not abandon the child half-way;
+        it is raised again once the child has been reaped.
+        """
+        await shielded(self._aclose())
+
+    async def _aclose(self) -> None:
+        try:
+            if self.stdin is not None:
+                self.stdin.close()
+            if self._child.status is None:
+                await self.stop()
+        finally:
+            self._close_pipes()
+            _live.pop(id(self), None)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _close_sync(self) -> None:
+        """No usable loop: kill and reap through the pidfd, close the pipes."""
+        _live.pop(id(self), None)
+        try:
+            if self._child.status is None:
+                self._child.close_sync()
+        finally:
+            for stream in (self.stdin, self.stdout, self.stderr):
+                if stream is not None and not stream.closed:
+                    _close_stream_sync(stream)
+
+    def __del__(self) -> None:
+        # A dropped Process must not leave an orphan or a zombie behind, nor
+        # print anything: kill and reap synchronously.
+        try:
+            child = self.__dict__.get("_child")
+            if child is not None and child.status is None:
+                self._close_sync()
+            else:
+                for name in ("stdin", "stdout", "stderr"):
+                    stream = self.__dict__.get(name)
+                    if stream is not None and not stream.closed:
+                        _close_stream_sync(stream)
+        except Exception:  # pragma: no cover - interpreter shutdown
+            pass
+
+
+def _close_stream_sync(stream: ProcessReader | ProcessWriter) -> None:
+    if isinstance(stream, ProcessWriter):
+        stream.abort()
+    else:
+        stream.close()
+
+
+async def _feed(stdin: ProcessWriter, data: bytes | None) -> None:
+    try:
+        if data:
+            stdin.write(data)
+            await stdin._wait_buffer(0)
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the child stopped reading: what it did not take is dropped
+    finally:
+        stdin.close()
+
+
+async def _collect(stream: ProcessReader, sink: list[bytes]) -> None:
+    while True:
+        chunk = await stream.read(65536)
+        if not chunk:
+            return
+        sink.append(chunk)
+
+
+async def _gather_or_cancel(coros: list[Any]) -> None:
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            if not t.done():
+                t.cancel()
+        if any(not t.done() for t in tasks):
+            await asyncio.wait(tasks)
+
+
+# -------------------------------------------------------------------- spawning
+class _Spawning:
+    """What :func:`spawn` returns: await it, or use it as an async context manager."""
+
+    def __init__(self, starter: Any) -> None:
+        self._starter = starter
+        self._proc: Process | None = None
+
+    def __await__(self) -> Generator[Any, None, Process]:
+        return self._start().__await__()
+
+    async def _start(self) -> Process:
+        if self._proc is not None:
+            raise RuntimeError("this spawn() has already been started")
+        self._proc = await self._starter()
+        return self._proc
+
+    async def __aenter__(self) -> Process:
+        return await self._start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._proc is not None
+        await self._proc.aclose()
+
+
+def spawn(
+    argv: Sequence[StrOrBytesPath] | StrOrBytesPath,
+    *,
+    stdin: Redirect = None,
+    stdout: Redirect = None,
+    stderr: Redirect = None,
+    cwd: StrOrBytesPath | None = None,
+    env: Mapping[str, str] | Mapping[bytes, bytes] | None = None,
+    shell: bool = False,
+    start_new_session: bool = False,
+    process_group: int | None = None,
+    pass_fds: Sequence[int] = (),
+    user: str | int | None = None,
+    group: str | int | None = None,
+    umask: int = -1,
+    stop_signal: int = _signal.SIGTERM,
+    stop_timeout: float = 5.0,
+    kill_group: bool = False,
+    limit: int = 2**16,
+) -> _Spawning:
+    """Start a child process: ``proc = await spawn(argv)`` or ``async with spawn(argv) as proc``.
+
+    ``argv`` is a sequence of str/bytes/PathLike (a bare string needs
+    ``shell=True``). ``stdin``/``stdout``/``stderr`` take :data:`PIPE`,
+    :data:`DEVNULL`, :data:`STDOUT` (stderr only), a file descriptor or a file
+    object; None inherits ours. ``cwd``, ``env``, ``start_new_session``,
+    ``process_group``, ``pass_fds``, ``user``, ``group`` and ``umask`` mean what
+    they mean for :class:`subprocess.Popen`; every other descriptor is closed
+    in the child. ``stop_signal`` and ``stop_timeout`` configure
+    :meth:`Process.stop` and the context manager's exit. ``kill_group=True``
+    makes the child lead a new process group (unless ``start_new_session``)
+    and makes ``stop()``/``kill()`` signal the whole group. ``limit`` bounds
+    the line length of ``readline()`` on the pipes.
+
+    Bad arguments raise ``TypeError``/``ValueError`` at once, before anything is
+    created; failures of the fork/exec step raise ``OSError`` subclasses
+    (``FileNotFoundError`` naming the program or cwd, ``PermissionError``...).
+    In every case nothing is left behind.
+    """
+    sig = _check_signal(stop_signal, "stop_signal")
+    if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
+        raise TypeError("stop_timeout must be a number of seconds")
+    if stop_timeout < 0:
+        raise ValueError("stop_timeout must not be negative")
+    if kill_group:
+        if process_group not in (None, 0):
+            raise ValueError(
+                "kill_group=True needs the child to lead its own group: "
+                "leave process_group unset (or 0)"
+            )
+        if not start_new_session:
+            process_group = 0
+    if limit <= 0:
+        raise ValueError("limit must be positive")
+    spec = make_spec(
+        argv,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        cwd=cwd,
+        env=env,
+        shell=shell,
+        start_new_session=start_new_session,
+        process_group=process_group,
+        pass_fds=pass_fds,
+        user=user,
+        group=group,
+        umask=umask,
+    )
+
+    async def starter() -> Process:
+        loop = asyncio.get_running_loop()
+        mode = _waiting.get_wait_mode()
+        res = spawn_sync(spec, mode)
+        _ensure_loop_hook(loop)
+        child = _waiting.watch_child(res.pid, res.pidfd, loop)
+        return Process._create(
+            args=spec.args,
+            child=child,
+            stdin=None if res.stdin is None else ProcessWriter(res.stdin, loop),
+            stdout=None if res.stdout is None else ProcessReader(res.stdout, loop, limit),
+            stderr=None if res.stderr is None else ProcessReader(res.stderr, loop, limit),
+            stop_signal=sig,
+            stop_timeout=float(stop_timeout),
+            kill_group=kill_group,
+        )
+
+    return _Spawning(starter)
+
+
+# ------------------------------------------------- children outliving their loop
+# Processes that may still have a running child, by id (strong refs would keep
+# dropped processes alive; a WeakValueDictionary lets __del__ run).
+_live: weakref.WeakValueDictionary[int, Process] = weakref.WeakValueDictionary()
+_hooked: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+_hook_lock = threading.Lock()
+
+
+def _reap_orphans(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Kill and reap, synchronously, every live child of ``loop`` (all if None)."""
+    for proc in list(_live.values()):
+        if loop is None or proc._child.loop is loop:
+            with contextlib.suppress(Exception):
+                proc._close_sync()
+
+
+async def _loop_shutdown_sentinel(
+    loop_ref: weakref.ReferenceType[asyncio.AbstractEventLoop],
+) -> AsyncGenerator[None, None]:
+    # The loop calls aclose() on every async generator it has seen when it
+    # shuts down (asyncio.run() and uvloop.run() do, via shutdown_asyncgens()),
+    # after the tasks have been cancelled. That is our cue that the loop is
+    # going away: any child still running now would outlive it.
+    try:
+        yield
+    finally:
+        loop = loop_ref()
+        if loop is not None:
+            _reap_orphans(loop)
+
+
+def _ensure_loop_hook(loop: asyncio.AbstractEventLoop) -> None:
+    if loop in _hooked:
+        return
+    with _hook_lock:
+        if loop in _hooked:
+            return
+        agen = _loop_shutdown_sentinel(weakref.ref(loop))
+        step = agen.__anext__()
+        with contextlib.suppress(StopIteration):
+            step.send(None)  # runs to the yield; the loop's firstiter hook sees it
+        _hooked[loop] = agen
+
+
+def _reap_all_at_exit() -> None:
+    _reap_orphans(None)
+
+
+atexit.register(_reap_all_at_exit)
+
+
+def _after_fork_in_child() -> None:
+    # The children belong to the parent process; we must not touch them.
+    _live.clear()
+    _hooked.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

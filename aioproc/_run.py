@@ -1,0 +1,111 @@
+"""``run()``: spawn, feed, capture, wait, with a timeout and a cancellation policy."""
+
+from __future__ import annotations
+
+import asyncio
+import locale
+from typing import Any
+
+from ._exceptions import ProcessError, TimeoutExpired
+from ._process import spawn
+from ._spawn import PIPE
+from ._status import CompletedProcess
+from ._util import shielded
+
+__all__ = ["run"]
+
+
+def _decode(data: bytes | None, encoding: str, errors: str) -> str | None:
+    if data is None:
+        return None
+    # Universal newlines, as subprocess's text mode.
+    return data.decode(encoding, errors).replace("\r\n", "\n").replace("\r", "\n")
+
+
+async def run(
+    argv: Any,
+    *,
+    input: bytes | str | None = None,
+    capture_output: bool = False,
+    timeout: float | None = None,
+    check: bool = False,
+    text: bool = False,
+    encoding: str | None = None,
+    errors: str | None = None,
+    **spawn_kwargs: Any,
+) -> CompletedProcess[Any]:
+    """Run a command to completion and return a :class:`CompletedProcess`.
+
+    Like :func:`subprocess.run`: ``input`` is written to stdin,
+    ``capture_output`` collects stdout and stderr, ``check`` raises
+    :class:`ProcessError` on failure, ``text`` (or ``encoding``/``errors``)
+    decodes. Other keywords go to :func:`spawn`.
+
+    On ``timeout`` the child is stopped gracefully (``stop_signal``, then
+    ``stop_timeout``, then SIGKILL) and reaped, then :class:`TimeoutExpired`
+    is raised with the output captured so far. If the task running ``run()``
+    is cancelled, the child is stopped and reaped the same way before the
+    cancellation propagates.
+    """
+    if capture_output:
+        if spawn_kwargs.get("stdout") is not None or spawn_kwargs.get("stderr") is not None:
+            raise ValueError("stdout and stderr arguments may not be used with capture_output")
+        spawn_kwargs["stdout"] = PIPE
+        spawn_kwargs["stderr"] = PIPE
+    text_mode = text or encoding is not None or errors is not None
+    enc = encoding or locale.getpreferredencoding(False)
+    errs = errors or "strict"
+    data: bytes | None
+    if isinstance(input, str):
+        if not text_mode:
+            raise TypeError("input is a str; pass text=True (or bytes)")
+        data = input.encode(enc, errs)
+    else:
+        data = input
+    if data is not None:
+        if spawn_kwargs.get("stdin") is not None:
+            raise ValueError("stdin and input arguments may not both be used")
+        spawn_kwargs["stdin"] = PIPE
+    if timeout is not None and timeout < 0:
+        raise ValueError("timeout must not be negative")
+
+    proc = await spawn(argv, **spawn_kwargs)
+    out: list[bytes] = []
+    err: list[bytes] = []
+    try:
+        if timeout is None:
+            await proc._communicate(data, out, err)
+        else:
+            await asyncio.wait_for(proc._communicate(data, out, err), timeout)
+    except asyncio.TimeoutError:
+        status = await shielded(proc.stop())
+        proc._drain_available(out, err)
+        await proc.aclose()
+        stdout = b"".join(out) if proc.stdout is not None else None
+        stderr = b"".join(err) if proc.stderr is not None else None
+        raise TimeoutExpired(
+            argv,
+            timeout,  # type: ignore[arg-type]
+            _decode(stdout, enc, errs) if text_mode else stdout,
+            _decode(stderr, enc, errs) if text_mode else stderr,
+            status,
+        ) from None
+    except BaseException:
+        await proc.aclose()
+        raise
+    await proc.aclose()
+    final = proc.status
+    assert final is not None
+    status = final
+    stdout_b = b"".join(out) if proc.stdout is not None else None
+    stderr_b = b"".join(err) if proc.stderr is not None else None
+    result: CompletedProcess[Any] = CompletedProcess(
+        argv,
+        status.returncode,
+        _decode(stdout_b, enc, errs) if text_mode else stdout_b,
+        _decode(stderr_b, enc, errs) if text_mode else stderr_b,
+        status,
+    )
+    if check and not status.success:
+        raise ProcessError(status, argv, result.stdout, result.stderr)
+    return result

@@ -1,0 +1,458 @@
+"""From arguments to a running child: argument checking and the fork/exec step.
+
+Everything that can be checked before forking is checked here, on the caller's
+thread, and raises a clear ``TypeError``/``ValueError`` with nothing created.
+The fork/exec step itself (:func:`spawn_sync`) is a plain blocking function so
+it can run inline on the loop or on a spawn worker thread; it either returns a
+child with its pidfd open and its pipes set up, or raises after closing every
+descriptor it made and reaping any child it forked.
+
+The fork/exec primitive is CPython's own ``_posixsubprocess.fork_exec`` (what
+``subprocess.Popen`` uses): it uses ``vfork`` where that is safe, closes every
+descriptor but the ones asked for (``close_range``), and reports a failed
+``exec``/``chdir``/``dup2`` back through a close-on-exec error pipe. Its
+signature differs between Python versions; :func:`_fork_exec` adapts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import grp
+import os
+import pwd
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from typing import IO, Any, Literal, Union
+
+from . import _waiting
+
+_posix_fork_exec: Any
+try:
+    # The signature changed across Python versions; _fork_exec() adapts.
+    from _posixsubprocess import fork_exec as _posix_fork_exec
+except ImportError:  # pragma: no cover - not CPython on POSIX
+    _posix_fork_exec = None
+
+__all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnSpec", "Spawned", "make_spec", "spawn_sync"]
+
+#: Make a pipe to the child (``proc.stdin``/``proc.stdout``/``proc.stderr``).
+PIPE = -1
+#: Send the child's stderr where its stdout goes.
+STDOUT = -2
+#: Connect the stream to ``/dev/null``.
+DEVNULL = -3
+
+StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+Redirect = Union[int, IO[Any], None]  # noqa: UP007
+
+_PY311 = sys.version_info >= (3, 11)
+
+
+@dataclasses.dataclass
+class SpawnSpec:
+    """Validated, encoded spawn arguments: what the fork/exec step needs."""
+
+    args: list[bytes]
+    display: str  # the program as the user named it, for error messages
+    executable_list: tuple[bytes, ...]
+    env_list: list[bytes] | None
+    cwd: bytes | None
+    stdin: int | None  # PIPE, DEVNULL, an fd, or None (inherit)
+    stdout: int | None
+    stderr: int | None  # PIPE, DEVNULL, STDOUT, an fd, or None
+    pass_fds: tuple[int, ...]
+    start_new_session: bool
+    process_group: int  # -1: leave alone
+    uid: int | None
+    gid: int | None
+    extra_groups: list[int] | None
+    umask: int
+
+
+@dataclasses.dataclass
+class Spawned:
+    """The outcome of the fork/exec step."""
+
+    pid: int
+    pidfd: int | None
+    stdin: int | None  # our end of each pipe, non-blocking
+    stdout: int | None
+    stderr: int | None
+
+
+# ---------------------------------------------------------------------- checks
+def _encode_arg(value: object, what: str) -> bytes:
+    if isinstance(value, (str, bytes, os.PathLike)):
+        try:
+            encoded = os.fsencode(value)
+        except TypeError:  # a PathLike returning something odd
+            raise TypeError(
+                f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}"
+            ) from None
+        if b"\0" in encoded:
+            raise ValueError(f"{what} contains a NUL byte: {value!r}")
+        return encoded
+    raise TypeError(f"{what} must be str, bytes or os.PathLike, not {type(value).__name__}")
+
+
+def _check_argv(argv: object, shell: bool) -> list[bytes]:
+    if shell:
+        if isinstance(argv, (str, bytes, os.PathLike)):
+            return [b"/bin/sh", b"-c", _encode_arg(argv, "the shell command")]
+        if not isinstance(argv, Sequence) or not argv:
+            raise TypeError("with shell=True, pass the command line as one string")
+        return [b"/bin/sh", b"-c"] + [_encode_arg(a, f"argv[{i}]") for i, a in enumerate(argv)]
+    if isinstance(argv, (str, bytes)):
+        raise TypeError(
+            f"argv must be a sequence of arguments, not a single {type(argv).__name__}: "
+            f"use spawn([{argv!r}]) or spawn(shlex.split(...)), or shell=True to run it "
+            "through /bin/sh"
+        )
+    if isinstance(argv, os.PathLike):
+        argv = [argv]
+    if not isinstance(argv, Sequence):
+        raise TypeError(f"argv must be a sequence of str/bytes/PathLike, not {type(argv).__name__}")
+    if not argv:
+        raise ValueError("argv is empty: name a program to run")
+    args = [_encode_arg(a, f"argv[{i}]") for i, a in enumerate(argv)]
+    if not args[0]:
+        raise ValueError("argv[0] is empty: name a program to run")
+    return args
+
+
+def _check_env(env: Mapping[Any, Any] | None) -> list[bytes] | None:
+    if env is None:
+        return None
+    if not isinstance(env, Mapping):
+        raise TypeError(f"env must be a mapping, not {type(env).__name__}")
+    out = []
+    for key, value in env.items():
+        if not isinstance(key, (str, bytes)):
+            raise TypeError(f"env keys must be str or bytes, not {type(key).__name__} ({key!r})")
+        if not isinstance(value, (str, bytes)):
+            raise TypeError(
+                f"env[{key!r}] must be str or bytes, not {type(value).__name__} ({value!r})"
+            )
+        k = os.fsencode(key)
+        v = os.fsencode(value)
+        if not k or b"=" in k:
+            raise ValueError(f"illegal environment variable name: {key!r}")
+        if b"\0" in k or b"\0" in v:
+            raise ValueError(f"environment variable {key!r} contains a NUL byte")
+        out.append(k + b"=" + v)
+    return out
+
+
+def _check_fd(fd: int, what: str) -> int:
+    if fd < 0:
+        raise ValueError(f"{what}: {fd} is not a file descriptor")
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_GETFD)
+    except OSError as exc:
+        raise OSError(exc.errno, f"{what}: file descriptor {fd} is not open") from None
+    return fd
+
+
+def _check_redirect(value: Redirect, what: str, allow_stdout: bool) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        fileno = getattr(value, "fileno", None)
+        if fileno is None:
+            raise TypeError(
+                f"{what} must be None, PIPE, DEVNULL, a file descriptor or a file object, "
+                f"not {type(value).__name__}"
+            )
+        return _check_fd(fileno(), what)
+    if value in (PIPE, DEVNULL):
+        return value
+    if value == STDOUT:
+        if not allow_stdout:
+            raise ValueError(f"STDOUT is only valid for stderr, not {what}")
+        return value
+    return _check_fd(value, what)
+
+
+def _resolve_user(user: str | int | None) -> tuple[int | None, pwd.struct_passwd | None]:
+    if user is None:
+        return None, None
+    if isinstance(user, bool) or not isinstance(user, (str, int)):
+        raise TypeError(f"user must be a name or a uid, not {type(user).__name__}")
+    try:
+        entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
+    except KeyError:
+        if isinstance(user, int) and user >= 0:
+            return user, None
+        raise ValueError(f"unknown user {user!r}: not in the password database") from None
+    return entry.pw_uid, entry
+
+
+def _resolve_group(group: str | int | None) -> int | None:
+    if group is None:
+        return None
+    if isinstance(group, bool) or not isinstance(group, (str, int)):
+        raise TypeError(f"group must be a name or a gid, not {type(group).__name__}")
+    if isinstance(group, int):
+        if group < 0:
+            raise ValueError(f"group id must not be negative: {group}")
+        return group
+    try:
+        return grp.getgrnam(group).gr_gid
+    except KeyError:
+        raise ValueError(f"unknown group {group!r}: not in the group database") from None
+
+
+def make_spec(
+    argv: object,
+    *,
+    stdin: Redirect,
+    stdout: Redirect,
+    stderr: Redirect,
+    cwd: StrOrBytesPath | None,
+    env: Mapping[Any, Any] | None,
+    shell: bool,
+    start_new_session: bool,
+    process_group: int | None,
+    pass_fds: Sequence[int],
+    user: str | int | None,
+    group: str | int | None,
+    umask: int,
+) -> SpawnSpec:
+    """Check and encode spawn's arguments. Creates nothing, forks nothing."""
+    args = _check_argv(argv, shell)
+    env_list = _check_env(env)
+    program = args[0]
+    display = os.fsdecode(program)
+    if b"/" in program:
+        executable_list: tuple[bytes, ...] = (program,)
+    else:
+        path_env = None
+        if env is not None:
+            path_env = {os.fsdecode(k): os.fsdecode(v) for k, v in env.items()}
+        executable_list = tuple(
+            os.path.join(os.fsencode(d), program) for d in os.get_exec_path(path_env)
+        )
+        if not executable_list:
+            raise FileNotFoundError(
+                errno.ENOENT, "No such file or directory (PATH is empty)", display
+            )
+    cwd_b = None if cwd is None else _encode_arg(cwd, "cwd")
+    if process_group is not None and (
+        isinstance(process_group, bool) or not isinstance(process_group, int) or process_group < 0
+    ):
+        raise ValueError(f"process_group must be a non-negative int, not {process_group!r}")
+    fds = []
+    for fd in pass_fds:
+        if isinstance(fd, bool) or not isinstance(fd, int):
+            raise TypeError(f"pass_fds must hold ints, not {type(fd).__name__}")
+        fds.append(_check_fd(fd, "pass_fds"))
+    if isinstance(umask, bool) or not isinstance(umask, int):
+        raise TypeError(f"umask must be an int, not {type(umask).__name__}")
+    uid, pw_entry = _resolve_user(user)
+    gid = _resolve_group(group)
+    extra_groups = None
+    if pw_entry is not None and gid is None and os.geteuid() == 0:
+        # Running as a named user means its primary and supplementary groups
+        # too (as runuser/setpriv --init-groups do); otherwise the child would
+        # keep root's groups.
+        gid = pw_entry.pw_gid
+        extra_groups = os.getgrouplist(pw_entry.pw_name, pw_entry.pw_gid)
+    return SpawnSpec(
+        args=args,
+        display=display,
+        executable_list=executable_list,
+        env_list=env_list,
+        cwd=cwd_b,
+        stdin=_check_redirect(stdin, "stdin", False),
+        stdout=_check_redirect(stdout, "stdout", False),
+        stderr=_check_redirect(stderr, "stderr", True),
+        pass_fds=tuple(sorted(set(fds))),
+        start_new_session=bool(start_new_session),
+        process_group=-1 if process_group is None else process_group,
+        uid=uid,
+        gid=gid,
+        extra_groups=extra_groups,
+        umask=umask,
+    )
+
+
+# ------------------------------------------------------------------ fork/exec
+def _fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) -> int:
+    """Call ``_posixsubprocess.fork_exec`` with this Python's signature."""
+    if _posix_fork_exec is None:  # pragma: no cover
+        raise OSError(errno.ENOSYS, "this Python has no _posixsubprocess.fork_exec")
+    p2cread, c2pwrite, errwrite = fds
+    keep = tuple(sorted({*spec.pass_fds, errpipe[1]}))
+    common: tuple[Any, ...] = (
+        spec.args,
+        spec.executable_list,
+        True,  # close_fds
+        keep,
+        spec.cwd,
+        spec.env_list,
+        p2cread,
+        -1,
+        -1,
+        c2pwrite,
+        -1,
+        errwrite,
+        errpipe[0],
+        errpipe[1],
+        True,  # restore_signals
+        spec.start_new_session,
+    )
+    if _PY311:
+        return int(
+            _posix_fork_exec(
+                *common,
+                spec.process_group,
+                spec.gid,
+                spec.extra_groups,
+                spec.uid,
+                spec.umask,
+                None,  # preexec_fn
+                True,  # allow vfork
+            )
+        )
+    preexec = None
+    if spec.process_group >= 0:  # Python 3.10's fork_exec cannot setpgid
+        pgid = spec.process_group
+
+        def preexec() -> None:
+            os.setpgid(0, pgid)
+
+    return int(
+        _posix_fork_exec(*common, spec.gid, spec.extra_groups, spec.uid, spec.umask, preexec)
+    )
+
+
+_CHDIR_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ELOOP, errno.ENAMETOOLONG)
+
+
+def _child_error(data: bytes, spec: SpawnSpec) -> BaseException:
+    """Turn the child's report on the error pipe into the exception to raise."""
+    try:
+        name, hex_errno, msg_b = data.split(b":", 2)
+        msg = msg_b.decode(errors="replace")
+        err = int(hex_errno, 16)
+    except ValueError:
+        return OSError(f"the child failed before exec and sent a garbled report: {data!r}")
+    if name != b"OSError" or err == 0:
+        return OSError(f"the child failed before exec: {msg}")
+    if msg.startswith("noexec"):
+        # The child failed before exec: chdir, dup2, setsid, setgid/setuid...
+        # CPython reports which only for chdir (":chdir"), and only on some
+        # versions; with a cwd, the errors chdir can give point at it.
+        if spec.cwd is not None and (msg == "noexec:chdir" or err in _CHDIR_ERRNOS):
+            cwd = os.fsdecode(spec.cwd)
+            return OSError(err, f"{os.strerror(err)}: cannot use it as the working directory", cwd)
+        return OSError(err, f"{os.strerror(err)} (in the child, before exec)")
+    return OSError(err, os.strerror(err), spec.display)
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _reap_failed(pid: int) -> None:
+    while True:
+        try:
+            os.waitpid(pid, 0)
+            return
+        except ChildProcessError:
+            return
+        except InterruptedError:  # pragma: no cover - PEP 475 retries already
+            continue
+
+
+def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
+    """Fork and exec the child; open its pidfd. Blocking; any thread.
+
+    On failure, every descriptor made here is closed and a forked child is
+    killed (if it got that far) and reaped before the exception propagates.
+    """
+    ours: list[int] = []  # parent ends, kept on success
+    theirs: list[int] = []  # child ends and helpers, always closed here
+    pid = -1
+    try:
+        devnull = -1
+        if DEVNULL in (spec.stdin, spec.stdout, spec.stderr):
+            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+            theirs.append(devnull)
+
+        def make(redirect: int | None, child_reads: bool) -> tuple[int, int | None]:
+            """(fd the child gets, our end)"""
+            if redirect is None:
+                return -1, None
+            if redirect == DEVNULL:
+                return devnull, None
+            if redirect == PIPE:
+                r, w = os.pipe2(os.O_CLOEXEC)
+                if child_reads:
+                    theirs.append(r)
+                    ours.append(w)
+                    return r, w
+                theirs.append(w)
+                ours.append(r)
+                return w, r
+            return redirect, None
+
+        p2cread, stdin_end = make(spec.stdin, True)
+        c2pwrite, stdout_end = make(spec.stdout, False)
+        if spec.stderr == STDOUT:
+            errwrite, stderr_end = (c2pwrite if c2pwrite != -1 else 1), None
+        else:
+            errwrite, stderr_end = make(spec.stderr, False)
+
+        errpipe = os.pipe2(os.O_CLOEXEC)
+        theirs.append(errpipe[0])
+        try:
+            pid = _fork_exec(spec, (p2cread, c2pwrite, errwrite), errpipe)
+        finally:
+            os.close(errpipe[1])
+        # With vfork we resume only after the child exec'd or gave up; with
+        # fork, the read blocks until exec closes the close-on-exec write end.
+        chunks = []
+        while True:
+            part = os.read(errpipe[0], 50000)
+            if not part:
+                break
+            chunks.append(part)
+        if chunks:
+            _reap_failed(pid)
+            pid = -1
+            raise _child_error(b"".join(chunks), spec)
+        try:
+            pidfd = _waiting.open_pidfd(pid, mode)
+        except OSError as exc:
+            # Still our unreaped child, so its PID cannot have been reused:
+            # killing and reaping it by PID is safe here, and nothing is left.
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:  # pragma: no cover
+                pass
+            _reap_failed(pid)
+            pid = -1
+            raise OSError(
+                exc.errno,
+                f"pidfd_open failed after the fork ({exc.strerror}); "
+                "the child was killed and reaped",
+            ) from exc
+        for fd in ours:
+            os.set_blocking(fd, False)
+        return Spawned(pid, pidfd, stdin_end, stdout_end, stderr_end)
+    except BaseException:
+        _close_all(ours)
+        if pid > 0:  # pragma: no cover - every path above reaps first
+            _reap_failed(pid)
+        raise
+    finally:
+        _close_all(theirs)

@@ -1,0 +1,410 @@
+"""Pipe streams to and from a child.
+
+Both ends talk to a non-blocking pipe descriptor directly through the loop's
+``add_reader``/``add_writer``, with no asyncio transport in between, so:
+
+* nothing reads ahead: a child that writes faster than we read blocks on a
+  full pipe, and memory stays bounded (``limit`` bounds a line's length);
+* closing needs no loop: after the loop is closed the descriptors are simply
+  closed, with no "Event loop is closed" and no unclosed-transport warning.
+
+They offer asyncio's ``StreamReader``/``StreamWriter`` methods and implement
+anyio's ``ByteReceiveStream``/``ByteSendStream``, so anyio's text and buffered
+wrappers work on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from collections.abc import Callable
+
+import anyio
+import anyio.abc
+
+__all__ = ["DEFAULT_LIMIT", "ProcessReader", "ProcessWriter"]
+
+DEFAULT_LIMIT = 2**16  # like asyncio's streams: the longest line readline() accepts
+_CHUNK = 2**16
+
+
+def _close_fd(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:  # pragma: no cover - already closed by a forked child? never ours
+        pass
+
+
+class ProcessReader(anyio.abc.ByteReceiveStream):
+    """Reads the child's stdout or stderr."""
+
+    def __init__(
+        self, fd: int, loop: asyncio.AbstractEventLoop, limit: int = DEFAULT_LIMIT
+    ) -> None:
+        if limit <= 0:
+            raise ValueError("limit must be positive")
+        self._fd = fd
+        self._loop = loop
+        self._limit = limit
+        self._buf = bytearray()
+        self._eof = False
+        self._closed = False
+        self._waiter: asyncio.Future[None] | None = None
+        self._reading = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "eof" if self._eof else f"fd={self._fd}"
+        return f"<ProcessReader {state} buffered={len(self._buf)}>"
+
+    def fileno(self) -> int:
+        return self._fd
+
+    # -------------------------------------------------------------- the pipe
+    def _read_now(self) -> bool | None:
+        """One non-blocking read into the buffer. True: got data; False: EOF; None: would block."""
+        try:
+            data = os.read(self._fd, max(_CHUNK, self._limit))
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # a pty whose other side closed
+                data = b""
+            else:
+                raise
+        if not data:
+            self._eof = True
+            return False
+        self._buf += data
+        return True
+
+    async def _fill(self) -> bool:
+        """Read at least one more chunk; False at EOF."""
+        if self._closed:
+            raise anyio.ClosedResourceError("the stream is closed")
+        if self._eof:
+            return False
+        if self._reading:
+            raise anyio.BusyResourceError("reading")
+        self._reading = True
+        try:
+            while True:
+                got = self._read_now()
+                if got is not None:
+                    return got
+                await self._wait_readable()
+        finally:
+            self._reading = False
+
+    async def _wait_readable(self) -> None:
+        fut = self._waiter = self._loop.create_future()
+        self._loop.add_reader(self._fd, _wake, fut)
+        try:
+            await fut
+        finally:
+            self._waiter = None
+            if not self._closed:
+                self._loop.remove_reader(self._fd)
+
+    def read_available(self) -> bytes:
+        """Whatever can be read right now without waiting (buffer included)."""
+        while not self._closed and not self._eof and self._read_now():
+            pass
+        data = bytes(self._buf)
+        self._buf.clear()
+        return data
+
+    # ------------------------------------------------------------ asyncio API
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all until EOF if ``n`` is negative); b"" at EOF."""
+        if n == 0:
+            return b""
+        if n < 0:
+            while await self._fill():
+                pass
+            data = bytes(self._buf)
+            self._buf.clear()
+            return data
+        if not self._buf:
+            await self._fill()
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, or :class:`asyncio.IncompleteReadError` at EOF."""
+        if n < 0:
+            raise ValueError("readexactly size can not be less than zero")
+        while len(self._buf) < n:
+            if not await self._fill():
+                partial = bytes(self._buf)
+                self._buf.clear()
+                raise asyncio.IncompleteReadError(partial, n)
+        data = bytes(self._buf[:n])
+        del self._buf[:n]
+        return data
+
+    async def readuntil(self, separator: bytes = b"\n") -> bytes:
+        """Read up to and including ``separator``.
+
+        Raises :class:`asyncio.IncompleteReadError` at EOF and
+        :class:`asyncio.LimitOverrunError` when no separator comes within ``limit``.
+        """
+        if not separator:
+            raise ValueError("separator should be at least one-byte string")
+        start = 0
+        while True:
+            idx = self._buf.find(separator, start)
+            if idx >= 0:
+                end = idx + len(separator)
+                if end > self._limit:
+                    raise asyncio.LimitOverrunError(
+                        "the separator was found, but the chunk is longer than the limit", idx
+                    )
+                data = bytes(self._buf[:end])
+                del self._buf[:end]
+                return data
+            start = max(0, len(self._buf) - len(separator) + 1)
+            if len(self._buf) > self._limit:
+                raise asyncio.LimitOverrunError(
+                    "the separator was not found within the limit", len(self._buf)
+                )
+            if not await self._fill():
+                partial = bytes(self._buf)
+                self._buf.clear()
+                raise asyncio.IncompleteReadError(partial, None)
+
+    async def readline(self) -> bytes:
+        """One line with its ``\\n``; the unterminated rest at EOF; b"" after that.
+
+        A line longer than ``limit`` raises :class:`ValueError`, as asyncio does.
+        """
+        try:
+            return await self.readuntil(b"\n")
+        except asyncio.IncompleteReadError as exc:
+            return exc.partial
+        except asyncio.LimitOverrunError as exc:
+            raise ValueError(str(exc)) from None
+
+    def at_eof(self) -> bool:
+        """True once EOF was seen and the buffer is empty."""
+        return self._eof and not self._buf
+
+    def __aiter__(self) -> ProcessReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+    # -------------------------------------------------------------- anyio API
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        data = await self.read(max_bytes)
+        if not data:
+            raise anyio.EndOfStream
+        return data
+
+    def close(self) -> None:
+        """Close our end. A task blocked reading gets :class:`anyio.ClosedResourceError`."""
+        if self._closed:
+            return
+        self._closed = True
+        waiter = self._waiter
+        if waiter is not None:
+            if not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            if not waiter.done():
+                waiter.set_exception(anyio.ClosedResourceError("the stream was closed"))
+        _close_fd(self._fd)
+
+    async def aclose(self) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+class ProcessWriter(anyio.abc.ByteSendStream):
+    """Writes to the child's stdin.
+
+    ``write()`` never blocks: what the pipe does not take at once is buffered
+    and written as the child reads. ``await drain()`` waits until the buffer is
+    down to ``high_water`` bytes; a child that went away raises
+    :class:`BrokenPipeError` there.
+    """
+
+    def __init__(self, fd: int, loop: asyncio.AbstractEventLoop, high_water: int = 2**16) -> None:
+        self._fd = fd
+        self._loop = loop
+        self._high_water = high_water
+        self._buf = bytearray()
+        self._closing = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._writing = False  # registered with add_writer
+        self._drainers: list[tuple[int, asyncio.Future[None]]] = []
+        self._closed_fut: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "closing" if self._closing else f"fd={self._fd}"
+        return f"<ProcessWriter {state} buffered={len(self._buf)}>"
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Queue ``data`` for the child. Raises if the stream is closing or broken."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        if self._error is not None:
+            raise self._error
+        if self._closing:
+            raise anyio.ClosedResourceError("write() after close()")
+        if not data:
+            return
+        if not self._buf:
+            try:
+                n = os.write(self._fd, data)
+            except BlockingIOError:
+                n = 0
+            except OSError as exc:
+                self._fail(exc)
+                raise self._error from None  # type: ignore[misc]
+            data = memoryview(data)[n:]
+            if not data:
+                return
+        self._buf += data
+        if not self._writing:
+            self._writing = True
+            self._loop.add_writer(self._fd, self._on_writable)
+
+    def writelines(self, lines: list[bytes]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def _on_writable(self) -> None:
+        try:
+            n = os.write(self._fd, self._buf)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail(exc)
+            return
+        del self._buf[:n]
+        self._wake_drainers()
+        if not self._buf:
+            self._stop_writing()
+            if self._closing:
+                self._finish_close()
+
+    def _stop_writing(self) -> None:
+        if self._writing:
+            self._writing = False
+            if not self._loop.is_closed():
+                self._loop.remove_writer(self._fd)
+
+    def _wake_drainers(self) -> None:
+        size = len(self._buf)
+        keep = []
+        for limit, fut in self._drainers:
+            if fut.done():
+                continue
+            if self._error is not None:
+                fut.set_exception(self._error)
+            elif size <= limit:
+                fut.set_result(None)
+            else:
+                keep.append((limit, fut))
+        self._drainers = keep
+
+    def _fail(self, exc: OSError) -> None:
+        if exc.errno in (errno.EPIPE, errno.ECONNRESET):
+            exc = BrokenPipeError(exc.errno, "the child closed its stdin")
+        self._error = exc
+        self._buf.clear()
+        self._stop_writing()
+        self._wake_drainers()
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._closing = True
+        self._stop_writing()
+        _close_fd(self._fd)
+        fut = self._closed_fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        if self._drainers:
+            self._wake_drainers()
+
+    async def _wait_buffer(self, limit: int) -> None:
+        if self._error is not None:
+            raise self._error
+        if len(self._buf) <= limit:
+            return
+        fut = self._loop.create_future()
+        self._drainers.append((limit, fut))
+        await fut
+
+    async def drain(self) -> None:
+        """Wait until the buffer is down to the high-water mark."""
+        await self._wait_buffer(self._high_water)
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close once the buffered data is written (at once if there is none)."""
+        if self._closing:
+            return
+        self._closing = True
+        if not self._buf:
+            self._finish_close()
+
+    def abort(self) -> None:
+        """Close now, dropping buffered data."""
+        self._buf.clear()
+        self._closing = True
+        self._finish_close()
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    async def wait_closed(self) -> None:
+        """Wait until the buffered data is written and the pipe closed."""
+        if self._closed:
+            return
+        if self._closed_fut is None:
+            self._closed_fut = self._loop.create_future()
+        await asyncio.shield(self._closed_fut)
+
+    # -------------------------------------------------------------- anyio API
+    async def send(self, item: bytes) -> None:
+        if self._closing and self._error is None:
+            raise anyio.ClosedResourceError("the stream is closed")
+        self.write(item)
+        await self._wait_buffer(0)
+
+    async def aclose(self) -> None:
+        self.close()
+        await self.wait_closed()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+ReaderFactory = Callable[[int, asyncio.AbstractEventLoop], ProcessReader]

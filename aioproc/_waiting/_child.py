@@ -1,0 +1,217 @@
+"""The per-child state machine shared by both waiting modes.
+
+A child goes through three states, in this order and never back:
+
+    running  ->  exited (observed, still a zombie)  ->  reaped (status known)
+
+Between "exited" and "reaped" the kernel keeps the zombie's PID (and, if it led
+a process group, the group id) allocated, so signalling by PID or group is
+still safe. After "reaped" the PID may belong to anybody. The whole design
+rests on one rule, taken from Go (seed 000): *mark the child done and reap it
+under the same lock that every signal sender takes*. A signal is therefore
+sent either strictly before the reap (the PID still names our zombie or our
+child) or it sees the child done and raises :class:`ProcessLookupError`.
+
+Subclasses (``pidfd.py``, ``pid.py``) supply the system calls; this module
+owns the ordering.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import threading
+from collections.abc import Iterator
+from typing import ClassVar
+
+from .._status import ExitStatus
+from . import _sys
+
+__all__ = ["Child"]
+
+
+class Child:
+    """One spawned child, watched by its event loop until it has been reaped."""
+
+    mode: ClassVar[str]
+
+    def __init__(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:
+        self.pid = pid
+        self._loop = loop
+        # Taken by every signal sender and by the reap (see the module docstring).
+        self._lock = threading.Lock()
+        self._status: ExitStatus | None = None
+        self._exited = False
+        self._reap_holds = 0
+        self._reaped_fut: asyncio.Future[ExitStatus] | None = None
+        self._exited_fut: asyncio.Future[None] | None = None
+
+    # ---------------------------------------------------------------- backend hooks
+    def _watch(self) -> None:
+        """Start asking the loop to call :meth:`_notify_exited` when the child exits."""
+        raise NotImplementedError
+
+    def _unwatch(self) -> None:
+        """Stop watching. Called on the loop thread, or after the loop closed."""
+        raise NotImplementedError
+
+    def _poll_exited(self) -> bool:
+        """Whether the child has exited (without reaping it). True if it is gone."""
+        raise NotImplementedError
+
+    def _reap_now(self, block: bool) -> ExitStatus | None:
+        """Reap the exited child. Called with ``_lock`` held. None if not exited."""
+        raise NotImplementedError
+
+    def _kill_raw(self, sig: int) -> None:
+        """Deliver ``sig`` to the child. Called with ``_lock`` held, child unreaped."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Give up OS resources (the pidfd) once reaped."""
+
+    # ---------------------------------------------------------------- state
+    @property
+    def status(self) -> ExitStatus | None:
+        return self._status
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def _notify_exited(self) -> None:
+        """The backend saw the child exit. Runs on the loop thread."""
+        if self._exited:
+            return
+        self._exited = True
+        self._unwatch()
+        fut = self._exited_fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        if self._reap_holds == 0:
+            self._reap()
+
+    def _reap(self, block: bool = False) -> ExitStatus | None:
+        with self._lock:
+            if self._status is None:
+                # Marking done and reaping under the signalling lock: a
+                # concurrent send_signal() either completed while the PID
+                # still named our child, or waits here and then sees done.
+                self._status = self._reap_now(block)
+            status = self._status
+        if status is None:
+            return None
+        self._exited = True
+        self._release()
+        fut = self._reaped_fut
+        if fut is not None and not fut.done():
+            fut.set_result(status)
+        return status
+
+    def _check_loop(self) -> None:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            raise RuntimeError("this must be awaited from a running event loop") from None
+        if running is not self._loop:
+            raise RuntimeError(
+                f"process {self.pid} belongs to another event loop; "
+                "await it from the loop that spawned it"
+            )
+
+    async def wait(self) -> ExitStatus:
+        """Wait until the child has been reaped. Cancelling the wait loses nothing."""
+        if self._status is not None:
+            return self._status
+        self._check_loop()
+        if self._reaped_fut is None:
+            self._reaped_fut = self._loop.create_future()
+        # shield(): one waiter's cancellation must not cancel the shared future.
+        return await asyncio.shield(self._reaped_fut)
+
+    async def wait_exited(self) -> None:
+        """Wait until the child has exited, without reaping it if reaping is held."""
+        if self._exited or self._status is not None:
+            return
+        self._check_loop()
+        if self._exited_fut is None:
+            self._exited_fut = self._loop.create_future()
+        await asyncio.shield(self._exited_fut)
+
+    @contextlib.contextmanager
+    def hold_reap(self) -> Iterator[None]:
+        """Keep an exited child unreaped (a zombie) inside the block.
+
+        While it is a zombie its PID, and the id of the process group it leads,
+        cannot be reused, so :meth:`signal_group` stays safe.
+        """
+        self._reap_holds += 1
+        try:
+            yield
+        finally:
+            self._reap_holds -= 1
+            if self._reap_holds == 0 and self._exited and self._status is None:
+                self._reap()
+
+    # ---------------------------------------------------------------- signals
+    def send_signal(self, sig: int) -> None:
+        with self._lock:
+            # A zombie counts as finished: the signal would do nothing, and
+            # saying so is more useful than pretending it was delivered.
+            if self._status is not None or self._exited or self._poll_exited():
+                raise ProcessLookupError(f"process {self.pid} has already exited")
+            self._kill_raw(sig)
+
+    def signal_group(self, pgid: int, sig: int) -> None:
+        """Signal process group ``pgid``, which this child leads.
+
+        Allowed only while the leader is unreaped: its zombie pins the group
+        id, so the group cannot have been replaced by an unrelated one.
+        """
+        with self._lock:
+            if self._status is not None:
+                raise ProcessLookupError(
+                    f"process group {pgid}: its leader {self.pid} has been reaped, "
+                    "so the group id may name another group now"
+                )
+            os.killpg(pgid, sig)
+
+    # ---------------------------------------------------------------- no loop
+    def close_sync(self) -> ExitStatus:
+        """Kill and reap the child now, blocking. For finalizers and loop shutdown."""
+        with self._lock:
+            if self._status is None and not self._exited and not self._poll_exited():
+                with contextlib.suppress(ProcessLookupError):
+                    self._kill_raw(signal.SIGKILL)
+        if self._loop_usable():
+            self._unwatch()
+        else:
+            self._forget_watch()
+        status = self._reap(block=True)
+        assert status is not None
+        return status
+
+    def _loop_usable(self) -> bool:
+        """Whether the loop may be touched from here (its thread, not closed)."""
+        if self._loop.is_closed():
+            return False
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
+
+    def _forget_watch(self) -> None:
+        """Drop the watch without touching the loop (it is closed or elsewhere)."""
+        self._unwatch()
+
+
+def lost_status(pid: int) -> ExitStatus:
+    return ExitStatus.lost(pid)
+
+
+def status_from_waitid(res: _sys.WaitResult) -> ExitStatus:
+    if res.code == _sys.CLD_EXITED:
+        return ExitStatus.exited(res.pid, res.status, res.rusage)
+    return ExitStatus.killed(res.pid, res.status, res.code == _sys.CLD_DUMPED, res.rusage)

@@ -1,0 +1,162 @@
+"""The Linux system calls behind child waiting, in one place.
+
+``waitid`` is called through :mod:`ctypes` where it can be, because Python's
+``os.waitid`` does not return the ``rusage`` that the raw system call fills in,
+and in pidfd mode we must reap through the pidfd (``P_PIDFD``), never by PID, so
+``os.wait4`` is not an option there. Where ctypes or the system-call number is
+not available, :func:`waitid` falls back to ``os.waitid`` and reports no rusage.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import os
+import platform
+import resource
+import signal
+import sys
+from typing import NamedTuple
+
+__all__ = ["P_PID", "P_PIDFD", "WaitResult", "pidfd_open", "pidfd_send_signal", "waitid"]
+
+P_PID: int = getattr(os, "P_PID", 1)
+P_PIDFD: int = getattr(os, "P_PIDFD", 3)
+
+# waitid's system-call number, per architecture (arch/*/include/uapi/asm/unistd*.h).
+_SYS_WAITID = {
+    "x86_64": 247,
+    "amd64": 247,
+    "aarch64": 95,
+    "arm64": 95,
+    "riscv64": 95,
+    "loongarch64": 95,
+    "i386": 284,
+    "i686": 284,
+    "armv7l": 280,
+    "ppc64le": 272,
+    "ppc64": 272,
+    "s390x": 281,
+}.get(platform.machine())
+
+# si_code values for SIGCHLD (include/uapi/asm-generic/siginfo.h).
+CLD_EXITED, CLD_KILLED, CLD_DUMPED = 1, 2, 3
+
+
+class WaitResult(NamedTuple):
+    pid: int
+    code: int  # CLD_EXITED, CLD_KILLED or CLD_DUMPED
+    status: int  # exit code, or signal number
+    rusage: resource.struct_rusage | None
+
+
+# The 14 long fields of struct rusage after the two timevals, in kernel order;
+# resource.struct_rusage has them in the same order under these names.
+_RUSAGE_LONGS = (
+    "ru_maxrss", "ru_ixrss", "ru_idrss", "ru_isrss", "ru_minflt", "ru_majflt", "ru_nswap",
+    "ru_inblock", "ru_oublock", "ru_msgsnd", "ru_msgrcv", "ru_nsignals", "ru_nvcsw", "ru_nivcsw",
+)  # fmt: skip
+
+
+class _Timeval(ctypes.Structure):
+    _fields_ = (("sec", ctypes.c_long), ("usec", ctypes.c_long))
+
+
+class _Rusage(ctypes.Structure):
+    _fields_ = (
+        ("utime", _Timeval),
+        ("stime", _Timeval),
+        *((name, ctypes.c_long) for name in _RUSAGE_LONGS),
+    )
+
+
+# siginfo_t is 128 bytes on every Linux architecture. For SIGCHLD on 64-bit
+# and 32-bit little/big-endian alike: si_code at offset 8; the union holds
+# si_pid at 16 (12 on 32-bit), si_status at 24 (20 on 32-bit).
+_PTR64 = ctypes.sizeof(ctypes.c_void_p) == 8
+_OFF_PID, _OFF_STATUS = (16, 24) if _PTR64 else (12, 20)
+
+_syscall = None
+if sys.platform == "linux" and _SYS_WAITID is not None:
+    try:
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _syscall = _libc.syscall
+        _syscall.restype = ctypes.c_long
+        _syscall.argtypes = (
+            ctypes.c_long,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_void_p,
+            ctypes.c_int,
+            ctypes.c_void_p,
+        )
+    except (OSError, AttributeError):  # pragma: no cover - exotic libc
+        _syscall = None
+
+
+def _to_struct_rusage(ru: _Rusage) -> resource.struct_rusage:
+    values: list[float | int] = [
+        ru.utime.sec + ru.utime.usec / 1e6,
+        ru.stime.sec + ru.stime.usec / 1e6,
+    ]
+    values.extend(getattr(ru, name) for name in _RUSAGE_LONGS)
+    return resource.struct_rusage(values)
+
+
+def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
+    """``waitid(2)``: None when ``WNOHANG`` is given and nothing has exited.
+
+    Raises :class:`ChildProcessError` (ECHILD) when there is no such child of
+    ours, i.e. somebody else reaped it. EINTR is retried.
+    """
+    if _syscall is None:
+        res = os.waitid(idtype, ident, options)
+        if res is None:
+            return None
+        return WaitResult(res.si_pid, res.si_code, res.si_status, None)
+    info = ctypes.create_string_buffer(128)
+    ru = _Rusage()
+    while True:
+        rc = _syscall(_SYS_WAITID, idtype, ident, info, options, ctypes.byref(ru))
+        if rc == 0:
+            break
+        err = ctypes.get_errno()
+        if err != errno.EINTR:
+            raise (
+                OSError(err, os.strerror(err))
+                if err != errno.ECHILD
+                else ChildProcessError(err, os.strerror(err))
+            )
+    raw = info.raw
+    pid = int.from_bytes(raw[_OFF_PID : _OFF_PID + 4], sys.byteorder, signed=True)
+    if pid == 0:
+        return None
+    code = int.from_bytes(raw[8:12], sys.byteorder, signed=True)
+    status = int.from_bytes(raw[_OFF_STATUS : _OFF_STATUS + 4], sys.byteorder, signed=True)
+    # With WNOWAIT the kernel does not fill in rusage.
+    rusage = None if options & os.WNOWAIT else _to_struct_rusage(ru)
+    return WaitResult(pid, code, status, rusage)
+
+
+def pidfd_open(pid: int) -> int:
+    """Open a pidfd (close-on-exec, as all pidfds are) for ``pid``."""
+    return os.pidfd_open(pid)
+
+
+def pidfd_send_signal(pidfd: int, sig: int) -> None:
+    """Signal the process the pidfd refers to; ESRCH becomes ProcessLookupError."""
+    signal.pidfd_send_signal(pidfd, sig)
+
+
+def pidfd_supported() -> bool:
+    """Whether this kernel (and seccomp policy) lets us open pidfds."""
+    if not hasattr(os, "pidfd_open") or not hasattr(signal, "pidfd_send_signal"):
+        return False
+    try:
+        fd = os.pidfd_open(os.getpid())
+    except OSError as exc:
+        if exc.errno in (errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL):
+            return False
+        raise
+    os.close(fd)
+    return True

@@ -1,0 +1,153 @@
+"""pid mode: for kernels or sandboxes without pidfds. Thread-free too.
+
+The loop learns about exits from SIGCHLD. SIGCHLD carries no reliable PID
+(signals coalesce), so on each one every pid-mode child of the loop is checked
+with ``waitid(P_PID, pid, WEXITED | WNOHANG | WNOWAIT)``, which *observes* the
+exit without reaping. The child is then marked done and reaped under the lock
+that every signal sender takes (seed 000, in :mod:`._child`): a PID is only
+ever freed once nobody can be about to send it a signal.
+
+Where the loop does not run in the main thread (no signal handlers there),
+the loop polls instead, backing off from 1 ms to 100 ms while children run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import weakref
+from collections.abc import Callable
+
+from .._status import ExitStatus
+from . import _sys
+from ._child import Child, lost_status
+
+__all__ = ["PidChild"]
+
+
+class PidChild(Child):
+    mode = "pid"
+
+    def _watch(self) -> None:
+        _reaper_for(self._loop).add(self)
+
+    def _unwatch(self) -> None:
+        reaper = _reapers.get(self._loop)
+        if reaper is not None:
+            reaper.discard(self)
+
+    def _poll_exited(self) -> bool:
+        if self._status is not None:
+            return True
+        try:
+            res = _sys.waitid(_sys.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return True  # reaped by somebody else
+        return res is not None
+
+    def _reap_now(self, block: bool) -> ExitStatus | None:
+        try:
+            pid, wstatus, rusage = os.wait4(self.pid, 0 if block else os.WNOHANG)
+        except ChildProcessError:
+            return lost_status(self.pid)
+        if pid == 0:
+            return None
+        return ExitStatus.from_wait_status(pid, wstatus, rusage)
+
+    def _kill_raw(self, sig: int) -> None:
+        os.kill(self.pid, sig)
+
+
+class _Reaper:
+    """Per-loop set of pid-mode children, checked on every SIGCHLD."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._children: set[PidChild] = set()
+        self._unsubscribe: Callable[[], None] | None = None
+        self._poll_handle: asyncio.TimerHandle | None = None
+        self._poll_delay = 0.001
+
+    def add(self, child: PidChild) -> None:
+        self._children.add(child)
+        if self._unsubscribe is None and self._poll_handle is None:
+            self._start()
+        # The child may have exited before we subscribed, and its SIGCHLD
+        # been consumed already: look once now.
+        self._loop.call_soon(self.scan)
+        self._poll_delay = 0.001
+
+    def discard(self, child: PidChild) -> None:
+        self._children.discard(child)
+        if not self._children:
+            self._stop()
+
+    def scan(self, *_: object) -> None:
+        for child in list(self._children):
+            if child._poll_exited():
+                child._notify_exited()
+
+    def _start(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._unsubscribe = sigchld_subscribe(self._loop, self.scan)
+        if self._unsubscribe is None:
+            self._schedule_poll()
+
+    def _stop(self) -> None:
+        if self._unsubscribe is not None:
+            unsubscribe, self._unsubscribe = self._unsubscribe, None
+            if not self._loop.is_closed():
+                unsubscribe()
+        if self._poll_handle is not None:
+            self._poll_handle.cancel()
+            self._poll_handle = None
+
+    def _schedule_poll(self) -> None:
+        self._poll_handle = self._loop.call_later(self._poll_delay, self._poll)
+
+    def _poll(self) -> None:
+        self._poll_handle = None
+        self.scan()
+        if self._children:
+            self._poll_delay = min(self._poll_delay * 2, 0.1)
+            self._schedule_poll()
+
+
+_reapers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reaper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _reaper_for(loop: asyncio.AbstractEventLoop) -> _Reaper:
+    reaper = _reapers.get(loop)
+    if reaper is None:
+        reaper = _reapers[loop] = _Reaper(loop)
+    return reaper
+
+
+def sigchld_subscribe(
+    loop: asyncio.AbstractEventLoop, callback: Callable[[], None]
+) -> Callable[[], None] | None:
+    """Call ``callback`` on the loop for every SIGCHLD; return the unsubscribe.
+
+    The one place pid mode touches signal handling. None when the loop will
+    not give us SIGCHLD (uvloop keeps it for itself); the reaper polls then.
+    """
+    try:
+        loop.add_signal_handler(signal.SIGCHLD, callback)
+    except RuntimeError:
+        return None
+
+    def unsubscribe() -> None:
+        loop.remove_signal_handler(signal.SIGCHLD)
+
+    return unsubscribe
+
+
+def _after_fork_in_child() -> None:
+    _reapers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

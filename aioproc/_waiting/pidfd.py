@@ -1,0 +1,135 @@
+"""pidfd mode: the loop watches each child's pidfd; signals and the reap go through it.
+
+A pidfd names one process for as long as the descriptor is open, whatever
+happens to its PID number, so in this mode no race with PID reuse exists:
+
+* waiting: ``loop.add_reader(pidfd)``. The kernel makes a pidfd readable when
+  the process exits. No thread, no SIGCHLD, no polling.
+* reaping: ``waitid(P_PIDFD, pidfd, WEXITED)``, never by PID.
+* signalling: ``pidfd_send_signal``, never ``kill(pid)``.
+
+What remains is the descriptor's own lifetime (seed 002). The number is used
+by the loop's registration, by signal senders and by the reap, possibly from
+finalizers on other threads. If it were closed while one of them still held
+the number, the number could be reopened as some other pidfd (for a different
+process) and the late user would act on that one. So the descriptor is
+reference-counted: one reference for the handle, one while registered with the
+loop, one for the duration of each use; whoever drops the last closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import threading
+from collections.abc import Iterator
+
+from .._status import ExitStatus
+from . import _sys
+from ._child import Child, lost_status, status_from_waitid
+
+assert sys.platform == "linux" or not sys.platform.startswith("win")
+
+__all__ = ["PidfdChild"]
+
+
+class PidfdChild(Child):
+    mode = "pidfd"
+
+    def __init__(self, pid: int, pidfd: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(pid, loop)
+        self._fd = pidfd
+        self._refs = 1  # the handle's own reference
+        self._refs_lock = threading.Lock()
+        self._registered = False
+        self._handle_ref = True
+
+    # ------------------------------------------------------------ the descriptor
+    def _acquire_fd(self) -> int | None:
+        with self._refs_lock:
+            if self._refs == 0:
+                return None
+            self._refs += 1
+            return self._fd
+
+    def _release_fd(self) -> None:
+        with self._refs_lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last:
+            os.close(self._fd)
+
+    @contextlib.contextmanager
+    def _using_fd(self) -> Iterator[int | None]:
+        fd = self._acquire_fd()
+        try:
+            yield fd
+        finally:
+            if fd is not None:
+                self._release_fd()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    # ------------------------------------------------------------ backend hooks
+    def _watch(self) -> None:
+        fd = self._acquire_fd()
+        assert fd is not None
+        self._registered = True
+        self._loop.add_reader(fd, self._notify_exited)
+
+    def _unwatch(self) -> None:
+        if self._registered:
+            self._registered = False
+            self._loop.remove_reader(self._fd)
+            self._release_fd()
+
+    def _forget_watch(self) -> None:
+        if not self._registered:
+            return
+        if self._loop.is_closed():
+            # The selector is gone with the loop; nothing to unregister.
+            self._registered = False
+            self._release_fd()
+            return
+        # The loop runs in another thread: only it may unregister the reader.
+        # The registration keeps its reference to the descriptor until then,
+        # so the number cannot be reused under the loop's feet.
+        with contextlib.suppress(RuntimeError):  # closed meanwhile
+            self._loop.call_soon_threadsafe(self._unwatch)
+
+    def _poll_exited(self) -> bool:
+        with self._using_fd() as fd:
+            if fd is None:
+                return True
+            try:
+                res = _sys.waitid(_sys.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return True  # reaped by somebody else
+            return res is not None
+
+    def _reap_now(self, block: bool) -> ExitStatus | None:
+        with self._using_fd() as fd:
+            if fd is None:  # pragma: no cover - the handle holds a reference until reaped
+                return lost_status(self.pid)
+            options = os.WEXITED if block else os.WEXITED | os.WNOHANG
+            try:
+                res = _sys.waitid(_sys.P_PIDFD, fd, options)
+            except ChildProcessError:
+                # Another piece of code reaped our child (waitpid(-1) or
+                # SIGCHLD=SIG_IGN). The status is gone; say so.
+                return lost_status(self.pid)
+            return None if res is None else status_from_waitid(res)
+
+    def _kill_raw(self, sig: int) -> None:
+        with self._using_fd() as fd:
+            if fd is None:
+                raise ProcessLookupError(f"process {self.pid} has already exited")
+            _sys.pidfd_send_signal(fd, sig)
+
+    def _release(self) -> None:
+        if self._handle_ref:
+            self._handle_ref = False
+            self._release_fd()
