@@ -34,13 +34,16 @@ else:  # pragma: no cover
 __all__ = ["Process", "spawn"]
 
 
-def _check_signal(sig: int, what: str = "signal") -> _signal.Signals:
+def _check_signal(sig: int, what: str = "signal", allow_zero: bool = True) -> int:
+    """Validate a signal number (0, the existence check, where allowed)."""
     if isinstance(sig, bool) or not isinstance(sig, int):
         raise TypeError(f"{what} must be a signal number, not {type(sig).__name__}")
+    if not (0 if allow_zero else 1) <= sig < _signal.NSIG:
+        raise ValueError(f"{what}: {sig} is not a valid signal number")
     try:
         return _signal.Signals(sig)
-    except ValueError:
-        raise ValueError(f"{what}: {sig} is not a valid signal number") from None
+    except ValueError:  # 0, or a real-time signal without a name
+        return int(sig)
 
 
 @final
@@ -57,7 +60,7 @@ class Process:
     stdin: ProcessWriter | None
     stdout: ProcessReader | None
     stderr: ProcessReader | None
-    stop_signal: _signal.Signals
+    stop_signal: int
     stop_timeout: float
     kill_group: bool
     _child: _waiting.Child
@@ -74,7 +77,7 @@ class Process:
         stdin: ProcessWriter | None,
         stdout: ProcessReader | None,
         stderr: ProcessReader | None,
-        stop_signal: _signal.Signals,
+        stop_signal: int,
         stop_timeout: float,
         kill_group: bool,
     ) -> Process:
@@ -387,7 +390,7 @@ def spawn(
     (``FileNotFoundError`` naming the program or cwd, ``PermissionError``...).
     In every case nothing is left behind.
     """
-    sig = _check_signal(stop_signal, "stop_signal")
+    sig = _check_signal(stop_signal, "stop_signal", allow_zero=False)
     if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
         raise TypeError("stop_timeout must be a number of seconds")
     if stop_timeout < 0:

@@ -106,11 +106,16 @@ def _to_struct_rusage(ru: _Rusage) -> resource.struct_rusage:
 def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
     """``waitid(2)``: None when ``WNOHANG`` is given and nothing has exited.
 
+    Never blocks on a non-blocking pidfd; see :func:`wait_pidfd_blocking`.
+
     Raises :class:`ChildProcessError` (ECHILD) when there is no such child of
     ours, i.e. somebody else reaped it. EINTR is retried.
     """
     if _syscall is None:
-        res = os.waitid(idtype, ident, options)
+        try:
+            res = os.waitid(idtype, ident, options)
+        except BlockingIOError:
+            return None
         if res is None:
             return None
         return WaitResult(res.si_pid, res.si_code, res.si_status, None)
@@ -121,12 +126,14 @@ def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
         if rc == 0:
             break
         err = ctypes.get_errno()
+        if err == errno.EAGAIN:
+            # A pidfd in non-blocking mode (uvloop sets O_NONBLOCK on every
+            # descriptor it watches) answers EAGAIN for "not exited yet".
+            return None
+        if err == errno.ECHILD:
+            raise ChildProcessError(err, os.strerror(err))
         if err != errno.EINTR:
-            raise (
-                OSError(err, os.strerror(err))
-                if err != errno.ECHILD
-                else ChildProcessError(err, os.strerror(err))
-            )
+            raise OSError(err, os.strerror(err))
     raw = info.raw
     pid = int.from_bytes(raw[_OFF_PID : _OFF_PID + 4], sys.byteorder, signed=True)
     if pid == 0:
@@ -157,6 +164,26 @@ def pidfd_supported() -> bool:
     except OSError as exc:
         if exc.errno in (errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL):
             return False
-        raise
+        # Out of descriptors, say: that says nothing about support. Assume it;
+        # the pidfd_open after the next fork reports the real error clearly.
+        return True
     os.close(fd)
     return True
+
+
+def wait_pidfd_blocking(pidfd: int) -> WaitResult | None:
+    """Reap through ``pidfd``, blocking until the process exits.
+
+    The descriptor may be in non-blocking mode (uvloop leaves it so), where
+    ``waitid`` would fail with EAGAIN instead of blocking, so wait for it to
+    become readable with ``poll`` first.
+    """
+    import select
+
+    while True:
+        res = waitid(P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        if res is not None:
+            return res
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)
+        poller.poll()

@@ -114,9 +114,11 @@ class PidfdChild(Child):
         with self._using_fd() as fd:
             if fd is None:  # pragma: no cover - the handle holds a reference until reaped
                 return lost_status(self.pid)
-            options = os.WEXITED if block else os.WEXITED | os.WNOHANG
             try:
-                res = _sys.waitid(_sys.P_PIDFD, fd, options)
+                if block:
+                    res = _sys.wait_pidfd_blocking(fd)
+                else:
+                    res = _sys.waitid(_sys.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
             except ChildProcessError:
                 # Another piece of code reaped our child (waitpid(-1) or
                 # SIGCHLD=SIG_IGN). The status is gone; say so.

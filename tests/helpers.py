@@ -1,0 +1,92 @@
+"""Helpers the tests share: looking at processes and descriptors through /proc."""
+
+from __future__ import annotations
+
+import os
+import time
+
+__all__ = ["children_of", "group_members", "open_fds", "open_pidfds", "process_state", "wait_gone"]
+
+
+def children_of(pid: int | None = None) -> set[int]:
+    """PIDs of the live or zombie children of ``pid`` (default: this process)."""
+    pid = os.getpid() if pid is None else pid
+    out: set[int] = set()
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                out.update(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def open_fds() -> set[int]:
+    return {int(fd) for fd in os.listdir("/proc/self/fd")}
+
+
+def process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` ("Z" for a zombie), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def group_members(pgid: int) -> set[int]:
+    """Live (non-zombie) processes in process group ``pgid``, found by scanning /proc."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            out.add(int(entry))
+    return out
+
+
+def open_pidfds(pids: set[int]) -> list[int]:
+    fds = []
+    for pid in pids:
+        try:
+            fds.append(os.pidfd_open(pid))
+        except ProcessLookupError:
+            pass
+    return fds
+
+
+def wait_gone(pidfds: list[int], timeout: float = 10.0) -> bool:
+    """Wait until every process behind ``pidfds`` has exited; close the pidfds.
+
+    A signalled process dies asynchronously: kill() returns once the signal
+    is queued. A pidfd turns readable when its process has exited, which is
+    the event to wait for.
+    """
+    import select
+
+    try:
+        poller = select.poll()
+        for fd in pidfds:
+            poller.register(fd, select.POLLIN)
+        pending = set(pidfds)
+        deadline = time.monotonic() + timeout
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for fd, _ in poller.poll(left * 1000):
+                pending.discard(fd)
+                poller.unregister(fd)
+        return True
+    finally:
+        for fd in pidfds:
+            os.close(fd)

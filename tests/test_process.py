@@ -1,0 +1,502 @@
+"""The process handle: thread-free waiting, PID-safe signalling, cleanup.
+
+Each test names the semantic of the foundation issue it shows. Tests taking
+``wait_mode`` run in pidfd mode and in pid mode; every async test also runs on
+asyncio's default loop and on uvloop (see conftest.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import gc
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+import aioproc
+from aioproc import PIPE, ExitStatus
+
+from .helpers import children_of, group_members, open_pidfds, process_state, wait_gone
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+PROGRAMS = Path(__file__).parent / "programs"
+PIDFD_OPEN_NR = 434  # the same on every architecture (the unified syscall table)
+
+
+def run_python(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+# ------------------------------------------------------------------ spawning
+async def test_spawn_is_awaitable_and_reports_status(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sh", "-c", "exit 7"])
+    assert proc.mode == wait_mode
+    assert proc.returncode is None or proc.returncode == 7
+    status = await proc.wait()
+    assert status == proc.status
+    assert status.exit_code == 7
+    assert status.returncode == 7
+    assert status.signal is None
+    assert not status.success
+    assert proc.returncode == 7
+    assert status.rusage is not None
+
+
+async def test_spawn_as_context_manager_waits_for_normal_exit(wait_mode: str) -> None:
+    async with aioproc.spawn(["true"]) as proc:
+        status = await proc.wait()
+    assert status.success
+    assert proc.status is status
+
+
+async def test_process_cannot_be_constructed_directly() -> None:
+    with pytest.raises(TypeError, match="spawn"):
+        aioproc.Process()
+
+
+async def test_killed_child_has_negative_returncode(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sleep", "30"])
+    proc.kill()
+    status = await proc.wait()
+    assert status.returncode == -signal.SIGKILL
+    assert status.signal is signal.SIGKILL
+    assert status.exit_code is None
+
+
+# ---------------------------------------------------- 1. no thread waits
+async def test_500_live_children_cost_no_thread(wait_mode: str) -> None:
+    threads = threading.active_count()
+    task_count = len(os.listdir("/proc/self/task"))
+    procs = [await aioproc.spawn(["sleep", "30"]) for _ in range(500)]
+    waiters = [asyncio.ensure_future(p.wait()) for p in procs]
+    await asyncio.sleep(0)
+    assert threading.active_count() == threads
+    assert len(os.listdir("/proc/self/task")) == task_count
+    for p in procs:
+        p.kill()
+    statuses = await asyncio.gather(*waiters)
+    assert all(s.signal is signal.SIGKILL for s in statuses)
+    assert len(os.listdir("/proc/self/task")) == task_count
+
+
+# ------------------------------------- 2. wait() means the process exited
+async def test_wait_is_not_delayed_by_a_grandchild_holding_stdout(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sh", "-c", "sleep 30 & echo $!"], stdout=PIPE)
+    assert proc.stdout is not None
+    grandchild = int(await proc.stdout.readline())
+    status = await asyncio.wait_for(proc.wait(), 10)
+    assert status.success
+    # The pipe is still open at the far end: EOF has not come.
+    assert not proc.stdout.at_eof()
+    os.kill(grandchild, signal.SIGKILL)
+    assert await proc.stdout.read() == b""
+    await proc.aclose()
+
+
+# ------------------------------------------------------- 3. two modes
+def test_wait_mode_switch_rejects_unknown_modes() -> None:
+    with pytest.raises(ValueError, match="wait mode"):
+        aioproc.set_wait_mode("threads")  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="seccomp helper")
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.EPERM, errno.EACCES])
+def test_pid_mode_is_chosen_when_pidfd_open_is_blocked(err: int) -> None:
+    # A real seccomp filter makes pidfd_open fail, as an old kernel or a
+    # container sandbox would.
+    code = """
+        import asyncio, aioproc
+        async def main():
+            p = await aioproc.spawn(["sh", "-c", "exit 3"])
+            s = await p.wait()
+            print(p.mode, aioproc.get_wait_mode(), s.returncode)
+        asyncio.run(main())
+    """
+    res = subprocess.run(
+        [sys.executable, str(PROGRAMS / "seccomp_deny.py"), str(PIDFD_OPEN_NR), str(err),
+         textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["pid", "pid", "3"]
+    assert res.stderr == ""
+
+
+# ------------------------------------------- 5./6. PID-safe signalling
+async def test_signalling_a_finished_process_raises_process_lookup_error(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["true"])
+    await proc.wait()
+    for send in (proc.terminate, proc.kill, lambda: proc.send_signal(signal.SIGUSR1)):
+        with pytest.raises(ProcessLookupError):
+            send()
+
+
+async def test_signalling_an_exited_unreaped_child_raises(wait_mode: str) -> None:
+    # The child has exited but the loop has not run yet, so nobody reaped it:
+    # it is a zombie, and a signal now would silently do nothing.
+    proc = await aioproc.spawn(["sh", "-c", "exec 1>&-; exit 0"], stdout=PIPE)
+    assert proc.stdout is not None
+    await proc.stdout.read()  # EOF: the shell is exiting
+    while process_state(proc.pid) not in ("Z", None):
+        await asyncio.sleep(0.001)
+    with pytest.raises(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    assert (await proc.wait()).success
+
+
+async def test_signal_after_exit_with_grandchild_holding_pipes(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sh", "-c", "sleep 30 & echo $!"], stdout=PIPE, stderr=PIPE)
+    assert proc.stdout is not None
+    grandchild = int(await proc.stdout.readline())
+    await proc.wait()
+    with pytest.raises(ProcessLookupError):
+        proc.kill()
+    assert process_state(grandchild) not in (None, "Z")
+    os.kill(grandchild, signal.SIGKILL)
+    await proc.aclose()
+
+
+async def test_a_reused_pidfd_number_is_never_signalled() -> None:
+    # Seed 002: once A is reaped its pidfd is closed; the number can be
+    # reopened as B's pidfd. A late A.kill() must not reach B through it.
+    aioproc.set_wait_mode("pidfd")
+    try:
+        a = await aioproc.spawn(["true"])
+        await a.wait()
+        b = await aioproc.spawn(["sleep", "30"])
+        with pytest.raises(ProcessLookupError):
+            a.kill()
+        assert b.returncode is None and process_state(b.pid) not in (None, "Z")
+        b.kill()
+        assert (await b.wait()).signal is signal.SIGKILL
+    finally:
+        aioproc.set_wait_mode("auto")
+
+
+def test_concurrent_signals_from_threads_during_exit(wait_mode: str) -> None:
+    # send_signal from several threads while the loop reaps: each call either
+    # reaches the live child or raises ProcessLookupError; nothing else.
+    async def main() -> list[BaseException]:
+        errors: list[BaseException] = []
+        for _ in range(20):
+            proc = await aioproc.spawn(["sh", "-c", "read x"], stdin=PIPE)
+            stop = threading.Event()
+
+            def hammer(p: aioproc.Process = proc) -> None:
+                while not stop.is_set():
+                    try:
+                        p.send_signal(0)
+                    except ProcessLookupError:
+                        return
+                    except BaseException as exc:  # pragma: no cover - the failure
+                        errors.append(exc)
+                        return
+
+            threads = [threading.Thread(target=hammer) for _ in range(3)]
+            for t in threads:
+                t.start()
+            assert proc.stdin is not None
+            proc.stdin.close()
+            await proc.wait()
+            stop.set()
+            for t in threads:
+                t.join()
+        return errors
+
+    assert asyncio.run(main()) == []
+
+
+# ------------------------------------------------ 7. group kill is PID-safe
+async def test_stop_with_kill_group_leaves_no_group_member(wait_mode: str) -> None:
+    script = "trap '' TERM; sleep 30 & sleep 30 & echo ready; wait"
+    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True, stop_timeout=0.2)
+    assert proc.stdout is not None
+    assert await proc.stdout.readline() == b"ready\n"
+    members = group_members(proc.pid)
+    assert len(members) == 3
+    pidfds = open_pidfds(members - {proc.pid})
+    status = await proc.stop()
+    assert status.signal is signal.SIGKILL  # the leader ignored SIGTERM
+    assert wait_gone(pidfds)
+    assert group_members(proc.pid) == set()
+    await proc.aclose()
+
+
+async def test_stop_with_kill_group_sweeps_members_after_leader_exits(wait_mode: str) -> None:
+    # The leader obeys SIGTERM at once, a member ignores it: the member must
+    # still be gone, killed while the leader was an unreaped zombie.
+    script = "(trap '' TERM; echo ready; exec sleep 30) & wait"
+    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True, stop_timeout=5)
+    assert proc.stdout is not None
+    assert await proc.stdout.readline() == b"ready\n"
+    pidfds = open_pidfds(group_members(proc.pid) - {proc.pid})
+    assert len(pidfds) == 1
+    status = await proc.stop()
+    assert status.signal is signal.SIGTERM
+    assert wait_gone(pidfds)
+    assert group_members(proc.pid) == set()
+    await proc.aclose()
+
+
+async def test_group_kill_after_reap_raises_instead_of_guessing(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["true"], kill_group=True)
+    await proc.wait()
+    with pytest.raises(ProcessLookupError, match="group"):
+        proc.kill()
+
+
+async def test_kill_group_rejects_joining_another_group() -> None:
+    with pytest.raises(ValueError, match="kill_group"):
+        aioproc.spawn(["true"], kill_group=True, process_group=os.getpgid(0))
+
+
+# -------------------------------------------------------- stop()
+async def test_stop_escalates_to_sigkill(wait_mode: str) -> None:
+    proc = await aioproc.spawn(
+        ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
+        stdout=PIPE,
+        stop_timeout=0.1,
+    )
+    assert proc.stdout is not None
+    await proc.stdout.readline()
+    status = await proc.stop()
+    assert status.signal is signal.SIGKILL
+    await proc.aclose()
+
+
+async def test_stop_uses_the_stop_signal_and_returns_status_of_finished(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sleep", "30"], stop_signal=signal.SIGINT)
+    status = await proc.stop()
+    assert status.signal is signal.SIGINT
+    assert await proc.stop() is status
+
+
+# ------------------------------------------------------ 8. cancellation
+async def test_cancelled_wait_loses_nothing(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sh", "-c", "read x; exit 4"], stdin=PIPE)
+    waiter = asyncio.ensure_future(proc.wait())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    others = [asyncio.ensure_future(proc.wait()) for _ in range(5)]
+    assert proc.stdin is not None
+    proc.stdin.close()
+    statuses = await asyncio.gather(*others)
+    assert all(s is statuses[0] for s in statuses)
+    assert (await proc.wait()) is statuses[0]
+    assert statuses[0].exit_code == 4
+
+
+@pytest.mark.parametrize("how", ["exception", "cancel"])
+async def test_leaving_async_with_stops_and_reaps(wait_mode: str, how: str) -> None:
+    pid = 0
+
+    async def body() -> None:
+        nonlocal pid
+        async with aioproc.spawn(["sleep", "30"], stdout=PIPE) as proc:
+            pid = proc.pid
+            if how == "exception":
+                raise KeyError("boom")
+            await asyncio.sleep(30)
+
+    task = asyncio.ensure_future(body())
+    await asyncio.sleep(0.05)
+    if how == "cancel":
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    else:
+        with pytest.raises(KeyError):
+            await task
+    assert pid and process_state(pid) is None
+    assert pid not in children_of()
+
+
+async def test_cancellation_during_aexit_still_reaps(wait_mode: str) -> None:
+    # The child ignores SIGTERM, so __aexit__ waits stop_timeout; cancelling
+    # the task meanwhile must not abandon the child.
+    pid = 0
+    ready = asyncio.Event()
+
+    async def body() -> None:
+        nonlocal pid
+        async with aioproc.spawn(
+            ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
+            stdout=PIPE,
+            stop_timeout=0.3,
+        ) as proc:
+            pid = proc.pid
+            assert proc.stdout is not None
+            await proc.stdout.readline()
+        ready.set()
+
+    task = asyncio.ensure_future(body())
+    while not pid:
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)  # inside __aexit__'s grace period by now
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert process_state(pid) is None
+
+
+# ------------------------------------------- 9. no loop needed to clean up
+async def test_dropped_process_is_killed_and_reaped(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sleep", "30"], stdout=PIPE, stdin=PIPE)
+    pid = proc.pid
+    del proc
+    gc.collect()
+    assert process_state(pid) is None
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("mode", ["pidfd", "pid"])
+def test_children_do_not_outlive_a_closed_loop(loop_name: str, mode: str) -> None:
+    code = f"""
+        import asyncio, sys, uvloop, aioproc
+        aioproc.set_wait_mode({mode!r})
+        kept = []
+        async def main():
+            kept.append(await aioproc.spawn(["sleep", "30"], stdout=aioproc.PIPE))
+            dropped = await aioproc.spawn(["sleep", "30"])
+            print(kept[0].pid, dropped.pid, flush=True)
+        (uvloop.run if {loop_name!r} == "uvloop" else asyncio.run)(main())
+        import os
+        print(os.path.exists(f"/proc/{{kept[0].pid}}"), kept[0].returncode, flush=True)
+    """
+    res = run_python(code)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    kept_pid, dropped_pid = map(int, lines[0].split())
+    assert lines[1] == f"False {-signal.SIGKILL}"
+    assert res.stderr == ""  # no "Event loop is closed", no "Exception ignored"
+    assert process_state(kept_pid) is None and process_state(dropped_pid) is None
+
+
+@pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="seccomp helper")
+def test_pidfd_open_failing_after_fork_kills_and_reaps_the_child() -> None:
+    code = """
+        import asyncio, errno, os, aioproc
+        aioproc.set_wait_mode("pidfd")
+        async def main():
+            before = set(os.listdir("/proc/self/fd"))
+            try:
+                await aioproc.spawn(["sleep", "30"], stdout=aioproc.PIPE)
+            except OSError as exc:
+                print(exc.errno == errno.EMFILE, "killed and reaped" in str(exc))
+            with open("/proc/self/task/%d/children" % os.getpid()) as f:
+                print(repr(f.read().strip()))
+            print(set(os.listdir("/proc/self/fd")) == before)
+        asyncio.run(main())
+    """
+    res = subprocess.run(
+        [sys.executable, str(PROGRAMS / "seccomp_deny.py"), str(PIDFD_OPEN_NR),
+         str(errno.EMFILE), textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines() == ["True True", "''", "True"]
+
+
+# ------------------------------------------------------ 10. nothing leaks
+async def test_a_thousand_cycles_leak_nothing(wait_mode: str) -> None:
+    threads = threading.active_count()
+    for i in range(1000):
+        kind = i % 4
+        if kind == 0:
+            proc = await aioproc.spawn(["true"], stdout=PIPE, stderr=PIPE, stdin=PIPE)
+            await proc.communicate()
+        elif kind == 1:
+            with pytest.raises(FileNotFoundError):
+                await aioproc.spawn(["/nonexistent/program"], stdout=PIPE)
+        elif kind == 2:
+            proc = await aioproc.spawn(["sleep", "5"], stdout=PIPE)
+            waiter = asyncio.ensure_future(proc.wait())
+            await asyncio.sleep(0)
+            waiter.cancel()
+            await proc.aclose()
+        else:
+            async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as proc:
+                assert proc.stdin is not None and proc.stdout is not None
+                proc.stdin.write(b"x\n")
+                assert await proc.stdout.readline() == b"x\n"
+    assert threading.active_count() == threads
+
+
+# --------------------------------------------------------- 11. bad input
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"argv": ["/nonexistent/prog"]}, FileNotFoundError, "/nonexistent/prog"),
+        ({"argv": ["no-such-program-xyz"]}, FileNotFoundError, "no-such-program-xyz"),
+        ({"argv": ["true"], "cwd": "/nonexistent-dir"}, FileNotFoundError, "nonexistent-dir"),
+        ({"argv": ["true"], "cwd": "/etc/hostname"}, NotADirectoryError, "/etc/hostname"),
+        ({"argv": ["echo", "a\0b"]}, ValueError, "NUL"),
+        ({"argv": ["true"], "env": {"A": "x\0y"}}, ValueError, "NUL"),
+        ({"argv": ["true"], "env": {"A": 1}}, TypeError, "env"),
+        ({"argv": ["true"], "env": {"A=B": "x"}}, ValueError, "variable name"),
+        ({"argv": ["true"], "user": "no-such-user-xyz"}, ValueError, "unknown user"),
+        ({"argv": ["true"], "group": "no-such-group-xyz"}, ValueError, "unknown group"),
+        ({"argv": "echo hi"}, TypeError, "shell=True"),
+        ({"argv": []}, ValueError, "empty"),
+        ({"argv": ["true", 3]}, TypeError, r"argv\[1\]"),
+        ({"argv": ["true"], "stdout": aioproc.STDOUT}, ValueError, "STDOUT"),
+        ({"argv": ["true"], "stdin": 999}, OSError, "999"),
+        ({"argv": ["true"], "stop_signal": 99999}, ValueError, "signal"),
+    ],
+)
+async def test_bad_input_gets_a_clear_error_and_leaves_nothing(
+    wait_mode: str, kwargs: dict[str, object], exc: type[BaseException], match: str
+) -> None:
+    kwargs = dict(kwargs)  # the parameter dicts are shared between runs
+    argv = kwargs.pop("argv")
+    with pytest.raises(exc, match=match):
+        await aioproc.spawn(argv, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_not_executable_is_a_permission_error(wait_mode: str, tmp_path: Path) -> None:
+    script = tmp_path / "script.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    script.chmod(0o644)
+    with pytest.raises(PermissionError, match=str(script)):
+        await aioproc.spawn([script])
+
+
+async def test_shell_mode_and_env(wait_mode: str) -> None:
+    proc = await aioproc.spawn("echo $FOO", shell=True, stdout=PIPE, env={"FOO": "bar"})
+    out, err = await proc.communicate()
+    assert (out, err) == (b"bar\n", None)
+
+
+async def test_wait_from_another_loop_is_a_clear_error(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sleep", "30"])
+
+    def other_loop() -> None:
+        with pytest.raises(RuntimeError, match="another event loop"):
+            asyncio.run(proc.wait())
+
+    await asyncio.get_running_loop().run_in_executor(None, other_loop)
+    await proc.stop()
+
+
+async def test_repr_and_exit_status_str(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sh", "-c", "kill -TERM $$"])
+    assert f"pid={proc.pid}" in repr(proc)
+    status = await proc.wait()
+    assert "SIGTERM" in str(status)
+    assert isinstance(status, ExitStatus)
+    assert "returncode=-15" in repr(proc)
