@@ -11,6 +11,7 @@ import asyncio
 import errno
 import gc
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -150,8 +151,11 @@ async def test_signalling_an_exited_unreaped_child_raises(wait_mode: str) -> Non
     proc = await aioproc.spawn(["sh", "-c", "exec 1>&-; exit 0"], stdout=PIPE)
     assert proc.stdout is not None
     await proc.stdout.read()  # EOF: the shell is exiting
-    while process_state(proc.pid) not in ("Z", None):
-        await asyncio.sleep(0.001)
+    # Block (without yielding to the loop, which would reap) until it exited.
+    watch = os.pidfd_open(proc.pid)
+    select.select([watch], [], [], 10)
+    os.close(watch)
+    assert process_state(proc.pid) == "Z"
     with pytest.raises(ProcessLookupError):
         proc.send_signal(signal.SIGTERM)
     assert (await proc.wait()).success
@@ -179,7 +183,8 @@ async def test_a_reused_pidfd_number_is_never_signalled() -> None:
         b = await aioproc.spawn(["sleep", "30"])
         with pytest.raises(ProcessLookupError):
             a.kill()
-        assert b.returncode is None and process_state(b.pid) not in (None, "Z")
+        assert b.returncode is None
+        assert process_state(b.pid) not in (None, "Z")
         b.kill()
         assert (await b.wait()).signal is signal.SIGKILL
     finally:
@@ -195,7 +200,7 @@ def test_concurrent_signals_from_threads_during_exit(wait_mode: str) -> None:
             proc = await aioproc.spawn(["sh", "-c", "read x"], stdin=PIPE)
             stop = threading.Event()
 
-            def hammer(p: aioproc.Process = proc) -> None:
+            def hammer(p: aioproc.Process = proc, stop: threading.Event = stop) -> None:
                 while not stop.is_set():
                     try:
                         p.send_signal(0)
@@ -322,7 +327,8 @@ async def test_leaving_async_with_stops_and_reaps(wait_mode: str, how: str) -> N
     else:
         with pytest.raises(KeyError):
             await task
-    assert pid and process_state(pid) is None
+    assert pid
+    assert process_state(pid) is None
     assert pid not in children_of()
 
 
@@ -330,7 +336,7 @@ async def test_cancellation_during_aexit_still_reaps(wait_mode: str) -> None:
     # The child ignores SIGTERM, so __aexit__ waits stop_timeout; cancelling
     # the task meanwhile must not abandon the child.
     pid = 0
-    ready = asyncio.Event()
+    leaving = asyncio.Event()
 
     async def body() -> None:
         nonlocal pid
@@ -342,12 +348,12 @@ async def test_cancellation_during_aexit_still_reaps(wait_mode: str) -> None:
             pid = proc.pid
             assert proc.stdout is not None
             await proc.stdout.readline()
-        ready.set()
+            leaving.set()
+        # From here __aexit__ runs without yielding until it awaits the stop.
 
     task = asyncio.ensure_future(body())
-    while not pid:
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)  # inside __aexit__'s grace period by now
+    await leaving.wait()
+    assert not task.done()
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
@@ -384,7 +390,8 @@ def test_children_do_not_outlive_a_closed_loop(loop_name: str, mode: str) -> Non
     kept_pid, dropped_pid = map(int, lines[0].split())
     assert lines[1] == f"False {-signal.SIGKILL}"
     assert res.stderr == ""  # no "Event loop is closed", no "Exception ignored"
-    assert process_state(kept_pid) is None and process_state(dropped_pid) is None
+    assert process_state(kept_pid) is None
+    assert process_state(dropped_pid) is None
 
 
 @pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="seccomp helper")
@@ -431,7 +438,8 @@ async def test_a_thousand_cycles_leak_nothing(wait_mode: str) -> None:
             await proc.aclose()
         else:
             async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as proc:
-                assert proc.stdin is not None and proc.stdout is not None
+                assert proc.stdin is not None
+                assert proc.stdout is not None
                 proc.stdin.write(b"x\n")
                 assert await proc.stdout.readline() == b"x\n"
     assert threading.active_count() == threads

@@ -162,11 +162,9 @@ def pidfd_supported() -> bool:
     try:
         fd = os.pidfd_open(os.getpid())
     except OSError as exc:
-        if exc.errno in (errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL):
-            return False
-        # Out of descriptors, say: that says nothing about support. Assume it;
+        # Out of descriptors, say, tells nothing about support: assume it, and
         # the pidfd_open after the next fork reports the real error clearly.
-        return True
+        return exc.errno not in (errno.ENOSYS, errno.EPERM, errno.EACCES, errno.EINVAL)
     os.close(fd)
     return True
 
