@@ -146,13 +146,12 @@ async def test_signalling_a_finished_process_raises_process_lookup_error(wait_mo
 
 
 async def test_signalling_an_exited_unreaped_child_raises(wait_mode: str) -> None:
-    # The child has exited but the loop has not run yet, so nobody reaped it:
-    # it is a zombie, and a signal now would silently do nothing.
-    proc = await aioproc.spawn(["sh", "-c", "exec 1>&-; exit 0"], stdout=PIPE)
-    assert proc.stdout is not None
-    await proc.stdout.read()  # EOF: the shell is exiting
-    # Block (without yielding to the loop, which would reap) until it exited.
+    # The child has exited but the loop has not run since, so nobody reaped
+    # it: it is a zombie, and a signal now would silently do nothing.
+    proc = await aioproc.spawn(["sh", "-c", "read x; exit 0"], stdin=PIPE)
+    assert proc.stdin is not None
     watch = os.pidfd_open(proc.pid)
+    proc.stdin.close()  # the shell exits; from here on, no yielding to the loop
     select.select([watch], [], [], 10)
     os.close(watch)
     assert process_state(proc.pid) == "Z"
