@@ -76,6 +76,7 @@ class Peer:
     loop: str | None  # "asyncio" or "uvloop"; None for the synchronous peers
     mode: str | None  # aioproc's wait mode
     what: str
+    workers: int | None = None  # aioproc's spawn pool size; None: --spawn-workers or default
 
 
 PEERS = (
@@ -85,6 +86,14 @@ PEERS = (
     Peer("uvloop", "asyncio", "uvloop", None, "asyncio.create_subprocess_exec on uvloop"),
     Peer("aioproc", "aioproc", "asyncio", "pidfd", "aioproc.spawn, pidfd mode, default loop"),
     Peer("aioproc-uvloop", "aioproc", "uvloop", "pidfd", "aioproc.spawn, pidfd mode, uvloop"),
+    Peer(
+        "aioproc-inline",
+        "aioproc",
+        "asyncio",
+        "pidfd",
+        "aioproc.spawn, pidfd mode, default loop, spawn pool off (0 workers)",
+        workers=0,
+    ),
     Peer("aioproc-pid", "aioproc", "asyncio", "pid", "aioproc.spawn, pid mode, default loop"),
     Peer("aioproc-pid-uvloop", "aioproc", "uvloop", "pid", "aioproc.spawn, pid mode, uvloop"),
 )
@@ -266,7 +275,8 @@ def make_ops(peer: Peer, p: Params, meta: dict[str, Any]) -> tuple[Spawn, Wait]:
 
     assert peer.mode is not None
     aioproc.set_wait_mode(peer.mode)  # type: ignore[arg-type]
-    meta["spawn_workers"] = configure_spawn_workers(p.spawn_workers)
+    workers = p.spawn_workers if peer.workers is None else peer.workers
+    meta["spawn_workers"] = configure_spawn_workers(workers)
 
     async def aspawn(argv: list[str]) -> Any:
         return await aioproc.spawn(argv)
@@ -615,6 +625,22 @@ def render_targets(results: list[dict[str, Any]], markdown: bool) -> str:
     return render_grid(headers, rows, markdown, left=2)
 
 
+def git_rev() -> str | None:
+    """The checkout's commit, with "+dirty" when aioproc/ has uncommitted changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "--", "aioproc"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return rev + ("+dirty" if dirty else "")
+
+
 def machine() -> dict[str, Any]:
     cpu = "?"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -629,6 +655,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
+    info["aioproc_rev"] = git_rev()
     for mod in ("uvloop", "aioproc"):
         try:
             info[mod] = __import__(mod).__version__
@@ -751,7 +778,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     params = {k: v for k, v in dataclasses.asdict(p).items() if k != "stamp"}
     header = (
         f"{info['date']} | Linux {info['kernel']} | {info['cpu']} x{info['cores']} | "
-        f"Python {info['python']} | uvloop {info['uvloop']} | aioproc {info['aioproc']} | "
+        f"Python {info['python']} | uvloop {info['uvloop']} | "
+        f"aioproc {info['aioproc']} ({info['aioproc_rev']}) | "
         f"{rounds_n} round(s), medians, load {min(loads):.1f}..{max(loads):.1f} | "
         + ", ".join(f"{k}={v}" for k, v in params.items() if v is not None)
     )
