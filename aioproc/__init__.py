@@ -12,10 +12,12 @@
 
 from __future__ import annotations
 
+from . import signals
 from ._exceptions import Error, ProcessError, TimeoutExpired
+from ._forklock import ForkLock, exec_replace, fork_lock
 from ._process import Process, spawn
 from ._run import run
-from ._spawn import DEVNULL, PIPE, STDOUT
+from ._spawn import DEVNULL, PIPE, STDOUT, get_spawn_workers, set_spawn_workers
 from ._status import CompletedProcess, ExitStatus
 from ._streams import ProcessReader, ProcessWriter
 from ._waiting import get_wait_mode, set_wait_mode
@@ -29,15 +31,21 @@ __all__ = [
     "CompletedProcess",
     "Error",
     "ExitStatus",
+    "ForkLock",
     "Process",
     "ProcessError",
     "ProcessReader",
     "ProcessWriter",
     "TimeoutExpired",
     "__version__",
+    "exec_replace",
+    "fork_lock",
+    "get_spawn_workers",
     "get_wait_mode",
     "run",
+    "set_spawn_workers",
     "set_wait_mode",
+    "signals",
     "spawn",
 ]
 

@@ -21,7 +21,7 @@ from types import TracebackType
 from typing import Any, Literal, final
 
 from . import _waiting
-from ._spawn import Redirect, StrOrBytesPath, make_spec, spawn_sync
+from ._spawn import Redirect, SpawnSpec, StrOrBytesPath, discard, make_spec, start
 from ._status import ExitStatus
 from ._streams import ProcessReader, ProcessWriter
 from ._util import shielded
@@ -385,55 +385,62 @@ def spawn(
     and makes ``stop()``/``kill()`` signal the whole group. ``limit`` bounds
     the line length of ``readline()`` on the pipes.
 
-    Bad arguments raise ``TypeError``/``ValueError`` at once, before anything is
-    created; failures of the fork/exec step raise ``OSError`` subclasses
-    (``FileNotFoundError`` naming the program or cwd, ``PermissionError``...).
+    Bad arguments raise ``TypeError``/``ValueError`` when the result is awaited
+    (or entered), before anything is created; failures of the fork/exec step
+    raise ``OSError`` subclasses (``FileNotFoundError`` naming the program or
+    cwd, ``PermissionError``...).
     In every case nothing is left behind.
     """
-    sig = _check_signal(stop_signal, "stop_signal", allow_zero=False)
-    if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
-        raise TypeError("stop_timeout must be a number of seconds")
-    if stop_timeout < 0:
-        raise ValueError("stop_timeout must not be negative")
-    if kill_group:
-        if process_group not in (None, 0):
+    options: dict[str, Any] = {}
+
+    def build() -> SpawnSpec:
+        # Runs where the fork/exec step runs: inline on the loop, or on a spawn
+        # worker, so a burst of spawns costs the loop almost nothing. Nothing
+        # has been created yet when it raises.
+        if kill_group and process_group not in (None, 0):
             raise ValueError(
                 "kill_group=True needs the child to lead its own group: "
                 "leave process_group unset (or 0)"
             )
-        if not start_new_session:
-            process_group = 0
-    if limit <= 0:
-        raise ValueError("limit must be positive")
-    spec = make_spec(
-        argv,
-        stdin=stdin,
-        stdout=stdout,
-        stderr=stderr,
-        cwd=cwd,
-        env=env,
-        shell=shell,
-        start_new_session=start_new_session,
-        process_group=process_group,
-        pass_fds=pass_fds,
-        user=user,
-        group=group,
-        umask=umask,
-    )
+        options["stop_signal"] = _check_signal(stop_signal, "stop_signal", allow_zero=False)
+        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
+            raise TypeError("stop_timeout must be a number of seconds")
+        if stop_timeout < 0:
+            raise ValueError("stop_timeout must not be negative")
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ValueError("limit must be a positive int")
+        return make_spec(
+            argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            cwd=cwd,
+            env=env,
+            shell=shell,
+            start_new_session=start_new_session,
+            process_group=0 if kill_group and not start_new_session else process_group,
+            pass_fds=pass_fds,
+            user=user,
+            group=group,
+            umask=umask,
+        )
 
     async def starter() -> Process:
         loop = asyncio.get_running_loop()
-        mode = _waiting.get_wait_mode()
-        res = spawn_sync(spec, mode)
+        spec, res = await start(build, _waiting.get_wait_mode())
         _ensure_loop_hook(loop)
-        child = _waiting.watch_child(res.pid, res.pidfd, loop)
+        try:
+            child = _waiting.watch_child(res.pid, res.pidfd, loop)
+        except BaseException:
+            discard(res)
+            raise
         return Process._create(
             args=spec.args,
             child=child,
             stdin=None if res.stdin is None else ProcessWriter(res.stdin, loop),
             stdout=None if res.stdout is None else ProcessReader(res.stdout, loop, limit),
             stderr=None if res.stderr is None else ProcessReader(res.stderr, loop, limit),
-            stop_signal=sig,
+            stop_signal=options["stop_signal"],
             stop_timeout=float(stop_timeout),
             kill_group=kill_group,
         )

@@ -16,17 +16,22 @@ signature differs between Python versions; :func:`_fork_exec` adapts.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import errno
 import grp
 import os
 import pwd
+import queue
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Literal, Union
 
 from . import _waiting
+from ._forklock import exec_lock, fork_lock
 
 _posix_fork_exec: Any
 try:
@@ -35,7 +40,18 @@ try:
 except ImportError:  # pragma: no cover - not CPython on POSIX
     _posix_fork_exec = None
 
-__all__ = ["DEVNULL", "PIPE", "STDOUT", "SpawnSpec", "Spawned", "make_spec", "spawn_sync"]
+__all__ = [
+    "DEVNULL",
+    "PIPE",
+    "STDOUT",
+    "SpawnSpec",
+    "Spawned",
+    "get_spawn_workers",
+    "make_spec",
+    "set_spawn_workers",
+    "spawn_sync",
+    "start",
+]
 
 #: Make a pipe to the child (``proc.stdin``/``proc.stdout``/``proc.stderr``).
 PIPE = -1
@@ -281,8 +297,25 @@ def make_spec(
 
 
 # ------------------------------------------------------------------ fork/exec
+# Spawn workers keep every signal blocked (see SpawnPool._work), except
+# around the fork itself: the child starts with the mask of the thread that
+# forked it, and must get the process's normal mask, not "everything blocked".
+_worker = threading.local()
+
+
 def _fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) -> int:
     """Call ``_posixsubprocess.fork_exec`` with this Python's signature."""
+    normal_mask: set[int] | None = getattr(_worker, "normal_mask", None)
+    if normal_mask is None:
+        return _call_fork_exec(spec, fds, errpipe)
+    signal.pthread_sigmask(signal.SIG_SETMASK, normal_mask)
+    try:
+        return _call_fork_exec(spec, fds, errpipe)
+    finally:
+        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+
+
+def _call_fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) -> int:
     if _posix_fork_exec is None:  # pragma: no cover
         raise OSError(errno.ENOSYS, "this Python has no _posixsubprocess.fork_exec")
     p2cread, c2pwrite, errwrite = fds
@@ -456,3 +489,241 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
         raise
     finally:
         _close_all(theirs)
+
+
+# --------------------------------------------------------------- the worker pool
+SpecBuilder = Callable[[], SpawnSpec]
+
+
+class _Job:
+    __slots__ = ("build", "future", "loop", "mode")
+
+    def __init__(
+        self,
+        build: SpecBuilder,
+        mode: Literal["pidfd", "pid"],
+        loop: asyncio.AbstractEventLoop,
+        future: asyncio.Future[tuple[SpawnSpec, Spawned]],
+    ) -> None:
+        self.build = build
+        self.mode = mode
+        self.loop = loop
+        self.future = future
+
+
+class SpawnPool:
+    """A small, bounded pool of threads that run the fork/exec step.
+
+    Forking and exec'ing block the calling thread for a few hundred
+    microseconds each (longer for big parents, or without vfork); a thousand
+    concurrent spawns done on the loop thread stall it for most of a second.
+    The workers take that off the loop, and, since ``fork_exec`` releases the
+    GIL around the fork, several spawns proceed at once. Only this step runs
+    in the pool: waiting for children stays thread-free.
+
+    Threads start lazily, one per queued job up to ``size``, and stay for the
+    life of the process (they idle on a queue). They are started under
+    :data:`exec_lock` (seed 003) and are daemons, so they never hold up exit.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._lock = threading.Lock()
+        self._init_state()
+
+    def _init_state(self) -> None:
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._threads: set[threading.Thread] = set()
+        self._idle = 0  # workers blocked on the queue
+        self._queued = 0  # jobs in the queue, not yet taken
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    def resize(self, size: int) -> None:
+        with self._lock:
+            self._size = size
+            extra = len(self._threads) - size
+        for _ in range(max(0, extra)):
+            self._queue.put(None)  # each one makes one worker exit
+
+    def submit(self, job: _Job) -> None:
+        with self._lock:
+            self._queued += 1
+            if self._queued > self._idle and len(self._threads) < self._size:
+                thread = threading.Thread(target=self._work, name="aioproc-spawn", daemon=True)
+                self._threads.add(thread)
+                with exec_lock:  # seed 003: no thread creation during exec_replace
+                    thread.start()
+        self._queue.put(job)
+
+    def _work(self) -> None:
+        # Block every signal in this thread, so that process-directed signals
+        # go to threads that expect them. The signal hub hands a signal back
+        # to its previous disposition with the loop's remove_signal_handler,
+        # which leaves SIG_DFL in place for a moment; a signal taken by a
+        # worker in that moment would get the default action (death, for
+        # most). Only the fork itself runs with the normal mask (_fork_exec).
+        _worker.normal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        me = threading.current_thread()
+        while True:
+            with self._lock:
+                self._idle += 1
+            job = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+                if job is None:
+                    self._threads.discard(me)
+                    return
+                self._queued -= 1
+            self._run(job)
+
+    @staticmethod
+    def _run(job: _Job) -> None:
+        try:
+            spec = job.build()
+            with fork_lock.spawning_sync():
+                result = spawn_sync(spec, job.mode)
+        except BaseException as exc:
+            _hand_over(job, None, exc)
+        else:
+            _hand_over(job, (spec, result), None)
+
+    def _after_fork_in_child(self) -> None:
+        # The workers did not survive the fork; start afresh.
+        self._lock = threading.Lock()
+        self._init_state()
+
+
+def _hand_over(
+    job: _Job, result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
+) -> None:
+    """Deliver a worker's outcome to the waiting coroutine, from the worker thread."""
+
+    def deliver() -> None:
+        if job.future.cancelled():
+            # The coroutine that asked for this child is gone (cancelled while
+            # the worker forked). Nobody will ever wait for the child: kill
+            # and reap it now rather than leave an orphan.
+            if result is not None:
+                discard(result[1])
+        elif exc is not None:
+            job.future.set_exception(exc)
+        else:
+            job.future.set_result(result)  # type: ignore[arg-type]
+
+    try:
+        job.loop.call_soon_threadsafe(deliver)
+    except RuntimeError:  # the loop was closed meanwhile
+        if result is not None:
+            discard(result[1])
+
+
+def discard(result: Spawned) -> None:
+    """Kill and reap a child nobody wants any more, and close its descriptors."""
+    for fd in (result.stdin, result.stdout, result.stderr):
+        if fd is not None:
+            _close_all([fd])
+    if result.pidfd is not None:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(result.pidfd, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitid(os.P_PIDFD, result.pidfd, os.WEXITED)
+        os.close(result.pidfd)
+    else:
+        # pid mode: unreaped and ours, so the PID still names the child.
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(result.pid, signal.SIGKILL)
+        _reap_failed(result.pid)
+
+
+def _default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+_pool = SpawnPool(_default_workers())
+_inflight: dict[asyncio.AbstractEventLoop, int] = {}  # pooled spawns per loop
+# The task that spawned inline on each loop in this iteration. The same task
+# spawning again (sequential code) stays inline; another task (a burst) does not.
+_inlined: dict[asyncio.AbstractEventLoop, asyncio.Task[Any] | None] = {}
+_batches: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # jobs waiting for the iteration end
+
+
+def set_spawn_workers(workers: int) -> None:
+    """Set how many threads may run fork/exec steps at once (default ``min(4, CPUs)``).
+
+    ``0`` runs every spawn inline on the event loop thread. Waiting for
+    children never uses these threads.
+    """
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ValueError(f"workers must be a non-negative int, not {workers!r}")
+    _pool.resize(workers)
+
+
+def get_spawn_workers() -> int:
+    """The current size of the spawn worker pool."""
+    return _pool.size
+
+
+async def start(build: SpecBuilder, mode: Literal["pidfd", "pid"]) -> tuple[SpawnSpec, Spawned]:
+    """Check the arguments (``build``) and run the fork/exec step.
+
+    Inline (on the loop thread) when no pooled spawn of this loop is in
+    flight, no *other* task spawned inline in this loop iteration, and the
+    fork lock can be taken without waiting: one spawn blocks the loop for a
+    fraction of a millisecond, and skipping the thread hand-off keeps
+    sequential spawning as fast as a bare ``posix_spawn`` with no extra
+    thread. Spawns from many tasks at once (a burst) go to the pool,
+    argument checking and all, so each costs the loop only a queue entry.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if _pool.size == 0 or (loop not in _inflight and _inlined.get(loop, task) is task):
+        spec = build()
+        if fork_lock.try_acquire_spawning():
+            if _pool.size and loop not in _inlined:
+                _inlined[loop] = task
+                loop.call_soon(_inlined.pop, loop, None)
+            try:
+                return spec, spawn_sync(spec, mode)
+            finally:
+                fork_lock.release_spawning()
+        if _pool.size == 0:
+            async with fork_lock.spawning():
+                return spec, spawn_sync(spec, mode)
+    future: asyncio.Future[tuple[SpawnSpec, Spawned]] = loop.create_future()
+    _inflight[loop] = _inflight.get(loop, 0) + 1
+    try:
+        # Hand the jobs of one loop iteration to the pool together, once the
+        # iteration is over: waking a worker mid-burst would have it compete
+        # with the loop thread for the GIL while the loop is still busy.
+        batch = _batches.get(loop)
+        if batch is None:
+            batch = _batches[loop] = []
+            loop.call_soon(_submit_batch, loop)
+        batch.append(_Job(build, mode, loop, future))
+        return await future
+    finally:
+        left = _inflight[loop] - 1
+        if left:
+            _inflight[loop] = left
+        else:
+            del _inflight[loop]
+
+
+def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
+    for job in _batches.pop(loop, ()):
+        if job.future.cancelled():
+            continue  # cancelled before it was handed over: nothing was created
+        _pool.submit(job)
+
+
+def _after_fork_in_child() -> None:
+    _batches.clear()
+    _pool._after_fork_in_child()
+    _inflight.clear()
+    _inlined.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -7,8 +7,10 @@ exit without reaping. The child is then marked done and reaped under the lock
 that every signal sender takes (seed 000, in :mod:`._child`): a PID is only
 ever freed once nobody can be about to send it a signal.
 
-Where the loop does not run in the main thread (no signal handlers there),
-the loop polls instead, backing off from 1 ms to 100 ms while children run.
+SIGCHLD comes through the signal hub (``aioproc/_signals.py``) as one
+subscriber among others. Where the loop does not run in the main thread (no
+signal handlers there), the loop polls instead, backing off from 1 ms to
+100 ms while children run.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import threading
 import weakref
 from collections.abc import Callable
 
+from .. import _signals
 from .._status import ExitStatus
 from . import _sys
 from ._child import Child, lost_status
@@ -132,18 +135,17 @@ def sigchld_subscribe(
 ) -> Callable[[], None] | None:
     """Call ``callback`` on the loop for every SIGCHLD; return the unsubscribe.
 
-    The one place pid mode touches signal handling. None when the loop will
-    not give us SIGCHLD (uvloop keeps it for itself); the reaper polls then.
+    The one place pid mode touches signal handling. It goes through the
+    signal hub, so a user's own subscription to SIGCHLD keeps working beside
+    it, and the handler that was there before comes back when the last pid-mode
+    child is gone. None when the hub cannot be used here (no signal handling
+    outside the main thread); the reaper polls then.
     """
     try:
-        loop.add_signal_handler(signal.SIGCHLD, callback)
+        watch = _signals.watch(signal.SIGCHLD, lambda _sig: callback())
     except RuntimeError:
         return None
-
-    def unsubscribe() -> None:
-        loop.remove_signal_handler(signal.SIGCHLD)
-
-    return unsubscribe
+    return watch.close
 
 
 def _after_fork_in_child() -> None:

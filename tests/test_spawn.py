@@ -1,0 +1,116 @@
+"""The fork/exec step and the spawn worker pool (aioproc/_spawn.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+import aioproc
+from aioproc import PIPE
+
+from .helpers import children_of
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+@pytest.fixture(params=[0, 1, 4], ids=lambda n: f"workers{n}")
+def workers(request: pytest.FixtureRequest) -> Iterator[int]:
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(request.param)
+    try:
+        yield request.param
+    finally:
+        aioproc.set_spawn_workers(before)
+
+
+async def test_a_burst_of_spawns_all_succeed(workers: int) -> None:
+    procs = await asyncio.gather(
+        *(aioproc.spawn(["sh", "-c", f"echo {i}"], stdout=PIPE) for i in range(50))
+    )
+    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    assert [out for out, _ in outs] == [f"{i}\n".encode() for i in range(50)]
+
+
+async def test_bad_arguments_in_a_burst_raise_and_leave_nothing(workers: int) -> None:
+    results = await asyncio.gather(
+        *(aioproc.spawn(["/nonexistent/x"] if i % 2 else ["echo", "a\0b"]) for i in range(20)),
+        return_exceptions=True,
+    )
+    assert all(isinstance(r, (FileNotFoundError, ValueError)) for r in results), results
+
+
+async def test_cancelled_pooled_spawns_leave_no_child(workers: int) -> None:
+    # Cancel a burst of spawns at every point: before the hand-over to the
+    # pool, while a worker forks, after it delivered. A child whose
+    # requester is gone is killed and reaped; nothing is left.
+    for _ in range(5):
+        tasks = [asyncio.ensure_future(_spawn_sleep()) for _ in range(20)]
+        await asyncio.sleep(0)
+        for i, t in enumerate(tasks):
+            if i % 2:
+                t.cancel()
+        await asyncio.sleep(0)
+        for t in tasks:
+            t.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+        assert all(isinstance(r, asyncio.CancelledError) for r in results)
+    # Deliveries of already-forked children may still be in flight on the
+    # loop: let the pool finish and the loop run their callbacks.
+    for _ in range(200):
+        if not children_of():
+            break
+        await asyncio.sleep(0.01)
+    assert not children_of()
+
+
+async def _spawn_sleep() -> None:
+    async with aioproc.spawn(["sleep", "30"], stdout=PIPE):
+        await asyncio.sleep(30)
+
+
+def test_pool_size_is_validated() -> None:
+    with pytest.raises(ValueError, match="workers"):
+        aioproc.set_spawn_workers(-1)
+    with pytest.raises(ValueError, match="workers"):
+        aioproc.set_spawn_workers(True)
+
+
+async def test_sequential_spawns_use_no_thread() -> None:
+    tasks = len(os.listdir("/proc/self/task"))
+    for _ in range(20):
+        proc = await aioproc.spawn(["true"])
+        await proc.wait()
+    assert len(os.listdir("/proc/self/task")) == tasks
+
+
+def _sigblk(status: str) -> int:
+    return int(status.split("SigBlk:")[1].split()[0], 16)
+
+
+async def test_pooled_children_get_the_normal_signal_mask(workers: int) -> None:
+    # Spawn workers block every signal, but a child must start with the
+    # mask of the process, or it would ignore SIGTERM forever.
+    with open(f"/proc/self/task/{threading.get_native_id()}/status") as f:
+        ours = _sigblk(f.read())
+    procs = await asyncio.gather(
+        *(aioproc.spawn(["cat", "/proc/self/status"], stdout=PIPE) for _ in range(10))
+    )
+    outs = await asyncio.gather(*(p.communicate() for p in procs))
+    assert {_sigblk(out.decode()) for out, _ in outs if out} == {ours}
+
+
+async def test_spawn_workers_block_signals() -> None:
+    aioproc.set_spawn_workers(2)
+    await asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(10)))
+    workers = [t for t in threading.enumerate() if t.name == "aioproc-spawn"]
+    assert workers
+    for t in workers:
+        with open(f"/proc/self/task/{t.native_id}/status") as f:
+            blocked = _sigblk(f.read())
+        assert blocked & (1 << (signal.SIGTERM - 1))
+        assert blocked & (1 << (signal.SIGINT - 1))
