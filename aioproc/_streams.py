@@ -16,9 +16,10 @@ wrappers work on them.
 from __future__ import annotations
 
 import asyncio
+import copy
 import errno
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import anyio
 import anyio.abc
@@ -93,6 +94,12 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
                 if got is not None:
                     return got
                 await self._wait_readable()
+                # close() may have run after the loop woke us but before we
+                # resumed (the waiter was already done, so it could not fail
+                # it). The descriptor is closed now, and its number may already
+                # name another file: it must not be read.
+                if self._closed:
+                    raise anyio.ClosedResourceError("the stream was closed")
         finally:
             self._reading = False
 
@@ -156,18 +163,20 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
         while True:
             idx = self._buf.find(separator, start)
             if idx >= 0:
-                end = idx + len(separator)
-                if end > self._limit:
+                # As asyncio: ``limit`` bounds what comes before the separator.
+                if idx > self._limit:
                     raise asyncio.LimitOverrunError(
                         "the separator was found, but the chunk is longer than the limit", idx
                     )
+                end = idx + len(separator)
                 data = bytes(self._buf[:end])
                 del self._buf[:end]
                 return data
+            # The separator could still start at ``start`` once more data comes.
             start = max(0, len(self._buf) - len(separator) + 1)
-            if len(self._buf) > self._limit:
+            if start > self._limit:
                 raise asyncio.LimitOverrunError(
-                    "the separator was not found within the limit", len(self._buf)
+                    "the separator was not found within the limit", start
                 )
             if not await self._fill():
                 partial = bytes(self._buf)
@@ -177,13 +186,21 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
     async def readline(self) -> bytes:
         """One line with its ``\\n``; the unterminated rest at EOF; b"" after that.
 
-        A line longer than ``limit`` raises :class:`ValueError`, as asyncio does.
+        A line longer than ``limit`` raises :class:`ValueError`, as asyncio does,
+        and is dropped (the buffered part of it) so that reading can go on.
         """
         try:
             return await self.readuntil(b"\n")
         except asyncio.IncompleteReadError as exc:
             return exc.partial
         except asyncio.LimitOverrunError as exc:
+            # As asyncio: drop the line if its end is buffered, else all that is
+            # buffered of it. Keeping it would make every later readline() (and
+            # ``async for``) fail on the same bytes forever.
+            if self._buf.startswith(b"\n", exc.consumed):
+                del self._buf[: exc.consumed + 1]
+            else:
+                self._buf.clear()
             raise ValueError(str(exc)) from None
 
     def at_eof(self) -> bool:
@@ -211,6 +228,8 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
         if self._closed:
             return
         self._closed = True
+        # Reading after close() raises, buffered or not (as anyio's contract says).
+        self._buf.clear()
         waiter = self._waiter
         if waiter is not None:
             if not self._loop.is_closed():
@@ -248,7 +267,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
         self._buf = bytearray()
         self._closing = False
         self._closed = False
-        self._error: BaseException | None = None
+        self._error: OSError | None = None  # why the pipe broke; see _failure()
         self._writing = False  # registered with add_writer
         self._drainers: list[tuple[int, asyncio.Future[None]]] = []
         self._closed_fut: asyncio.Future[None] | None = None
@@ -265,11 +284,14 @@ class ProcessWriter(anyio.abc.ByteSendStream):
         if not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         if self._error is not None:
-            raise self._error
+            raise self._failure()
         if self._closing:
             raise anyio.ClosedResourceError("write() after close()")
         if not data:
             return
+        if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
+            # os.write() counts bytes; slicing below must too, not items.
+            data = data.cast("B")
         if not self._buf:
             try:
                 n = os.write(self._fd, data)
@@ -277,7 +299,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
                 n = 0
             except OSError as exc:
                 self._fail(exc)
-                raise self._error from None  # type: ignore[misc]
+                raise self._failure() from None
             data = memoryview(data)[n:]
             if not data:
                 return
@@ -286,7 +308,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
             self._writing = True
             self._loop.add_writer(self._fd, self._on_writable)
 
-    def writelines(self, lines: list[bytes]) -> None:
+    def writelines(self, lines: Iterable[bytes | bytearray | memoryview]) -> None:
         for line in lines:
             self.write(line)
 
@@ -318,12 +340,22 @@ class ProcessWriter(anyio.abc.ByteSendStream):
             if fut.done():
                 continue
             if self._error is not None:
-                fut.set_exception(self._error)
+                fut.set_exception(self._failure())
             elif size <= limit:
                 fut.set_result(None)
             else:
                 keep.append((limit, fut))
         self._drainers = keep
+
+    def _failure(self) -> OSError:
+        """A fresh copy of the error that broke the pipe, to raise.
+
+        Raising one stored instance again and again would grow its
+        ``__traceback__`` by the raising frames each time (keeping them, and
+        their locals, alive) and share one traceback between unrelated callers.
+        """
+        assert self._error is not None
+        return copy.copy(self._error)
 
     def _fail(self, exc: OSError) -> None:
         if exc.errno in (errno.EPIPE, errno.ECONNRESET):
@@ -349,7 +381,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
 
     async def _wait_buffer(self, limit: int) -> None:
         if self._error is not None:
-            raise self._error
+            raise self._failure()
         if len(self._buf) <= limit:
             return
         fut = self._loop.create_future()
@@ -375,9 +407,18 @@ class ProcessWriter(anyio.abc.ByteSendStream):
             self._finish_close()
 
     def abort(self) -> None:
-        """Close now, dropping buffered data."""
+        """Close now, dropping buffered data.
+
+        A task waiting in :meth:`drain` or :meth:`send` gets
+        :class:`anyio.ClosedResourceError`: its data was not all written.
+        """
         self._buf.clear()
         self._closing = True
+        drainers, self._drainers = self._drainers, []
+        for _, fut in drainers:
+            # Still waiting, so the buffer was above their mark: data was dropped.
+            if not fut.done():
+                fut.set_exception(anyio.ClosedResourceError("the stream was aborted"))
         self._finish_close()
 
     def is_closing(self) -> bool:
