@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import codecs
 import locale
 from typing import Any
 
@@ -20,6 +21,23 @@ def _decode(data: bytes | None, encoding: str, errors: str) -> str | None:
         return None
     # Universal newlines, as subprocess's text mode.
     return data.decode(encoding, errors).replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _decode_so_far(data: bytes | None, encoding: str, errors: str) -> str | bytes | None:
+    """Decode the output of a child stopped at a timeout.
+
+    The stop can cut a multi-byte character in two: that incomplete tail is
+    left out rather than failing. If the output cannot be decoded anyway, it
+    is returned as bytes (as :mod:`subprocess` always does on a timeout):
+    raising :class:`UnicodeDecodeError` would hide the :class:`TimeoutExpired`.
+    """
+    if data is None:
+        return None
+    try:
+        text = codecs.getincrementaldecoder(encoding)(errors).decode(data, final=False)
+    except UnicodeDecodeError:
+        return data
+    return text.replace("\r\n", "\n").replace("\r", "\n")
 
 
 async def run(
@@ -43,7 +61,9 @@ async def run(
 
     On ``timeout`` the child is stopped gracefully (``stop_signal``, then
     ``stop_timeout``, then SIGKILL) and reaped, then :class:`TimeoutExpired`
-    is raised with the output captured so far. If the task running ``run()``
+    is raised with the output captured so far (in text mode, decoded as far
+    as it goes: a character cut by the stop is left out; output that cannot
+    be decoded stays bytes). If the task running ``run()``
     is cancelled, the child is stopped and reaped the same way before the
     cancellation propagates.
     """
@@ -76,27 +96,29 @@ async def run(
         if timeout is None:
             await proc._communicate(data, out, err)
         else:
-            await asyncio.wait_for(proc._communicate(data, out, err), timeout)
-    except asyncio.TimeoutError:
-        status = await shielded(proc.stop())
-        proc._drain_available(out, err)
+            try:
+                await asyncio.wait_for(proc._communicate(data, out, err), timeout)
+            except asyncio.TimeoutError:
+                stopped = await shielded(proc.stop())
+                proc._drain_available(out, err)
+                stdout = b"".join(out) if proc.stdout is not None else None
+                stderr = b"".join(err) if proc.stderr is not None else None
+                raise TimeoutExpired(
+                    argv,
+                    timeout,
+                    _decode_so_far(stdout, enc, errs) if text_mode else stdout,
+                    _decode_so_far(stderr, enc, errs) if text_mode else stderr,
+                    stopped,
+                ) from None
+    finally:
+        # Every way out closes the pipes and reaps the child (stopping it
+        # first if it still runs): success, timeout, an error, a cancellation,
+        # and a cancellation that arrives while a timed-out child is being
+        # stopped above. That last one escapes the ``except`` clause, so the
+        # cleanup cannot live in a sibling ``except BaseException`` clause.
         await proc.aclose()
-        stdout = b"".join(out) if proc.stdout is not None else None
-        stderr = b"".join(err) if proc.stderr is not None else None
-        raise TimeoutExpired(
-            argv,
-            timeout,  # type: ignore[arg-type]
-            _decode(stdout, enc, errs) if text_mode else stdout,
-            _decode(stderr, enc, errs) if text_mode else stderr,
-            status,
-        ) from None
-    except BaseException:
-        await proc.aclose()
-        raise
-    await proc.aclose()
-    final = proc.status
-    assert final is not None
-    status = final
+    status = proc.status
+    assert status is not None  # aclose() reaped it
     stdout_b = b"".join(out) if proc.stdout is not None else None
     stderr_b = b"".join(err) if proc.stderr is not None else None
     result: CompletedProcess[Any] = CompletedProcess(
