@@ -35,6 +35,21 @@ class ExitStatus:
     rusage: resource.struct_rusage | None = dataclasses.field(default=None, compare=False)
     unknown: bool = False
 
+    def __post_init__(self) -> None:
+        # Built from a returncode alone (``ExitStatus(pid, 3)``), fill in what
+        # the named constructors would, so that ``success``, ``str()`` and
+        # ``check()`` agree with ``returncode`` (else ``ExitStatus(pid, 0)``
+        # would not be a success).
+        if self.unknown or self.exit_code is not None or self.signal is not None:
+            return
+        if self.returncode >= 0:
+            object.__setattr__(self, "exit_code", self.returncode)
+        else:
+            try:
+                object.__setattr__(self, "signal", _signal.Signals(-self.returncode))
+            except ValueError:  # a real-time signal without a name, as killed()
+                pass
+
     @classmethod
     def exited(
         cls, pid: int, code: int, rusage: resource.struct_rusage | None = None
