@@ -535,7 +535,8 @@ class SpawnPool:
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._threads: set[threading.Thread] = set()
         self._idle = 0  # workers blocked on the queue
-        self._queued = 0  # jobs in the queue, not yet taken
+        self._queued = 0  # items in the queue: jobs, and None for each worker told to exit
+        self._exiting = 0  # the None items among them
 
     @property
     def size(self) -> int:
@@ -544,19 +545,25 @@ class SpawnPool:
     def resize(self, size: int) -> None:
         with self._lock:
             self._size = size
-            extra = len(self._threads) - size
-        for _ in range(max(0, extra)):
-            self._queue.put(None)  # each one makes one worker exit
+            extra = len(self._threads) - self._exiting - size
+            for _ in range(max(0, extra)):
+                # Each None makes one worker exit once it reaches it; until then
+                # that worker no longer counts towards the size.
+                self._queued += 1
+                self._exiting += 1
+                self._queue.put(None)
 
     def submit(self, job: _Job) -> None:
         with self._lock:
             self._queued += 1
-            if self._queued > self._idle and len(self._threads) < self._size:
+            # Items ahead of this job (exit markers included) take idle workers
+            # first; start a worker if none would be left for it.
+            if self._queued > self._idle and len(self._threads) - self._exiting < self._size:
                 thread = threading.Thread(target=self._work, name="aioproc-spawn", daemon=True)
                 self._threads.add(thread)
                 with exec_lock:  # seed 003: no thread creation during exec_replace
                     thread.start()
-        self._queue.put(job)
+            self._queue.put(job)
 
     def _work(self) -> None:
         # Block every signal in this thread, so that process-directed signals
@@ -573,10 +580,11 @@ class SpawnPool:
             job = self._queue.get()
             with self._lock:
                 self._idle -= 1
+                self._queued -= 1
                 if job is None:
+                    self._exiting -= 1
                     self._threads.discard(me)
                     return
-                self._queued -= 1
             self._run(job)
 
     @staticmethod
