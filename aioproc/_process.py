@@ -20,6 +20,8 @@ from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, final
 
+import anyio.abc
+
 from . import _waiting
 from ._spawn import Redirect, SpawnSpec, StrOrBytesPath, discard, make_spec, start
 from ._status import ExitStatus
@@ -47,8 +49,12 @@ def _check_signal(sig: int, what: str = "signal", allow_zero: bool = True) -> in
 
 
 @final
-class Process:
+class Process(anyio.abc.Process):
     """A running (or finished) child process. Made by :func:`spawn`, not directly.
+
+    It implements :class:`anyio.abc.Process`, so code written against anyio's
+    interface can take it; ``wait()`` returns an :class:`ExitStatus`, which is
+    an ``int`` (the returncode) as that interface expects.
 
     ``returncode`` is None while the child runs; afterwards it follows
     :mod:`subprocess` (minus the signal number when a signal killed it).
@@ -57,9 +63,9 @@ class Process:
     """
 
     args: list[bytes]
-    stdin: ProcessWriter | None
-    stdout: ProcessReader | None
-    stderr: ProcessReader | None
+    _stdin: ProcessWriter | None
+    _stdout: ProcessReader | None
+    _stderr: ProcessReader | None
     stop_signal: int
     stop_timeout: float
     kill_group: bool
@@ -84,9 +90,9 @@ class Process:
         self = object.__new__(cls)
         self.args = args
         self._child = child
-        self.stdin = stdin
-        self.stdout = stdout
-        self.stderr = stderr
+        self._stdin = stdin
+        self._stdout = stdout
+        self._stderr = stderr
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.kill_group = kill_group
@@ -97,6 +103,21 @@ class Process:
     @property
     def pid(self) -> int:
         return self._child.pid
+
+    @property
+    def stdin(self) -> ProcessWriter | None:
+        """The child's stdin, with ``stdin=PIPE``."""
+        return self._stdin
+
+    @property
+    def stdout(self) -> ProcessReader | None:
+        """The child's stdout, with ``stdout=PIPE``."""
+        return self._stdout
+
+    @property
+    def stderr(self) -> ProcessReader | None:
+        """The child's stderr, with ``stderr=PIPE``."""
+        return self._stderr
 
     @property
     def mode(self) -> Literal["pidfd", "pid"]:
@@ -151,7 +172,7 @@ class Process:
         else:
             self._child.send_signal(sig)
 
-    async def stop(self, timeout: float | None = None) -> ExitStatus:
+    async def stop(self, timeout: float | None = None) -> ExitStatus:  # noqa: ASYNC109
         """Stop the child gracefully and return its status.
 
         Sends ``stop_signal``, waits up to ``timeout`` (default ``stop_timeout``)
@@ -275,7 +296,7 @@ class Process:
             if child is not None and child.status is None:
                 self._close_sync()
             else:
-                for name in ("stdin", "stdout", "stderr"):
+                for name in ("_stdin", "_stdout", "_stderr"):
                     stream = self.__dict__.get(name)
                     if stream is not None and not stream.closed:
                         _close_stream_sync(stream)

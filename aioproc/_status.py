@@ -17,38 +17,102 @@ __all__ = ["CompletedProcess", "ExitStatus"]
 UNKNOWN_RETURNCODE = 255
 
 
-@dataclasses.dataclass(frozen=True)
-class ExitStatus:
+class ExitStatus(int):
     """How a child process ended. Immutable.
+
+    An ``ExitStatus`` *is* an ``int``, the ``returncode``, so code written for
+    :mod:`subprocess` or :class:`anyio.abc.Process` (``if await proc.wait() != 0``)
+    keeps working; the attributes carry the rest.
 
     ``returncode`` follows :mod:`subprocess`: the exit code, or minus the signal
     number when a signal killed the process. When the status could not be
     collected because another piece of code reaped the child first, ``unknown``
     is true, ``returncode`` is 255 and ``exit_code``/``signal`` are None.
+
+    Two statuses are equal when they describe the same ending of the same
+    process (``rusage`` is not compared); a status and a plain ``int`` are equal
+    when the ``int`` is the returncode.
     """
+
+    __match_args__ = ("pid", "returncode")
 
     pid: int
     returncode: int
-    exit_code: int | None = None
-    signal: _signal.Signals | None = None
-    core_dumped: bool = False
-    rusage: resource.struct_rusage | None = dataclasses.field(default=None, compare=False)
-    unknown: bool = False
+    exit_code: int | None
+    signal: _signal.Signals | None
+    core_dumped: bool
+    rusage: resource.struct_rusage | None
+    unknown: bool
 
-    def __post_init__(self) -> None:
+    def __new__(
+        cls,
+        pid: int,
+        returncode: int,
+        exit_code: int | None = None,
+        signal: _signal.Signals | None = None,
+        core_dumped: bool = False,
+        rusage: resource.struct_rusage | None = None,
+        unknown: bool = False,
+    ) -> ExitStatus:
+        self = super().__new__(cls, returncode)
         # Built from a returncode alone (``ExitStatus(pid, 3)``), fill in what
         # the named constructors would, so that ``success``, ``str()`` and
-        # ``check()`` agree with ``returncode`` (else ``ExitStatus(pid, 0)``
-        # would not be a success).
-        if self.unknown or self.exit_code is not None or self.signal is not None:
-            return
-        if self.returncode >= 0:
-            object.__setattr__(self, "exit_code", self.returncode)
-        else:
-            try:
-                object.__setattr__(self, "signal", _signal.Signals(-self.returncode))
-            except ValueError:  # a real-time signal without a name, as killed()
-                pass
+        # ``check()`` agree with ``returncode``.
+        if not unknown and exit_code is None and signal is None:
+            if returncode >= 0:
+                exit_code = returncode
+            else:
+                try:
+                    signal = _signal.Signals(-returncode)
+                except ValueError:  # a real-time signal without a name, as killed()
+                    pass
+        for name, value in (
+            ("pid", pid),
+            ("returncode", int(returncode)),
+            ("exit_code", exit_code),
+            ("signal", signal),
+            ("core_dumped", bool(core_dumped)),
+            ("rusage", rusage),
+            ("unknown", bool(unknown)),
+        ):
+            object.__setattr__(self, name, value)
+        return self
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+    def _key(self) -> tuple[object, ...]:
+        return (self.pid, self.returncode, self.exit_code, self.signal, self.core_dumped,
+                self.unknown)  # fmt: skip
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ExitStatus):
+            return self._key() == other._key()
+        return int.__eq__(self, other)
+
+    def __ne__(self, other: object) -> bool:
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    # Equal statuses have equal returncodes, so int's hash stays consistent.
+    __hash__ = int.__hash__
+
+    def __repr__(self) -> str:
+        return (
+            f"ExitStatus(pid={self.pid}, returncode={self.returncode}, "
+            f"exit_code={self.exit_code}, signal={self.signal!s}, "
+            f"core_dumped={self.core_dumped}, unknown={self.unknown})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.pid, self.returncode, self.exit_code, self.signal, self.core_dumped,
+             self.rusage, self.unknown),
+        )  # fmt: skip
 
     @classmethod
     def exited(

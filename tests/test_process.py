@@ -19,6 +19,7 @@ import textwrap
 import threading
 from pathlib import Path
 
+import anyio.abc
 import pytest
 
 import aioproc
@@ -510,3 +511,32 @@ async def test_repr_and_exit_status_str(wait_mode: str) -> None:
     assert "SIGTERM" in str(status)
     assert isinstance(status, ExitStatus)
     assert "returncode=-15" in repr(proc)
+
+
+# ------------------------------------------------------ anyio's Process ABC
+async def _anyio_style_run(process: anyio.abc.Process, data: bytes) -> tuple[int, bytes]:
+    """A helper written against anyio's interface only, as a library would be."""
+    assert process.stdin is not None
+    assert process.stdout is not None
+    await process.stdin.send(data)
+    await process.stdin.aclose()
+    chunks = [chunk async for chunk in process.stdout]
+    return await process.wait(), b"".join(chunks)
+
+
+async def test_process_works_where_anyio_expects_its_process_abc(wait_mode: str) -> None:
+    async with aioproc.spawn(["tr", "a-z", "A-Z"], stdin=PIPE, stdout=PIPE) as proc:
+        assert isinstance(proc, anyio.abc.Process)
+        code, out = await _anyio_style_run(proc, b"hello\n")
+    assert (code, out) == (0, b"HELLO\n")
+    assert isinstance(code, int)
+    assert isinstance(code, ExitStatus)
+
+
+async def test_anyio_style_signals_and_returncode(wait_mode: str) -> None:
+    proc: anyio.abc.Process = await aioproc.spawn(["sleep", "30"])
+    assert proc.returncode is None
+    proc.send_signal(signal.SIGTERM)
+    assert await proc.wait() == -signal.SIGTERM
+    assert proc.returncode == -signal.SIGTERM
+    await proc.aclose()
