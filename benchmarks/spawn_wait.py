@@ -661,7 +661,7 @@ def git_rev() -> str | None:
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
         dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "aioproc"],
+            ["git", "-C", str(REPO), "status", "--porcelain", "-uno", "--", "aioproc"],
             capture_output=True, text=True, check=True,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.CalledProcessError):
