@@ -496,7 +496,9 @@ SpecBuilder = Callable[[], SpawnSpec]
 
 
 class _Job:
-    __slots__ = ("build", "future", "loop", "mode")
+    """One fork/exec step for the pool: queued -> running -> delivered, or withdrawn."""
+
+    __slots__ = ("_lock", "build", "future", "loop", "mode", "state")
 
     def __init__(
         self,
@@ -509,6 +511,24 @@ class _Job:
         self.mode = mode
         self.loop = loop
         self.future = future
+        self.state = "queued"
+        self._lock = threading.Lock()
+
+    def claim(self) -> bool:
+        """Worker side: start the job unless its requester withdrew it."""
+        with self._lock:
+            if self.state != "queued":
+                return False
+            self.state = "running"
+            return True
+
+    def withdraw(self) -> bool:
+        """Requester side: take the job back if no worker has started it."""
+        with self._lock:
+            if self.state != "queued":
+                return False
+            self.state = "withdrawn"
+            return True
 
 
 class SpawnPool:
@@ -589,6 +609,8 @@ class SpawnPool:
 
     @staticmethod
     def _run(job: _Job) -> None:
+        if not job.claim():
+            return  # withdrawn: its requester was cancelled before we got to it
         try:
             spec = job.build()
             with fork_lock.spawning_sync():
@@ -610,10 +632,9 @@ def _hand_over(
     """Deliver a worker's outcome to the waiting coroutine, from the worker thread."""
 
     def deliver() -> None:
-        if job.future.cancelled():
-            # The coroutine that asked for this child is gone (cancelled while
-            # the worker forked). Nobody will ever wait for the child: kill
-            # and reap it now rather than leave an orphan.
+        # The requester awaits the future through shield(), so it is not
+        # cancelled with the requester; see start() for what happens then.
+        if job.future.cancelled():  # pragma: no cover - defensive
             if result is not None:
                 discard(result[1])
         elif exc is not None:
@@ -623,7 +644,7 @@ def _hand_over(
 
     try:
         job.loop.call_soon_threadsafe(deliver)
-    except RuntimeError:  # the loop was closed meanwhile
+    except RuntimeError:  # the loop was closed meanwhile: nobody will ever want it
         if result is not None:
             discard(result[1])
 
@@ -710,8 +731,27 @@ async def start(build: SpecBuilder, mode: Literal["pidfd", "pid"]) -> tuple[Spaw
         if batch is None:
             batch = _batches[loop] = []
             loop.call_soon(_submit_batch, loop)
-        batch.append(_Job(build, mode, loop, future))
-        return await future
+        job = _Job(build, mode, loop, future)
+        batch.append(job)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # Cancelled while the step was queued or running. If no worker has
+            # started it, withdraw it: nothing was created. If one has, the
+            # child may exist any moment now: wait for the outcome (shielded,
+            # it takes well under a millisecond), kill and reap the child,
+            # close its pipes, and only then let the cancellation through, so
+            # that a cancelled spawn() never leaves anything behind, not even
+            # for a moment.
+            if not job.withdraw():
+                while not future.done():
+                    try:
+                        await asyncio.wait([future])
+                    except asyncio.CancelledError:
+                        continue  # cancelled again: the outcome still has to be cleaned up
+                if not future.cancelled() and future.exception() is None:
+                    discard(future.result()[1])
+            raise
     finally:
         left = _inflight[loop] - 1
         if left:
@@ -722,9 +762,8 @@ async def start(build: SpecBuilder, mode: Literal["pidfd", "pid"]) -> tuple[Spaw
 
 def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
     for job in _batches.pop(loop, ()):
-        if job.future.cancelled():
-            continue  # cancelled before it was handed over: nothing was created
-        _pool.submit(job)
+        if job.state == "queued":  # else withdrawn before the hand-over: nothing to do
+            _pool.submit(job)
 
 
 def _after_fork_in_child() -> None:

@@ -592,6 +592,14 @@ async def test_storm(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not hub()._entries
     assert signal.getsignal(SIGUSR1) is before_usr1
     for report in unraisable:
+        if other == signal.SIGWINCH and str(report.exc_value) == (
+            f"Signal {int(other)} ignored due to race condition"
+        ):
+            # The documented limit of the hand-over (docs/signals.md): another thread
+            # (pytest-timeout's watchdog, here) took SIGWINCH in the moment the loop's
+            # remove_signal_handler had SIG_DFL installed. For SIGWINCH that is the
+            # default action anyway; nothing crashed.
+            continue
         assert isinstance(report.exc_value, BlockingIOError), report
         # 3.11 prints the message itself and reports no err_msg; 3.12+ passes it along.
         assert report.err_msg is None or "wakeup fd" in report.err_msg, report
