@@ -540,3 +540,22 @@ async def test_anyio_style_signals_and_returncode(wait_mode: str) -> None:
     assert await proc.wait() == -signal.SIGTERM
     assert proc.returncode == -signal.SIGTERM
     await proc.aclose()
+
+
+# ------------------------------------------------ pid mode and the signal hub
+async def test_pid_mode_shares_sigchld_with_a_user_subscription() -> None:
+    # pid mode learns about exits from SIGCHLD through the signal hub, as one
+    # subscriber among others: a user's own subscription keeps its deliveries,
+    # and the previous SIGCHLD disposition comes back once both are gone.
+    before = signal.getsignal(signal.SIGCHLD)
+    aioproc.set_wait_mode("pid")
+    try:
+        async with aioproc.signals.subscribe(signal.SIGCHLD) as sub:
+            proc = await aioproc.spawn(["sh", "-c", "exit 5"])
+            assert proc.mode == "pid"
+            status = await asyncio.wait_for(proc.wait(), 10)
+            assert status.exit_code == 5
+            assert await asyncio.wait_for(sub.get(), 10) is signal.SIGCHLD
+    finally:
+        aioproc.set_wait_mode("auto")
+    assert signal.getsignal(signal.SIGCHLD) == before
