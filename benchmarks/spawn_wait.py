@@ -683,12 +683,16 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
-    info["aioproc_rev"] = git_rev()
     for mod in ("uvloop", "aioproc"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # an optional peer: any failure means absent
             info[mod] = None
+    info["aioproc_rev"] = git_rev()
+    with contextlib.suppress(Exception):
+        where = Path(str(__import__("aioproc").__file__)).resolve().parent.parent
+        if where != REPO:  # e.g. PYTHONPATH=<a snapshot> to pin the code under test
+            info["aioproc_rev"] = f"from {where}"
     return info
 
 
