@@ -632,15 +632,17 @@ def _hand_over(
     """Deliver a worker's outcome to the waiting coroutine, from the worker thread."""
 
     def deliver() -> None:
-        # The requester awaits the future through shield(), so it is not
-        # cancelled with the requester; see start() for what happens then.
-        if job.future.cancelled():  # pragma: no cover - defensive
+        # A requester cancelled mid-step has replaced job.future by then (see
+        # start()); the cancelled one is only left if the loop is shutting down.
+        future = job.future
+        job.state = "done"
+        if future.cancelled():
             if result is not None:
                 discard(result[1])
         elif exc is not None:
-            job.future.set_exception(exc)
+            future.set_exception(exc)
         else:
-            job.future.set_result(result)  # type: ignore[arg-type]
+            future.set_result(result)  # type: ignore[arg-type]
 
     try:
         job.loop.call_soon_threadsafe(deliver)
@@ -734,23 +736,32 @@ async def start(build: SpecBuilder, mode: Literal["pidfd", "pid"]) -> tuple[Spaw
         job = _Job(build, mode, loop, future)
         batch.append(job)
         try:
-            return await asyncio.shield(future)
+            return await future
         except asyncio.CancelledError:
             # Cancelled while the step was queued or running. If no worker has
             # started it, withdraw it: nothing was created. If one has, the
-            # child may exist any moment now: wait for the outcome (shielded,
-            # it takes well under a millisecond), kill and reap the child,
-            # close its pipes, and only then let the cancellation through, so
-            # that a cancelled spawn() never leaves anything behind, not even
-            # for a moment.
-            if not job.withdraw():
-                while not future.done():
-                    try:
-                        await asyncio.wait([future])
-                    except asyncio.CancelledError:
-                        continue  # cancelled again: the outcome still has to be cleaned up
+            # child may exist any moment now: wait for the outcome (it takes
+            # well under a millisecond), kill and reap the child, close its
+            # pipes, and only then let the cancellation through, so that a
+            # cancelled spawn() never leaves anything behind, not even for a
+            # moment. (The outcome is delivered on this thread, to whatever
+            # job.future is then, so replacing it here cannot race.)
+            if job.withdraw():
+                raise
+            if job.state == "done":
+                # Delivered already, to the future this task was awaiting.
+                # deliver() discarded it if that future was cancelled by then.
                 if not future.cancelled() and future.exception() is None:
                     discard(future.result()[1])
+            else:
+                outcome = job.future = loop.create_future()
+                while not outcome.done():
+                    try:
+                        await asyncio.wait([outcome])
+                    except asyncio.CancelledError:
+                        continue  # cancelled again: the outcome still has to be cleaned up
+                if outcome.exception() is None:
+                    discard(outcome.result()[1])
             raise
     finally:
         left = _inflight[loop] - 1
