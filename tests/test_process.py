@@ -545,9 +545,7 @@ async def test_anyio_style_signals_and_returncode(wait_mode: str) -> None:
 # ------------------------------------------------ pid mode and the signal hub
 async def test_pid_mode_shares_sigchld_with_a_user_subscription() -> None:
     # pid mode learns about exits from SIGCHLD through the signal hub, as one
-    # subscriber among others: a user's own subscription keeps its deliveries,
-    # and the previous SIGCHLD disposition comes back once both are gone.
-    before = signal.getsignal(signal.SIGCHLD)
+    # subscriber among others: a user's own subscription keeps its deliveries.
     aioproc.set_wait_mode("pid")
     try:
         async with aioproc.signals.subscribe(signal.SIGCHLD) as sub:
@@ -558,4 +556,44 @@ async def test_pid_mode_shares_sigchld_with_a_user_subscription() -> None:
             assert await asyncio.wait_for(sub.get(), 10) is signal.SIGCHLD
     finally:
         aioproc.set_wait_mode("auto")
-    assert signal.getsignal(signal.SIGCHLD) == before
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_pid_mode_gives_sigchld_back_when_the_loop_ends(loop_name: str) -> None:
+    code = f"""
+        import asyncio, signal, uvloop, aioproc
+        aioproc.set_wait_mode("pid")
+        before = signal.getsignal(signal.SIGCHLD)
+        async def main():
+            p = await aioproc.spawn(["true"])
+            await p.wait()
+            return signal.getsignal(signal.SIGCHLD) is not before
+        taken = (uvloop.run if {loop_name!r} == "uvloop" else asyncio.run)(main())
+        print(taken, signal.getsignal(signal.SIGCHLD) == before)
+    """
+    res = run_python(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["True", "True"]
+
+
+def test_pid_mode_survives_losing_sigchld_to_uvloop() -> None:
+    # uvloop's own subprocess API makes libuv install its C-level SIGCHLD
+    # handler; the hub's handler then never runs again. The backstop poll
+    # still notices the exit.
+    code = """
+        import asyncio, time, uvloop, aioproc
+        aioproc.set_wait_mode("pid")
+        async def main():
+            first = await aioproc.spawn(["true"])  # the hub takes SIGCHLD
+            await first.wait()
+            theirs = await asyncio.create_subprocess_exec("true")  # libuv takes it back
+            await theirs.wait()
+            p = await aioproc.spawn(["sleep", "0.1"])
+            t0 = time.monotonic()
+            s = await asyncio.wait_for(p.wait(), 10)
+            print(s.returncode, time.monotonic() - t0 < 5)
+        uvloop.run(main())
+    """
+    res = run_python(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["0", "True"]

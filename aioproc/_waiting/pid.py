@@ -64,51 +64,56 @@ class PidChild(Child):
 
 
 class _Reaper:
-    """Per-loop set of pid-mode children, checked on every SIGCHLD."""
+    """Per-loop set of pid-mode children, checked on every SIGCHLD.
+
+    The SIGCHLD subscription is taken with the first pid-mode child and kept
+    until the loop shuts down (the signal hub gives SIGCHLD back then):
+    subscribing and unsubscribing around every child would cost more than the
+    spawn itself in a sequential loop.
+
+    SIGCHLD can be taken away from us by code we do not control (uvloop's own
+    subprocess API makes libuv install its C handler; someone may set
+    SIG_IGN), and then no exit would ever be noticed. So while children run,
+    a slow backstop poll looks anyway; without SIGCHLD at all (a loop outside
+    the main thread) the poll is the mechanism, backing off from 1 ms to 100 ms.
+    """
+
+    BACKSTOP = 1.0  # seconds between polls while SIGCHLD is subscribed
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._children: set[PidChild] = set()
-        self._unsubscribe: Callable[[], None] | None = None
+        self._subscribed = False
         self._poll_handle: asyncio.TimerHandle | None = None
         self._poll_delay = 0.001
 
     def add(self, child: PidChild) -> None:
         self._children.add(child)
-        if self._unsubscribe is None and self._poll_handle is None:
-            self._start()
+        if not self._subscribed and threading.current_thread() is threading.main_thread():
+            self._subscribed = sigchld_subscribe(self._loop, self.scan) is not None
         # The child may have exited before we subscribed, and its SIGCHLD
         # been consumed already: look once now.
         self._loop.call_soon(self.scan)
         self._poll_delay = 0.001
+        if self._poll_handle is None or not self._subscribed:
+            self._schedule_poll()
 
     def discard(self, child: PidChild) -> None:
         self._children.discard(child)
-        if not self._children:
-            self._stop()
+        if not self._children and self._poll_handle is not None:
+            self._poll_handle.cancel()
+            self._poll_handle = None
 
     def scan(self, *_: object) -> None:
         for child in list(self._children):
             if child._poll_exited():
                 child._notify_exited()
 
-    def _start(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self._unsubscribe = sigchld_subscribe(self._loop, self.scan)
-        if self._unsubscribe is None:
-            self._schedule_poll()
-
-    def _stop(self) -> None:
-        if self._unsubscribe is not None:
-            unsubscribe, self._unsubscribe = self._unsubscribe, None
-            if not self._loop.is_closed():
-                unsubscribe()
+    def _schedule_poll(self) -> None:
         if self._poll_handle is not None:
             self._poll_handle.cancel()
-            self._poll_handle = None
-
-    def _schedule_poll(self) -> None:
-        self._poll_handle = self._loop.call_later(self._poll_delay, self._poll)
+        delay = self.BACKSTOP if self._subscribed else self._poll_delay
+        self._poll_handle = self._loop.call_later(delay, self._poll)
 
     def _poll(self) -> None:
         self._poll_handle = None
@@ -137,9 +142,9 @@ def sigchld_subscribe(
 
     The one place pid mode touches signal handling. It goes through the
     signal hub, so a user's own subscription to SIGCHLD keeps working beside
-    it, and the handler that was there before comes back when the last pid-mode
-    child is gone. None when the hub cannot be used here (no signal handling
-    outside the main thread); the reaper polls then.
+    it, and the handler that was there before comes back when the loop shuts
+    down. None when the hub cannot be used here (no signal handling outside
+    the main thread); the reaper polls then.
     """
     try:
         watch = _signals.watch(signal.SIGCHLD, lambda _sig: callback())
