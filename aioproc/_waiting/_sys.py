@@ -16,6 +16,7 @@ import platform
 import resource
 import signal
 import sys
+import threading
 from typing import NamedTuple
 
 __all__ = ["P_PID", "P_PIDFD", "WaitResult", "pidfd_open", "pidfd_send_signal", "waitid"]
@@ -79,7 +80,11 @@ _OFF_PID, _OFF_STATUS = (16, 24) if _PTR64 else (12, 20)
 _syscall = None
 if sys.platform == "linux" and _SYS_WAITID is not None:
     try:
-        _libc = ctypes.CDLL(None, use_errno=True)
+        # PyDLL: keep the GIL across the call. waitid is only ever called
+        # with WNOHANG here (blocking waits poll() first), so it never blocks,
+        # and releasing the GIL around a one-microsecond system call costs
+        # more than the call, worse when spawn workers contend for the GIL.
+        _libc = ctypes.PyDLL(None, use_errno=True)
         _syscall = _libc.syscall
         _syscall.restype = ctypes.c_long
         _syscall.argtypes = (
@@ -92,6 +97,9 @@ if sys.platform == "linux" and _SYS_WAITID is not None:
         )
     except (OSError, AttributeError):  # pragma: no cover - exotic libc
         _syscall = None
+
+
+_tls = threading.local()  # per-thread siginfo and rusage buffers for waitid
 
 
 def _to_struct_rusage(ru: _Rusage) -> resource.struct_rusage:
@@ -111,6 +119,8 @@ def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
     Raises :class:`ChildProcessError` (ECHILD) when there is no such child of
     ours, i.e. somebody else reaped it. EINTR is retried.
     """
+    # The ctypes call keeps the GIL (PyDLL): it must never block.
+    assert options & os.WNOHANG, "waitid() without WNOHANG would block holding the GIL"
     if _syscall is None:
         try:
             res = os.waitid(idtype, ident, options)
@@ -119,8 +129,11 @@ def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
         if res is None:
             return None
         return WaitResult(res.si_pid, res.si_code, res.si_status, None)
-    info = ctypes.create_string_buffer(128)
-    ru = _Rusage()
+    try:
+        info, ru = _tls.buffers
+    except AttributeError:
+        info, ru = _tls.buffers = (ctypes.create_string_buffer(128), _Rusage())
+    ctypes.memset(info, 0, 128)
     while True:
         rc = _syscall(_SYS_WAITID, idtype, ident, info, options, ctypes.byref(ru))
         if rc == 0:
