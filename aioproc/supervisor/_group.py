@@ -1,0 +1,317 @@
+"""Process groups and trees: holding a leader's reap, signalling its group, waiting it out.
+
+A service runs as the leader of its own process group (``kill_group=True``). To stop
+it we signal the *group*, and a stop only counts as done when the leader has been
+reaped and no member of the group is left. Signalling a group by its id is only safe
+while that id cannot name another group, and the id is pinned by the leader's PID for
+as long as the leader is unreaped (alive or a zombie). So:
+
+* :func:`hold_reap` keeps the leader unreaped from the moment it is spawned until its
+  group is empty. It is the only place the supervisor reaches below aioproc's public
+  API (the hold on the Process's private child handle): the core has no public way
+  to say "exited, but do not reap yet".
+* :class:`LeaderWatch` tells when the held leader has exited. ``Process.wait()``
+  cannot, since it returns once the child is reaped; a pidfd of our own, opened while
+  the child is ours and unreaped, becomes readable when it exits (zombie or not).
+* :func:`signal_group` signals the group, only while the hold is in force.
+* :func:`wait_group_empty` waits, without polling when pidfds are available, until
+  the leader has exited and no live process is left in the group.
+
+The same /proc scanning serves ``aioproc init`` (:func:`descendants`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager as ContextManager
+
+from .. import Process
+
+__all__ = [
+    "LeaderWatch",
+    "descendants",
+    "group_members",
+    "hold_reap",
+    "signal_group",
+    "wait_gone",
+    "wait_group_empty",
+]
+
+#: Switch for the tests: False forces the polling fallback used where pidfd_open is
+#: refused (old kernels, seccomp filters).
+use_pidfd = True
+
+
+def hold_reap(proc: Process) -> ContextManager[None]:
+    """Keep ``proc`` unreaped (a zombie once it exits) inside the ``with`` block.
+
+    The one use of aioproc's private API in the supervisor: while the leader is
+    unreaped its PID, and with it the id of the group it leads, cannot be reused,
+    so :func:`signal_group` cannot reach an unrelated group.
+    """
+    return proc._child.hold_reap()
+
+
+def signal_group(proc: Process, sig: int) -> bool:
+    """Send ``sig`` to the process group ``proc`` leads; False if the group is empty.
+
+    The caller must hold the reap (:func:`hold_reap`): then ``proc.status`` is None
+    and the leader's PID still pins the group id. (If the leader moved itself to
+    another group, group ``proc.pid`` holds only our former members, or nobody:
+    no other process can create a group with that id while the PID is taken.)
+    """
+    if proc.status is not None:
+        raise RuntimeError(f"process {proc.pid} has been reaped: its group id may be reused")
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------- /proc
+
+
+def _stat(pid: int | str) -> list[str] | None:
+    """The fields of /proc/PID/stat after the command name (state is [0]), or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    return data.rsplit(b")", 1)[1].decode().split()
+
+
+def _live(fields: list[str]) -> bool:
+    return fields[0] not in ("Z", "X", "x")
+
+
+def group_members(pgid: int) -> set[int]:
+    """Live (not zombie) processes of process group ``pgid``."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(entry)
+            if fields is not None and int(fields[2]) == pgid and _live(fields):
+                out.add(int(entry))
+    return out
+
+
+def descendants(root: int) -> set[int]:
+    """Live processes below ``root`` in the process tree (not ``root`` itself)."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(entry)
+            if fields is not None and _live(fields):
+                parent[int(entry)] = int(fields[1])
+    out: set[int] = set()
+    for pid in parent:
+        chain = []
+        p = pid
+        while p in parent and p not in out and p != root:
+            chain.append(p)
+            p = parent[p]
+        if p == root or p in out:
+            out.update(chain)
+    return out
+
+
+# ------------------------------------------------------------------ waiting
+
+
+class LeaderWatch:
+    """Completes :attr:`exited` when ``proc`` exits, even while its reap is held.
+
+    ``held=False`` (no hold, no group): simply ``proc.wait()``.
+    """
+
+    def __init__(self, proc: Process, held: bool) -> None:
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self._fd: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        if not held:
+            self._task = loop.create_task(self._wait_reaped(proc))
+            return
+        # Safe to open by PID: the child is ours and held unreaped, so its PID
+        # cannot name another process yet.
+        fd = _pidfd_open(proc.pid)
+        if fd is None:
+            self._task = loop.create_task(self._poll(proc))
+        else:
+            self._fd = fd
+            loop.add_reader(fd, self._set)
+
+    def _set(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+        if self._fd is not None:
+            self._loop.remove_reader(self._fd)
+
+    async def _wait_reaped(self, proc: Process) -> None:
+        await proc.wait()
+        self._set()
+
+    async def _poll(self, proc: Process) -> None:
+        # The fallback: signal 0 raises ProcessLookupError once the child has
+        # exited (aioproc checks with waitid(WNOWAIT), which does not reap).
+        delay = 0.001
+        while True:
+            try:
+                proc.send_signal(0)
+            except ProcessLookupError:
+                self._set()
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    @property
+    def done(self) -> bool:
+        return self.exited.done()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            if not self.exited.done() and not self._loop.is_closed():
+                self._loop.remove_reader(self._fd)
+            os.close(self._fd)
+            self._fd = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+
+_GONE = -1
+_UNSUPPORTED = -2
+
+
+def _pidfd_open_ex(pid: int) -> int:
+    """A pidfd for ``pid``, or _GONE (no such process) or _UNSUPPORTED."""
+    if not use_pidfd:
+        return _UNSUPPORTED
+    try:
+        return os.pidfd_open(pid)
+    except ProcessLookupError:
+        return _GONE
+    except OSError:  # ENOSYS, or refused by a seccomp filter
+        return _UNSUPPORTED
+
+
+def _pidfd_open(pid: int) -> int | None:
+    fd = _pidfd_open_ex(pid)
+    return fd if fd >= 0 else None
+
+
+@contextlib.contextmanager
+def _pidfds(pids: Iterable[int]) -> Iterator[list[int]]:
+    """Open pidfds for those of ``pids`` that can be watched; closed on exit."""
+    fds = []
+    try:
+        for pid in pids:
+            fd = _pidfd_open(pid)
+            if fd is not None:
+                fds.append(fd)
+        yield fds
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+async def _all_readable(fds: list[int], timeout: float | None) -> bool:
+    """Wait until every pidfd is readable (its process exited); False on timeout."""
+    if not fds:
+        return True
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    pending = set(fds)
+
+    def ready(fd: int) -> None:
+        loop.remove_reader(fd)
+        pending.discard(fd)
+        if not pending and not done.done():
+            done.set_result(None)
+
+    for fd in fds:
+        loop.add_reader(fd, ready, fd)
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+        return True
+    except asyncio.TimeoutError:
+        return False
+    finally:
+        for fd in pending:
+            loop.remove_reader(fd)
+
+
+async def wait_gone(scan: Callable[[], set[int]], timeout: float | None) -> bool:
+    """Wait until ``scan()`` finds no process; False if ``timeout`` runs out first.
+
+    Event-driven where pidfds can be opened: open one for each process found, wait
+    until all of them have exited, scan again (a member may have forked meanwhile),
+    and so on. A PID may be reused between the scan and ``pidfd_open``; then we wait
+    for an unrelated process, which costs time but never signals anybody, and the
+    rescan does not find it any more. Without pidfds it polls, backing off to 50 ms.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    delay = 0.002
+    while True:
+        found = scan()
+        if not found:
+            return True
+        left = None if deadline is None else deadline - loop.time()
+        if left is not None and left <= 0:
+            return False
+        with _pidfds(found) as fds:
+            if fds:
+                if not await _all_readable(fds, left):
+                    return False
+                continue
+        await asyncio.sleep(delay if left is None else min(delay, left))
+        delay = min(delay * 2, 0.05)
+
+
+async def wait_group_empty(pgid: int, leader: LeaderWatch, timeout: float | None) -> bool:
+    """Wait until the leader has exited and no live process is left in group ``pgid``."""
+    loop = asyncio.get_running_loop()
+    deadline = None if timeout is None else loop.time() + timeout
+    if not leader.done:
+        try:
+            await asyncio.wait_for(asyncio.shield(leader.exited), timeout)
+        except asyncio.TimeoutError:
+            return False
+    left = None if deadline is None else max(0.0, deadline - loop.time())
+    return await wait_gone(lambda: group_members(pgid), left)
+
+
+def kill_pids(pids: Iterable[int], sig: int, still_ours: Callable[[int], bool]) -> int:
+    """Signal each process in ``pids`` that ``still_ours(pid)`` confirms; return how many.
+
+    Through a pidfd: it is opened first, and only then is the process checked, so the
+    check is about the very process the pidfd names (a PID reused before the open
+    fails the check; one reused after it is not the pidfd's process).
+    """
+    sent = 0
+    for pid in pids:
+        fd = _pidfd_open_ex(pid)
+        if fd == _GONE:
+            continue
+        if fd == _UNSUPPORTED:
+            if still_ours(pid):  # no pidfds: best effort by PID
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                    sent += 1
+            continue
+        try:
+            if still_ours(pid):
+                with contextlib.suppress(ProcessLookupError):
+                    signal.pidfd_send_signal(fd, sig)
+                    sent += 1
+        finally:
+            os.close(fd)
+    return sent

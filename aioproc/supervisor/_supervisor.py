@@ -1,0 +1,803 @@
+"""The supervisor: runs services, restarts them, stops them in order.
+
+Each service gets a :class:`_Runner`, and each started runner one task that goes
+through the service's life::
+
+    WAITING (dependencies) -> [start limit?] -> STARTING -> RUNNING -> (exit)
+        -> BACKOFF -> WAITING ... | EXITED | FATAL | STOPPED
+
+One run (:meth:`_Runner._run_once`) spawns the service as the leader of its own
+process group and *holds its reap* until the group is empty (see ``_group.py``):
+while the leader is unreaped its PID pins the group id, so every group signal
+reaches our group and nobody else's, and a run only ends once nothing of it is
+left. That holds however the run ends: on its own (members left behind get
+``stop_signal``, then SIGKILL), on a stop request, on a failed readiness check, on
+a watchdog timeout, or when its task is cancelled (SIGKILL at once).
+
+Everything runs on the event loop the supervisor was entered in; there is no
+thread and no global state, and signals are only touched by the command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import signal
+import sys
+import time
+from collections.abc import Coroutine, Iterable
+from contextlib import AbstractContextManager as ContextManager
+from types import TracebackType
+from typing import Any, TextIO, TypeVar
+
+from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
+from ._events import (
+    BackingOff,
+    Event,
+    EventStream,
+    Exited,
+    Fatal,
+    Outcome,
+    Ready,
+    ServiceState,
+    ServiceStatus,
+    Starting,
+    Stopped,
+    Stopping,
+)
+from ._group import LeaderWatch, group_members, hold_reap, signal_group, wait_group_empty
+from ._output import LineSplitter, PrefixWriter, Sink, make_sink
+from ._policies import ExitReason, StartHistory, should_restart
+from ._readiness import NotifySocket, ReadyContext, ReadyNotify
+from ._service import Service
+
+if sys.version_info >= (3, 11):
+    from typing import Self
+else:  # pragma: no cover
+    from typing_extensions import Self
+
+__all__ = ["Supervisor"]
+
+T = TypeVar("T")
+
+_S = ServiceState
+_ENDED = (_S.STOPPED, _S.EXITED, _S.FATAL)
+
+
+async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to the end even if the caller is cancelled; then re-raise that."""
+    task = asyncio.ensure_future(coro)
+    cancelled: asyncio.CancelledError | None = None
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError as exc:
+            if task.done():
+                if task.cancelled():
+                    raise
+                result = task.result()
+                break
+            cancelled = exc
+    if cancelled is not None:
+        raise cancelled
+    return result
+
+
+@dataclasses.dataclass
+class _Run:
+    """How one run of a service ended."""
+
+    status: ExitStatus | None
+    reason: ExitReason
+    error: str | None = None
+    ran_for: float = 0.0
+    pid: int | None = None
+    fatal: bool = False  # a spawn error that a retry cannot fix (bad arguments)
+
+
+def _error_code(exc: BaseException) -> int:
+    """The shell's convention: 127 not found, 126 not executable, else 1."""
+    if isinstance(exc, FileNotFoundError):
+        return 127
+    if isinstance(exc, PermissionError):
+        return 126
+    return 1
+
+
+class _Runner:
+    """One service inside one supervisor: its state and the task that runs it."""
+
+    def __init__(self, sup: Supervisor, service: Service) -> None:
+        self.sup = sup
+        self.service = service
+        self.state = _S.STOPPED
+        self.proc: Process | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.restarts = 0
+        self.last_status: ExitStatus | None = None
+        self.started_at: float | None = None
+        self.message: str | None = None
+        self.error_code: int | None = None
+        self.ready = asyncio.Event()  # set while a run is ready
+        self._stop: asyncio.Future[None] | None = None
+
+    # -------------------------------------------------------------- control
+    @property
+    def active(self) -> bool:
+        return self.task is not None and not self.task.done()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop is not None and self._stop.done()
+
+    def launch(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._stop = loop.create_future()
+        self.message = None
+        self.error_code = None
+        self.task = loop.create_task(self._lifecycle(), name=f"aioproc service {self.service.name}")
+        self.task.add_done_callback(self._task_done)
+
+    def request_stop(self) -> None:
+        if self._stop is not None and not self._stop.done():
+            self._stop.set_result(None)
+            if self.active:
+                pid = self.proc.pid if self.proc is not None else None
+                self.sup._emit(Stopping(service=self.service.name, pid=pid))
+
+    async def stop(self) -> None:
+        self.request_stop()
+        if self.task is not None:
+            await asyncio.wait([self.task])
+
+    def kill_now(self) -> None:
+        """SIGKILL the running process (its group) at once; no restart after it."""
+        self.request_stop()
+        proc = self.proc
+        if proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, RuntimeError):
+            # self.proc is only set while its reap is held (see _run_once).
+            if self.service.kill_group:
+                signal_group(proc, signal.SIGKILL)
+            else:
+                proc.kill()
+
+    def snapshot(self) -> ServiceStatus:
+        uptime = None
+        if self.proc is not None and self.started_at is not None:
+            uptime = time.monotonic() - self.started_at
+        return ServiceStatus(
+            name=self.service.name,
+            state=self.state,
+            pid=None if self.proc is None else self.proc.pid,
+            restarts=self.restarts,
+            last_status=self.last_status,
+            uptime=uptime,
+            message=self.message,
+        )
+
+    def _set_state(self, state: ServiceState) -> None:
+        if state is not self.state:
+            self.state = state
+            self.sup._changed()
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self.ready.clear()
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            asyncio.get_running_loop().call_exception_handler(
+                {
+                    "message": f"aioproc: service {self.service.name!r} failed unexpectedly",
+                    "exception": exc,
+                    "task": task,
+                }
+            )
+            self.message = f"internal error: {exc!r}"
+            self.state = _S.FATAL
+        elif self.state not in _ENDED:
+            self.state = _S.STOPPED
+        self.sup._runner_ended(self)
+
+    # ------------------------------------------------------------ lifecycle
+    async def _lifecycle(self) -> None:
+        svc = self.service
+        history = StartHistory(svc.start_limit)
+        attempt = 0  # backoff attempt; back to 0 after a stable run
+        starts = 0
+        self.restarts = 0
+        while not self.stop_requested and not self.sup._closing:
+            if svc.depends_on and not await self._wait_deps():
+                if self.state is _S.FATAL:
+                    return
+                break
+            if not history.allow(time.monotonic()):
+                limit = svc.start_limit
+                self._fatal(f"start limit hit: {limit.burst} starts within {limit.interval:g} s")
+                return
+            if starts:
+                self.restarts += 1
+            run = await self._run_once(starts)
+            starts += 1
+            self.last_status = run.status
+            if run.reason == "stopped" or self.stop_requested:
+                self._emit_exited(run, False)
+                break
+            restart = not run.fatal and should_restart(
+                svc.restart,
+                run.status,
+                run.reason,
+                svc.success_exit_codes,
+                svc.restart_exit_codes,
+            )
+            restart = restart and not self.sup._closing
+            self._emit_exited(run, restart)
+            if run.fatal:
+                self._fatal(run.error or "cannot be spawned")
+                return
+            if not restart:
+                self._set_state(_S.EXITED)
+                return
+            if run.ran_for >= svc.stable_after:
+                attempt = 0
+            delay = svc.backoff.delay(attempt)
+            self._set_state(_S.BACKOFF)
+            self.sup._emit(BackingOff(service=svc.name, delay=delay, attempt=attempt))
+            attempt += 1
+            if await self._stopped_within(delay):
+                break
+        self._set_state(_S.STOPPED)
+        self.sup._emit(Stopped(service=svc.name, status=self.last_status))
+
+    def _emit_exited(self, run: _Run, will_restart: bool) -> None:
+        self.sup._emit(
+            Exited(
+                service=self.service.name,
+                pid=run.pid,
+                status=run.status,
+                reason=run.reason,
+                will_restart=will_restart,
+                error=run.error,
+            )
+        )
+
+    def _fatal(self, reason: str) -> None:
+        self.message = reason
+        self._set_state(_S.FATAL)
+        self.sup._emit(Fatal(service=self.service.name, reason=reason))
+
+    async def _stopped_within(self, delay: float) -> bool:
+        """Sleep ``delay`` seconds; True (at once) if a stop is requested meanwhile."""
+        assert self._stop is not None
+        try:
+            await asyncio.wait_for(asyncio.shield(self._stop), delay)
+        except asyncio.TimeoutError:
+            return self.sup._closing
+        return True
+
+    async def _wait_deps(self) -> bool:
+        """Wait until every dependency is ready; False if this service must not start.
+
+        A dependency that ended successfully and will not restart (a one-shot job)
+        counts as satisfied; one that is FATAL or ended in failure makes this
+        service FATAL. A stopped one is waited for: someone may start it.
+        """
+        assert self._stop is not None
+        self._set_state(_S.WAITING)
+        while True:
+            if self.stop_requested or self.sup._closing:
+                return False
+            waiting = []
+            for name in self.service.depends_on:
+                dep = self.sup._runners[name]
+                if dep.ready.is_set():
+                    continue
+                status = dep.last_status
+                if dep.state is _S.EXITED and status is not None and status.success:
+                    continue
+                if dep.state in (_S.FATAL, _S.EXITED):
+                    self._fatal(f"dependency {name!r} is {dep.state}")
+                    return False
+                waiting.append(name)
+            if not waiting:
+                return True
+            await asyncio.wait(
+                [self._stop, self.sup._change_future()], return_when=asyncio.FIRST_COMPLETED
+            )
+
+    # ------------------------------------------------------------------ one run
+    async def _run_once(self, attempt: int) -> _Run:
+        svc = self.service
+        loop = asyncio.get_running_loop()
+        self._set_state(_S.STARTING)
+        notify: NotifySocket | None = None
+        sink: Sink | None = None
+        try:
+            extra: dict[str, str] = {}
+            if isinstance(svc.ready, ReadyNotify):
+                notify = NotifySocket(on_status=self._on_notify_status)
+                extra["NOTIFY_SOCKET"] = notify.address
+                if svc.ready.watchdog is not None:
+                    extra["WATCHDOG_USEC"] = str(int(svc.ready.watchdog * 1e6))
+            if svc.piped:
+                sink = make_sink(svc.output, svc.name, self.sup._writer)
+            kwargs = dict(svc.spawn_kwargs)
+            kwargs.setdefault("stdin", DEVNULL)
+            proc = await spawn(
+                svc.argv,
+                stdout=PIPE if svc.piped else None,
+                stderr=STDOUT if svc.piped else None,
+                env=svc.child_env(extra),
+                cwd=svc.cwd,
+                kill_group=svc.kill_group,
+                stop_signal=svc.stop_signal,
+                stop_timeout=svc.stop_timeout,
+                **kwargs,
+            )
+        except BaseException as exc:
+            if notify is not None:
+                notify.close()
+            if sink is not None:
+                sink.close()
+            if isinstance(exc, (TypeError, ValueError)):
+                self.error_code = 1
+                return _Run(None, "spawn-failed", f"{type(exc).__name__}: {exc}", fatal=True)
+            if isinstance(exc, OSError):
+                self.error_code = _error_code(exc)
+                return _Run(None, "spawn-failed", str(exc))
+            raise
+        # No await since spawn() returned: the child cannot have been reaped yet,
+        # so from here on its PID (and group id) stays ours until we let go.
+        hold: ContextManager[None] = hold_reap(proc) if svc.kill_group else contextlib.nullcontext()
+        hold.__enter__()
+        self.proc = proc
+        self.started_at = started = time.monotonic()
+        self.error_code = None
+        leader = LeaderWatch(proc, held=svc.kill_group)
+        ctx = ReadyContext(proc, notify)
+        splitter = None if sink is None else LineSplitter(sink, ctx.feed_line)
+        pump = None
+        if splitter is not None and proc.stdout is not None:
+            pump = loop.create_task(_pump(proc, splitter))
+        reason: ExitReason = "exited"
+        error = None
+        status: ExitStatus | None = None
+        try:
+            self.sup._emit(Starting(service=svc.name, pid=proc.pid, attempt=attempt))
+            reason, error = await self._supervise(proc, leader, ctx)
+            await self._terminate(proc, leader, reason)
+        finally:
+            # From here the run is over whatever happened: nothing may outlive it.
+            self.proc = None
+            self.ready.clear()
+            if not leader.done:  # cancelled, or a bug: kill rather than leave it behind
+                with contextlib.suppress(ProcessLookupError, RuntimeError):
+                    if svc.kill_group:
+                        signal_group(proc, signal.SIGKILL)
+                    else:
+                        proc.kill()
+            leader.close()
+            hold.__exit__(None, None, None)  # the leader is reaped from here on
+            status = await _shielded(_finish(proc, pump, splitter, sink, notify))
+        return _Run(status, reason, error, time.monotonic() - started, proc.pid)
+
+    async def _supervise(
+        self, proc: Process, leader: LeaderWatch, ctx: ReadyContext
+    ) -> tuple[ExitReason, str | None]:
+        """Wait for readiness, then for the end of the run; say why it ends."""
+        svc = self.service
+        loop = asyncio.get_running_loop()
+        assert self._stop is not None
+        ready_task: asyncio.Task[None] | None = None
+        watchdog: asyncio.Task[None] | None = None
+        if svc.ready is None:
+            ctx.forget_lines()
+            self._became_ready(proc)
+        else:
+            ready_task = loop.create_task(asyncio.wait_for(svc.ready.wait(ctx), svc.ready.timeout))
+        try:
+            while True:
+                waits: list[asyncio.Future[Any]] = [leader.exited, self._stop]
+                waits += [t for t in (ready_task, watchdog) if t is not None]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                # A requested stop wins: the exit it causes is not a failure.
+                if self._stop.done():
+                    return "stopped", None
+                if leader.done:
+                    return "exited", None
+                if ready_task is not None and ready_task.done():
+                    exc = ready_task.exception()
+                    ready_task = None
+                    ctx.forget_lines()
+                    if exc is None:
+                        self._became_ready(proc)
+                        if isinstance(svc.ready, ReadyNotify) and svc.ready.watchdog:
+                            assert ctx.notify is not None
+                            watchdog = loop.create_task(
+                                ctx.notify.watchdog_expired(svc.ready.watchdog)
+                            )
+                        continue
+                    if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
+                        return "ready-timeout", f"not ready within {svc.ready.timeout:g} s"  # type: ignore[union-attr]
+                    return "ready-failed", f"readiness check failed: {exc!r}"
+                if watchdog is not None and watchdog.done():
+                    return "watchdog", "no WATCHDOG=1 in time"
+        finally:
+            for task in (ready_task, watchdog):
+                if task is not None:
+                    task.cancel()
+
+    def _became_ready(self, proc: Process) -> None:
+        self._set_state(_S.RUNNING)
+        self.ready.set()
+        self.sup._emit(Ready(service=self.service.name, pid=proc.pid))
+
+    def _on_notify_status(self, text: str) -> None:
+        self.message = text
+
+    async def _terminate(self, proc: Process, leader: LeaderWatch, reason: ExitReason) -> None:
+        """End the run: stop_signal, ``stop_timeout``, SIGKILL; wait for all of it.
+
+        For a leader that exited on its own this stops what it left in its group
+        (systemd does the same with what is left in a unit's cgroup).
+        """
+        svc = self.service
+        if not svc.kill_group:
+            if leader.done:
+                return
+            self._set_state(_S.STOPPING)
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(svc.stop_signal)
+            try:
+                await asyncio.wait_for(asyncio.shield(leader.exited), svc.stop_timeout)
+            except asyncio.TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await leader.exited
+            return
+        pgid = proc.pid
+        if leader.done and not group_members(pgid):
+            return
+        self._set_state(_S.STOPPING)
+        signal_group(proc, svc.stop_signal)
+        if svc.stop_signal not in (signal.SIGKILL, signal.SIGCONT):
+            # As systemd: a stopped (SIGSTOP) member could not act on the signal.
+            signal_group(proc, signal.SIGCONT)
+        if not await wait_group_empty(pgid, leader, svc.stop_timeout):
+            signal_group(proc, signal.SIGKILL)
+            await wait_group_empty(pgid, leader, None)
+
+
+async def _pump(proc: Process, splitter: LineSplitter) -> None:
+    """Pass the service's output on, line by line, as it comes."""
+    assert proc.stdout is not None
+    while True:
+        chunk = await proc.stdout.read(65536)
+        if not chunk:
+            break
+        _feed(splitter, chunk)
+
+
+def _feed(splitter: LineSplitter, data: bytes) -> None:
+    try:
+        splitter.feed(data)
+    except Exception as exc:  # a callable sink that raised: report it, keep pumping
+        asyncio.get_running_loop().call_exception_handler(
+            {"message": "aioproc: a service output callback raised", "exception": exc}
+        )
+
+
+async def _finish(
+    proc: Process,
+    pump: asyncio.Task[None] | None,
+    splitter: LineSplitter | None,
+    sink: Sink | None,
+    notify: NotifySocket | None,
+) -> ExitStatus:
+    """Reap the leader, pass on the rest of its output, release everything."""
+    try:
+        status = await proc.wait()
+        if pump is not None:
+            # The group is empty, so whatever it wrote is in the pipe already. A
+            # process that left the group may still hold the pipe open: do not
+            # wait for EOF, take what is there.
+            pump.cancel()
+            await asyncio.wait([pump])
+        if splitter is not None and proc.stdout is not None and not proc.stdout.closed:
+            with contextlib.suppress(OSError):
+                _feed(splitter, proc.stdout.read_available())
+            with contextlib.suppress(Exception):
+                splitter.flush()
+        return status
+    finally:
+        await proc.aclose()
+        if sink is not None:
+            sink.close()
+        if notify is not None:
+            notify.close()
+
+
+def _find_cycle(services: dict[str, Service]) -> list[str] | None:
+    """A dependency cycle as a list of names (first == last), or None."""
+    colour: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(name: str) -> list[str] | None:
+        colour[name] = 1
+        path.append(name)
+        for dep in services[name].depends_on:
+            if colour.get(dep) == 1:
+                return [*path[path.index(dep) :], dep]
+            if dep in services and colour.get(dep) is None:
+                found = visit(dep)
+                if found:
+                    return found
+        path.pop()
+        colour[name] = 2
+        return None
+
+    for name in services:
+        if name not in colour:
+            found = visit(name)
+            if found:
+                return found
+    return None
+
+
+class Supervisor:
+    """Runs :class:`Service` objects: ``async with Supervisor(services) as sup: ...``.
+
+    Entering starts every service (each once its dependencies are ready); leaving
+    stops them all in reverse dependency order within ``shutdown_timeout`` seconds
+    (then SIGKILL). ``await sup.wait()`` returns the :class:`Outcome` once every
+    service has ended, or once an essential one failed and the rest were stopped.
+
+    ``color`` (None: auto), ``output_stream`` (default ``sys.stdout``) and
+    ``prefix_width`` (a minimum) shape ``output="prefix"``.
+
+    Raises :class:`ValueError` for duplicate names, an unknown dependency or a
+    dependency cycle.
+    """
+
+    def __init__(
+        self,
+        services: Iterable[Service] = (),
+        *,
+        shutdown_timeout: float = 30.0,
+        color: bool | None = None,
+        output_stream: TextIO | None = None,
+        prefix_width: int = 0,
+    ) -> None:
+        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)):
+            raise TypeError("shutdown_timeout must be a number of seconds")
+        if shutdown_timeout < 0:
+            raise ValueError("shutdown_timeout must not be negative")
+        self.shutdown_timeout = float(shutdown_timeout)
+        self._writer = PrefixWriter(output_stream, color, prefix_width)
+        self._services: dict[str, Service] = {}
+        self._runners: dict[str, _Runner] = {}
+        for service in services:
+            self._register(service)
+        for service in self._services.values():
+            self._check_deps(service)
+        cycle = _find_cycle(self._services)
+        if cycle:
+            raise ValueError(f"dependency cycle: {' -> '.join(cycle)}")
+        self._entered = False
+        self._closing = False
+        self._closed = False
+        self._shutdown_task: asyncio.Task[None] | None = None
+        self._final: Outcome | None = None
+        self._streams: list[EventStream] = []
+        self._change: asyncio.Future[None] | None = None
+
+    def _register(self, service: Service) -> None:
+        if not isinstance(service, Service):
+            raise TypeError(f"expected a Service, got {type(service).__name__}")
+        if service.name in self._services:
+            raise ValueError(f"duplicate service name {service.name!r}")
+        self._services[service.name] = service
+        self._runners[service.name] = _Runner(self, service)
+        self._writer.register(service.name)
+
+    def _check_deps(self, service: Service) -> None:
+        for dep in service.depends_on:
+            if dep not in self._services:
+                raise ValueError(f"service {service.name!r} depends on unknown service {dep!r}")
+
+    # ----------------------------------------------------------------- lifecycle
+    async def __aenter__(self) -> Self:
+        if self._entered:
+            raise RuntimeError("a Supervisor can only be entered once")
+        self._entered = True
+        for runner in self._runners.values():
+            runner.launch()
+        self._changed()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop every service (reverse dependency order, ``shutdown_timeout``) and close.
+
+        Shielded from cancellation: it is re-raised once everything is stopped.
+        """
+        if not self._entered or self._closed:
+            return
+        self._begin_shutdown()
+        assert self._shutdown_task is not None
+        await _shielded(_await_task(self._shutdown_task))
+
+    def _begin_shutdown(self) -> None:
+        if self._shutdown_task is None:
+            self._closing = True
+            self._shutdown_task = asyncio.get_running_loop().create_task(self._shutdown())
+            self._changed()
+
+    async def _shutdown(self) -> None:
+        tasks: dict[str, asyncio.Task[None]] = {}
+
+        async def stop_after_dependents(name: str) -> None:
+            # Reverse dependency order: a service stops once all that depend on it did.
+            dependents = [
+                tasks[other]
+                for other, svc in self._services.items()
+                if name in svc.depends_on and other in tasks
+            ]
+            if dependents:
+                await asyncio.wait(dependents)
+            await self._runners[name].stop()
+
+        loop = asyncio.get_running_loop()
+        for name in self._runners:
+            tasks[name] = loop.create_task(stop_after_dependents(name))
+        try:
+            if tasks:
+                _, pending = await asyncio.wait(tasks.values(), timeout=self.shutdown_timeout)
+                if pending:
+                    self.kill()
+                    await asyncio.wait(pending)
+        finally:
+            self._closed = True
+            for stream in list(self._streams):
+                stream._close()
+            self._streams.clear()
+            self._changed()
+
+    def kill(self) -> None:
+        """SIGKILL every service's process group now; nothing is restarted after it."""
+        self._closing = True
+        for runner in self._runners.values():
+            runner.kill_now()
+        if self._entered:
+            self._changed()
+
+    async def wait(self) -> Outcome:
+        """Wait until every service has ended, or a shutdown is complete; the outcome."""
+        while True:
+            if self._closed:
+                break
+            if self._shutdown_task is None and not any(r.active for r in self._runners.values()):
+                break
+            await asyncio.shield(self._change_future())
+        return self._final or Outcome(ok=True)
+
+    # ------------------------------------------------------------- run-time control
+    def _runner(self, name: str) -> _Runner:
+        try:
+            return self._runners[name]
+        except KeyError:
+            raise KeyError(f"no service named {name!r}") from None
+
+    def _check_open(self) -> None:
+        if not self._entered:
+            raise RuntimeError("the supervisor is not running: use 'async with Supervisor(...)'")
+        if self._closing:
+            raise RuntimeError("the supervisor is shutting down")
+
+    async def start(self, name: str) -> ServiceStatus:
+        """Start a service that is not running; return its status once ready (or ended)."""
+        self._check_open()
+        runner = self._runner(name)
+        if not runner.active:
+            runner.launch()
+        assert runner.task is not None
+        ready = asyncio.ensure_future(runner.ready.wait())
+        try:
+            await asyncio.wait([ready, runner.task], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+        return runner.snapshot()
+
+    async def stop(self, name: str) -> ServiceStatus:
+        """Stop a service (``stop_signal``, ``stop_timeout``, SIGKILL; its whole group)."""
+        runner = self._runner(name)
+        await _shielded(runner.stop())
+        return runner.snapshot()
+
+    async def restart(self, name: str) -> ServiceStatus:
+        """Stop the service, then start it again."""
+        await self.stop(name)
+        return await self.start(name)
+
+    def add(self, service: Service) -> None:
+        """Add a service; it starts at once if the supervisor is running."""
+        if self._closing:
+            raise RuntimeError("the supervisor is shutting down")
+        self._check_deps(service)
+        self._register(service)
+        # No cycle is possible: existing services cannot depend on the new one.
+        if self._entered:
+            self._runners[service.name].launch()
+            self._changed()
+
+    async def remove(self, name: str) -> None:
+        """Stop a service and forget it. Refused while other services depend on it."""
+        self._runner(name)  # KeyError for an unknown name
+        users = [n for n, s in self._services.items() if name in s.depends_on]
+        if users:
+            raise ValueError(f"cannot remove {name!r}: {', '.join(users)} depend on it")
+        await self.stop(name)
+        del self._runners[name]
+        del self._services[name]
+        self._changed()
+
+    def status(self) -> dict[str, ServiceStatus]:
+        """A snapshot of every service, by name."""
+        return {name: runner.snapshot() for name, runner in self._runners.items()}
+
+    @property
+    def services(self) -> dict[str, Service]:
+        return dict(self._services)
+
+    def events(self, maxsize: int = 1024) -> EventStream:
+        """A stream of the events from now on (see :class:`EventStream`)."""
+        stream = EventStream(maxsize, self._streams.remove)
+        if self._closed:
+            stream._close()
+        else:
+            self._streams.append(stream)
+        return stream
+
+    # ------------------------------------------------------------------ internals
+    def _emit(self, event: Event) -> None:
+        for stream in self._streams:
+            stream._put(event)
+
+    def _change_future(self) -> asyncio.Future[None]:
+        if self._change is None or self._change.done():
+            self._change = asyncio.get_running_loop().create_future()
+        return self._change
+
+    def _changed(self) -> None:
+        """Wake everything that waits for a state change (wait(), dependencies)."""
+        fut = self._change
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _runner_ended(self, runner: _Runner) -> None:
+        svc = runner.service
+        if svc.essential and runner.state in (_S.EXITED, _S.FATAL) and not self._closing:
+            status = runner.last_status
+            ok = runner.state is _S.EXITED and status is not None and status.success
+            self._final = Outcome(
+                ok=ok,
+                service=svc.name,
+                status=status,
+                reason=runner.message if runner.state is _S.FATAL else "exited",
+                error_code=runner.error_code,
+            )
+            self._begin_shutdown()
+        self._changed()
+
+
+async def _await_task(task: asyncio.Task[None]) -> None:
+    await task

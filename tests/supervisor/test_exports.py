@@ -1,0 +1,32 @@
+"""The public surface of aioproc.supervisor."""
+
+from __future__ import annotations
+
+import inspect
+
+import aioproc.supervisor as sup
+
+
+def test_all_is_complete_and_public_names_live_in_the_package() -> None:
+    assert len(set(sup.__all__)) == len(sup.__all__)
+    public = {n for n, o in vars(sup).items() if not n.startswith("_") and not inspect.ismodule(o)}
+    assert public - {"annotations"} <= set(sup.__all__)
+    for name in sup.__all__:
+        obj = getattr(sup, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__module__ == "aioproc.supervisor", name
+            assert obj.__doc__, name
+
+
+def test_the_supervisor_uses_only_the_public_api_below_it() -> None:
+    # One exception, wrapped in _group.hold_reap: Process._child.hold_reap().
+    import pathlib
+    import re
+
+    root = pathlib.Path(sup.__file__).parent
+    for path in [*root.glob("*.py"), *(root.parent / "_cli").glob("*.py")]:
+        text = path.read_text()
+        # Nothing from aioproc's private modules (aioproc._process, ...).
+        assert not re.search(r"from \.\._|from aioproc\._|import aioproc\._", text), path
+        uses = text.count("._child")
+        assert uses == (1 if path.name == "_group.py" else 0), path
