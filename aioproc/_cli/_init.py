@@ -1,0 +1,263 @@
+"""``aioproc init -- CMD ARGS...``: a PID 1 for containers.
+
+What it does, and what tini does not:
+
+* **Subreaper.** As PID 1 of a PID namespace it inherits every orphan anyway; anywhere
+  else it asks to (``prctl(PR_SET_CHILD_SUBREAPER)``), so double-forked daemons of its
+  child are re-parented to it rather than to the host's init.
+* **Forwarding.** Every signal that can be forwarded goes to the child (to the child's
+  process group with ``--group``). Not forwarded: SIGKILL and SIGSTOP (impossible),
+  SIGCHLD (ours), the synchronous faults (SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTRAP,
+  SIGSYS, SIGABRT), SIGTTIN/SIGTTOU and SIGPIPE.
+* **Reaping without stealing.** Orphans are reaped as they exit. The main child is
+  reaped by aioproc only, so its status is never lost (see :func:`reap_orphans`).
+* **Nothing left behind.** When the main child exits, every remaining descendant gets
+  SIGTERM, then SIGKILL after ``--grace`` seconds, and is reaped; then ``aioproc init``
+  exits with the child's exit code (128 + the signal number if a signal killed it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from .. import ExitStatus, Process, signals, spawn
+from ..supervisor._group import (
+    LeaderWatch,
+    descendants,
+    hold_reap,
+    kill_pids,
+    signal_group,
+    wait_gone,
+)
+
+__all__ = ["FORWARDED", "become_subreaper", "reap_orphans", "run_init"]
+
+PR_SET_CHILD_SUBREAPER = 36
+
+_NOT_FORWARDED = {
+    signal.SIGKILL,
+    signal.SIGSTOP,
+    signal.SIGCHLD,
+    signal.SIGSEGV,
+    signal.SIGBUS,
+    signal.SIGILL,
+    signal.SIGFPE,
+    signal.SIGTRAP,
+    signal.SIGSYS,
+    signal.SIGABRT,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGPIPE,
+}
+FORWARDED = tuple(sorted(s for s in signal.Signals if s not in _NOT_FORWARDED))
+
+Log = Callable[[str], None]
+
+
+def become_subreaper() -> None:
+    """``prctl(PR_SET_CHILD_SUBREAPER, 1)``: orphaned descendants come to us."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
+
+
+def _children() -> set[int]:
+    """Our children, live or zombie (each thread's list: a child belongs to a thread)."""
+    out: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except FileNotFoundError:  # pragma: no cover - no /proc
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children") as f:
+                out.update(int(p) for p in f.read().split())
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def _reap(pid: int) -> ExitStatus | None:
+    try:
+        res = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
+    except ChildProcessError:
+        return None
+    if res is None:
+        return None
+    if res.si_code == os.CLD_EXITED:
+        return ExitStatus.exited(pid, res.si_status)
+    return ExitStatus.killed(pid, res.si_status, res.si_code == os.CLD_DUMPED)
+
+
+def reap_orphans(main: int | None) -> list[ExitStatus]:
+    """Reap every exited child except ``main``; return their statuses.
+
+    ``waitid(P_ALL, WNOHANG | WNOWAIT)`` names an exited child without reaping it. If
+    it is not ``main``, it is reaped by PID (it is our child and unreaped, so its PID
+    cannot have been reused) and we ask again. If it is ``main`` (exited, not yet reaped
+    by aioproc), ``P_ALL`` would keep naming it, and reaping it would steal the status
+    aioproc is about to collect: so we fall back to trying each of our other children
+    by PID.
+    """
+    reaped: list[ExitStatus] = []
+    while True:
+        try:
+            res = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return reaped
+        if res is None:
+            return reaped
+        if res.si_pid != main:
+            status = _reap(res.si_pid)
+            if status is not None:
+                reaped.append(status)
+            continue
+        for pid in _children() - {main}:
+            status = _reap(pid)
+            if status is not None:
+                reaped.append(status)
+        return reaped
+
+
+def _exit_code(status: ExitStatus) -> int:
+    if status.exit_code is not None:
+        return status.exit_code
+    if status.signal is not None or status.returncode < 0:
+        return 128 - status.returncode
+    return 1
+
+
+async def run_init(argv: list[str], group: bool, grace: float, log: Log, verbose: bool) -> int:
+    me = os.getpid()
+    if me != 1:
+        try:
+            become_subreaper()
+        except OSError as exc:
+            log(f"warning: {exc}; orphans will go to the system's init")
+    # Subscribe before spawning: no signal sent after the child exists is missed.
+    async with (
+        signals.subscribe(*FORWARDED) as forward,
+        signals.subscribe(signal.SIGCHLD) as sigchld,
+    ):
+        try:
+            proc = await spawn(argv, kill_group=group)
+        except OSError as exc:
+            log(f"cannot run {argv[0]}: {exc.strerror or exc}")
+            return 127 if isinstance(exc, FileNotFoundError) else 126
+
+        def reap() -> None:
+            for status in reap_orphans(proc.pid):
+                if verbose:
+                    log(f"reaped orphan {status}")
+
+        with hold_reap(proc) if group else contextlib.nullcontext():
+            leader = LeaderWatch(proc, held=group)
+            try:
+                await _serve(proc, leader, group, forward, sigchld, reap, log, verbose)
+            finally:
+                leader.close()
+        status = await proc.wait()
+        if verbose:
+            log(f"main child: {status}")
+        await _sweep(me, grace, sigchld, reap, log, verbose)
+    return _exit_code(status)
+
+
+async def _serve(
+    proc: Process,
+    leader: LeaderWatch,
+    group: bool,
+    forward: signals.Subscription,
+    sigchld: signals.Subscription,
+    reap: Callable[[], None],
+    log: Log,
+    verbose: bool,
+) -> None:
+    """Forward signals and reap orphans until the main child exits."""
+    reap()  # anything that exited before we subscribed
+    fwd = asyncio.ensure_future(forward.get())
+    chld = asyncio.ensure_future(sigchld.get())
+    try:
+        while not leader.done:
+            waits: list[asyncio.Future[Any]] = [fwd, chld, leader.exited]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            if chld.done():
+                chld.result()
+                reap()
+                chld = asyncio.ensure_future(sigchld.get())
+            if fwd.done():
+                sig = fwd.result()
+                fwd = asyncio.ensure_future(forward.get())
+                if leader.exited.done():  # not forwarded to an exited child
+                    break
+                if verbose:
+                    log(f"forwarding {sig.name} to {'group ' if group else ''}{proc.pid}")
+                with contextlib.suppress(ProcessLookupError):
+                    if group:
+                        signal_group(proc, sig)  # the reap is held: the group id is ours
+                    else:
+                        proc.send_signal(sig)
+    finally:
+        fwd.cancel()
+        chld.cancel()
+
+
+async def _sweep(
+    me: int,
+    grace: float,
+    sigchld: signals.Subscription,
+    reap: Callable[[], None],
+    log: Log,
+    verbose: bool,
+) -> None:
+    """SIGTERM what is left below us, SIGKILL it after ``grace``, reap it all."""
+
+    def still_ours(pid: int, tree: set[int]) -> bool:
+        # Checked after the pidfd is open: the very process it names is below us.
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        return ppid == me or ppid in tree
+
+    async def reaping() -> None:
+        # Orphans die into zombies of ours: keep reaping while we wait for them.
+        while True:
+            await sigchld.get()
+            reap()
+
+    reaper = asyncio.ensure_future(reaping())
+    try:
+        left = descendants(me)
+        if left:
+            if verbose:
+                log(f"{len(left)} processes left: SIGTERM, then SIGKILL after {grace:g} s")
+            kill_pids(left, signal.SIGTERM, lambda pid: still_ours(pid, left))
+            kill_pids(left, signal.SIGCONT, lambda pid: still_ours(pid, left))
+            if not await wait_gone(lambda: descendants(me), grace):
+                left = descendants(me)
+                if verbose:
+                    log(f"{len(left)} processes still there: SIGKILL")
+                kill_pids(left, signal.SIGKILL, lambda pid: still_ours(pid, left))
+                await wait_gone(lambda: descendants(me), 10.0)
+    finally:
+        reaper.cancel()
+    # Everything below us has exited, and the dead were re-parented to us as they
+    # died: one more pass reaps the last zombies.
+    reap()
+
+
+def main_init(argv: list[str], group: bool, grace: float, verbose: bool) -> int:
+    def log(text: str) -> None:
+        print(f"aioproc init: {text}", file=sys.stderr, flush=True)
+
+    return asyncio.run(run_init(argv, group, grace, log, verbose))

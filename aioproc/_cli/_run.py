@@ -1,0 +1,139 @@
+"""``aioproc run``: supervise the services of a Procfile or an aioproc.toml.
+
+The first SIGINT/SIGTERM/SIGHUP starts a graceful shutdown (reverse dependency order,
+``stop_signal``, ``stop_timeout``, SIGKILL, within ``shutdown_timeout``); a second one
+SIGKILLs every service's process group at once. The exit code is 0 when everything
+stopped cleanly, else that of the essential service that failed (128 + the signal
+number for a signal).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from typing import TextIO
+
+from .. import signals
+from ..supervisor import (
+    BackingOff,
+    Event,
+    EventStream,
+    Exited,
+    Fatal,
+    Ready,
+    Starting,
+    Stopped,
+    Stopping,
+)
+from ._config import Config
+
+__all__ = ["run_services"]
+
+SYSTEM = "aioproc"
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _Say:
+    """The command's own lines, in the same ``name | text`` form as the services'."""
+
+    def __init__(self, stream: TextIO, width: int, color: bool | None) -> None:
+        self.stream = stream
+        self.width = width
+        if color is None:
+            if os.environ.get("NO_COLOR"):
+                color = False
+            elif os.environ.get("FORCE_COLOR"):
+                color = True
+            else:
+                try:
+                    color = stream.isatty()
+                except (AttributeError, ValueError):
+                    color = False
+        self.color = color
+
+    def __call__(self, text: str) -> None:
+        label = f"{SYSTEM.ljust(self.width)} |"
+        if self.color:
+            label = f"\x1b[1m{label}\x1b[0m"
+        try:
+            self.stream.write(f"{label} {text}\n")
+            self.stream.flush()
+        except (BrokenPipeError, ValueError):
+            pass
+
+
+def describe(event: Event, with_ready: set[str]) -> str | None:
+    """One line about an event, or None for those not worth a line."""
+    name = event.service
+    if isinstance(event, Starting):
+        again = f" (restart {event.attempt})" if event.attempt else ""
+        return f"{name} started, pid {event.pid}{again}"
+    if isinstance(event, Ready):
+        return f"{name} is ready" if name in with_ready else None
+    if isinstance(event, Exited):
+        if event.reason == "stopped":
+            return None
+        if event.status is None:
+            what = f"{name} could not start: {event.error}"
+        elif event.status.signal is not None:
+            what = f"{name} was killed by {event.status.signal.name}"
+        else:
+            what = f"{name} exited with code {event.status.exit_code}"
+        if event.reason not in ("exited", "spawn-failed") and event.error:
+            what += f" ({event.error})"
+        return what
+    if isinstance(event, BackingOff):
+        return f"{name} restarts in {event.delay:.2f} s"
+    if isinstance(event, Fatal):
+        return f"{name} FATAL: {event.reason}"
+    if isinstance(event, Stopping):
+        return f"stopping {name}"
+    if isinstance(event, Stopped):
+        return f"{name} stopped"
+    return None
+
+
+async def run_services(config: Config, color: bool | None, stream: TextIO | None = None) -> int:
+    out = sys.stdout if stream is None else stream
+    width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
+    say = _Say(out, width, color)
+    with_ready = {s.name for s in config.services if s.ready is not None}
+    sup = config.supervisor(color=color, output_stream=out, prefix_width=width)
+    # Subscribe before any child exists: a Ctrl-C from then on is ours to handle.
+    async with signals.subscribe(*SHUTDOWN_SIGNALS) as sigs, sup:
+        events = sup.events()
+        printer = asyncio.ensure_future(_print_events(events, say, with_ready))
+        waiter = asyncio.ensure_future(sup.wait())
+        first = asyncio.ensure_future(sigs.get())
+        try:
+            await asyncio.wait([waiter, first], return_when=asyncio.FIRST_COMPLETED)
+            if first.done():
+                sig = first.result()
+                say(f"{sig.name} received: stopping everything (again to kill at once)")
+                closing = asyncio.ensure_future(sup.aclose())
+                second = asyncio.ensure_future(sigs.get())
+                await asyncio.wait([closing, second], return_when=asyncio.FIRST_COMPLETED)
+                if second.done():
+                    say(f"{second.result().name} received again: killing everything")
+                    sup.kill()
+                second.cancel()
+                await closing
+            else:
+                first.cancel()
+        finally:
+            for task in (first, waiter):
+                task.cancel()
+    outcome = await sup.wait()
+    await printer
+    if not outcome.ok:
+        say(f"{outcome.service} failed: exit code {outcome.exit_code}")
+    return outcome.exit_code
+
+
+async def _print_events(events: EventStream, say: _Say, with_ready: set[str]) -> None:
+    async for event in events:
+        line = describe(event, with_ready)
+        if line is not None:
+            say(line)
