@@ -452,3 +452,31 @@ def test_init_as_pid_1_in_a_pid_namespace() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_reaping_orphans_never_steals_the_main_childs_status() -> None:
+    # The main child exits first and stays a zombie (its reap held), so that
+    # waitid(P_ALL) names it before the "orphan": reaping it there would leave
+    # aioproc with an unknown status (255) instead of the real exit code.
+    from aioproc import spawn
+    from aioproc._cli._init import reap_orphans
+    from aioproc.supervisor._group import LeaderWatch, hold_reap
+
+    main_proc = await spawn(["sh", "-c", "exit 9"])
+    with hold_reap(main_proc):
+        watch = LeaderWatch(main_proc, held=True)
+        await watch.exited
+        watch.close()
+        # A child nobody tracks, like an orphan re-parented to init.
+        other = os.posix_spawn("/bin/true", ["true"], dict(os.environ))  # noqa: ASYNC221
+        fd = os.pidfd_open(other)
+        try:
+            select.select([fd], [], [], 10)  # the other child has exited
+        finally:
+            os.close(fd)
+        reaped = reap_orphans(main_proc.pid)
+        assert [s.pid for s in reaped] == [other]
+        assert process_state(main_proc.pid) == "Z"  # still ours to reap
+    status = await main_proc.wait()
+    assert status.exit_code == 9
+    assert not status.unknown

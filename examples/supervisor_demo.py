@@ -1,0 +1,127 @@
+"""aioproc.supervisor in five seconds: backoff, readiness, dependency order, tree stop.
+
+Run with ``python examples/supervisor_demo.py``. Three services:
+
+* ``flaky`` crashes at once, every time: it is restarted with growing delays
+  (capped exponential backoff) until it hits its start limit and becomes FATAL;
+* ``db`` takes half a second before it listens on a TCP port (``ReadyTCP``);
+* ``api`` depends on ``db``: it starts only once ``db`` is ready. It forks a
+  helper that ignores SIGTERM, to show that a stop takes the whole process group
+  down (SIGTERM, ``stop_timeout``, then SIGKILL) and leaves nothing behind.
+
+Every event is printed with the time it happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import sys
+import time
+
+from aioproc.supervisor import (
+    BackingOff,
+    Backoff,
+    Event,
+    Exited,
+    Fatal,
+    Ready,
+    ReadyTCP,
+    Service,
+    ServiceState,
+    Starting,
+    StartLimit,
+    Stopped,
+    Stopping,
+    Supervisor,
+)
+
+T0 = time.monotonic()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def show(event: Event) -> None:
+    what = {
+        Starting: lambda e: f"started (pid {e.pid}, attempt {e.attempt})",
+        Ready: lambda e: "ready",
+        Exited: lambda e: f"exited: {e.status}" + ("; will restart" if e.will_restart else ""),
+        BackingOff: lambda e: f"backing off {e.delay:.2f} s",
+        Fatal: lambda e: f"FATAL: {e.reason}",
+        Stopping: lambda e: "stopping",
+        Stopped: lambda e: "stopped",
+    }[type(event)](event)
+    print(f"  {event.time - T0:5.2f} s  {event.service:<6} {what}", flush=True)
+
+
+def group_alive(pgid: int) -> list[int]:
+    """Live processes of process group ``pgid`` (a /proc scan)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                out.append(int(entry))
+    return out
+
+
+async def main() -> None:
+    port = free_port()
+    db_program = (
+        "import socket, time; time.sleep(0.5); s = socket.socket(); "
+        f"s.bind(('127.0.0.1', {port})); s.listen(); print('db: listening', flush=True); "
+        "time.sleep(60)"
+    )
+    api_script = (
+        "(trap '' TERM; exec sleep 60) & "  # a helper deaf to SIGTERM
+        "echo 'api: serving, helper pid' $!; exec sleep 60"
+    )
+    services = [
+        Service(
+            "flaky",
+            ["sh", "-c", "echo 'flaky: crashing'; exit 1"],
+            backoff=Backoff(initial=0.2, factor=2.0, max=1.0),
+            start_limit=StartLimit(burst=4, interval=30),
+        ),
+        Service("db", [sys.executable, "-c", db_program], ready=ReadyTCP("127.0.0.1", port)),
+        Service("api", ["sh", "-c", api_script], depends_on=["db"], stop_timeout=0.5),
+    ]
+    print("starting flaky, db and api (api depends on db)\n")
+    flaky_gave_up, api_ready = asyncio.Event(), asyncio.Event()
+    async with Supervisor(services) as sup:
+        events = sup.events()  # from now until the supervisor has shut down
+
+        async def watch() -> None:
+            async for event in events:
+                show(event)
+                if isinstance(event, Fatal) and event.service == "flaky":
+                    flaky_gave_up.set()
+                if isinstance(event, Ready) and event.service == "api":
+                    api_ready.set()
+
+        watcher = asyncio.ensure_future(watch())
+        await flaky_gave_up.wait()
+        await api_ready.wait()
+        assert sup.status()["flaky"].state is ServiceState.FATAL
+        api_pid = sup.status()["api"].pid
+        assert api_pid is not None
+        print(f"\napi's process group: {sorted(group_alive(api_pid))}")
+        print("leaving the supervisor: stopping api, then db (reverse dependency order)\n")
+    await watcher
+    left = group_alive(api_pid)
+    print(f"\nprocesses left in api's group: {left or 'none'}")
+    print(f"done in {time.monotonic() - T0:.1f} s")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
