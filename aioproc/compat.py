@@ -1,20 +1,13 @@
 """A drop-in for asyncio's subprocess functions, on aioproc's core.
 
-Replace ::
-
-    proc = await asyncio.create_subprocess_exec("cmd", "arg", stdout=asyncio.subprocess.PIPE)
-
-with ::
-
-    from aioproc import compat
-    proc = await compat.create_subprocess_exec("cmd", "arg", stdout=compat.PIPE)
-
-and the rest of the code keeps working: the :class:`Process` returned has the
-whole interface of :class:`asyncio.subprocess.Process` (``pid``,
-``returncode``, ``stdin``/``stdout``/``stderr``, ``wait()``,
-``communicate()``, ``send_signal()``, ``terminate()``, ``kill()``). Underneath
-it is an :class:`aioproc.Process`: no thread per child, no signal ever sent
-to a recycled PID, ``wait()`` that returns when the child has exited even if a
+Import ``create_subprocess_exec``, ``create_subprocess_shell``, ``PIPE``,
+``STDOUT`` and ``DEVNULL`` from ``aioproc.compat`` instead of asyncio, and the
+rest of the code keeps working: the :class:`Process` returned has the whole
+interface of :class:`asyncio.subprocess.Process` (``pid``, ``returncode``,
+``stdin``/``stdout``/``stderr``, ``wait()``, ``communicate()``,
+``send_signal()``, ``terminate()``, ``kill()``). Underneath it is an
+:class:`aioproc.Process`: no thread per child, no signal ever sent to a
+recycled PID, a ``wait()`` that returns when the child has exited even if a
 grandchild holds its pipes, and no "Event loop is closed" at exit.
 
 Where asyncio's behaviour is a known bug, aioproc's wins; ``docs/migrating.md``
@@ -83,7 +76,9 @@ def _check_asyncio_options(kwds: dict[str, Any], *, shell: bool) -> None:
 
 
 def _spawn_options(kwds: dict[str, Any], *, shell: bool) -> dict[str, Any]:
+    """The keywords for spawn(), from those asyncio would pass to subprocess.Popen."""
     _check_asyncio_options(kwds, shell=shell)
+    caller = "create_subprocess_shell" if shell else "create_subprocess_exec"
     options: dict[str, Any] = {}
     for name, value in kwds.items():
         if name in _PASSED_THROUGH:
@@ -94,7 +89,7 @@ def _spawn_options(kwds: dict[str, Any], *, shell: bool) -> dict[str, Any]:
                 raise ValueError(f"{name} must be {default!r} with aioproc.compat: {why}")
         else:
             # What subprocess.Popen (under asyncio's default loop) raises.
-            raise TypeError(f"create_subprocess_*() got an unexpected keyword argument {name!r}")
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
     if "pass_fds" in options:  # Popen takes any iterable
         options["pass_fds"] = tuple(options["pass_fds"])
     return options
