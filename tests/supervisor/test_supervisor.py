@@ -417,3 +417,26 @@ async def test_output_to_a_file(tmp_path: os.PathLike[str]) -> None:
         await asyncio.wait_for(sup.wait(), 10)
     with open(path) as f:
         assert f.read() == "before\na\nb\n"
+
+
+def test_runs_in_a_loop_outside_the_main_thread() -> None:
+    # No signal handler, no main-thread requirement: a web app's worker thread will do.
+    import threading
+
+    results: list[object] = []
+
+    async def work() -> None:
+        async with Supervisor([quiet("t", SLEEP, stop_timeout=1)]) as sup:
+            results.append((await sup.start("t")).state)
+        results.append(sup.status()["t"].state)
+
+    def thread_main() -> None:
+        try:
+            asyncio.run(work())
+        except BaseException as exc:  # pragma: no cover - reported below
+            results.append(exc)
+
+    thread = threading.Thread(target=thread_main)
+    thread.start()
+    thread.join(20)
+    assert results == [ServiceState.RUNNING, ServiceState.STOPPED]
