@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
+	@echo
+	$(BIN)/python examples/supervisor_demo.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check aioproc tests examples benchmarks
