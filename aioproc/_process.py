@@ -69,6 +69,7 @@ class Process(anyio.abc.Process):
     stop_signal: int
     stop_timeout: float
     kill_group: bool
+    _leads_group: bool
     _child: _waiting.Child
 
     def __init__(self, *_: object, **__: object) -> None:
@@ -86,6 +87,7 @@ class Process(anyio.abc.Process):
         stop_signal: int,
         stop_timeout: float,
         kill_group: bool,
+        leads_group: bool = False,
     ) -> Process:
         self = object.__new__(cls)
         self.args = args
@@ -96,6 +98,7 @@ class Process(anyio.abc.Process):
         self.stop_signal = stop_signal
         self.stop_timeout = stop_timeout
         self.kill_group = kill_group
+        self._leads_group = leads_group or kill_group
         _live[id(self)] = self
         return self
 
@@ -157,6 +160,21 @@ class Process(anyio.abc.Process):
         pid mode the PID is only freed under the lock this call takes.
         """
         self._child.send_signal(_check_signal(sig))
+
+    def signal_group(self, sig: int) -> None:
+        """Send ``sig`` to the process group the child leads.
+
+        The child leads a group with ``kill_group=True``, ``start_new_session=True``
+        or ``process_group=0``. PID-safe: the group is only signalled while its
+        leader is unreaped (its zombie keeps the group id from being reused);
+        after that this raises :class:`ProcessLookupError`.
+        """
+        if not self._leads_group:
+            raise RuntimeError(
+                "the child does not lead a process group: spawn it with kill_group=True, "
+                "start_new_session=True or process_group=0"
+            )
+        self._child.signal_group(self.pid, _check_signal(sig))
 
     def terminate(self) -> None:
         """Send SIGTERM to the child."""
@@ -464,6 +482,7 @@ def spawn(
             stop_signal=options["stop_signal"],
             stop_timeout=float(stop_timeout),
             kill_group=kill_group,
+            leads_group=bool(start_new_session) or process_group == 0,
         )
 
     return _Spawning(starter)

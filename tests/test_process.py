@@ -597,3 +597,27 @@ def test_pid_mode_survives_losing_sigchld_to_uvloop() -> None:
     res = run_python(code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["0", "True"]
+
+
+async def test_signal_group_reaches_every_member(wait_mode: str) -> None:
+    script = (
+        "trap 'echo leader got USR1' USR1; (trap 'echo member got USR1; exit' USR1; "
+        "echo ready; while :; do sleep 0.01; done) & wait; wait"
+    )
+    async with aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True) as proc:
+        assert proc.stdout is not None
+        assert await proc.stdout.readline() == b"ready\n"
+        proc.signal_group(signal.SIGUSR1)
+        got = {await proc.stdout.readline(), await proc.stdout.readline()}
+        assert got == {b"leader got USR1\n", b"member got USR1\n"}
+
+
+async def test_signal_group_needs_a_group_and_an_unreaped_leader(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["true"])
+    with pytest.raises(RuntimeError, match="process group"):
+        proc.signal_group(signal.SIGTERM)
+    await proc.wait()
+    leader = await aioproc.spawn(["true"], start_new_session=True)
+    await leader.wait()
+    with pytest.raises(ProcessLookupError):
+        leader.signal_group(signal.SIGTERM)
