@@ -491,6 +491,10 @@ async def test_cancelled_get_leaves_no_waiter() -> None:
 # --------------------------------------------------------------------------- storm
 
 
+def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
+    return type(loop).__module__.startswith("uvloop")
+
+
 async def test_storm(monkeypatch: pytest.MonkeyPatch) -> None:
     """10,000 signals from a child while subscribers come and go.
 
@@ -508,6 +512,15 @@ async def test_storm(monkeypatch: pytest.MonkeyPatch) -> None:
     SIG_DFL could be taken by one of them (the documented limit of the hand-over), so the
     churn then uses SIGWINCH, whose default action is to ignore.
     """
+    if sys.version_info >= (3, 13) and not _is_uvloop(asyncio.get_running_loop()):
+        # Seen here on CPython 3.13.0: when asyncio's wakeup socket is full,
+        # CPython's C signal handler (trip_signal) calls _PyEval_AddPendingCall to
+        # report it (asyncio sets warn_on_full_buffer=True), which takes a mutex;
+        # a second signal arriving while that mutex is held, in the same thread,
+        # deadlocks the process inside the signal handler (gdb: two nested
+        # trip_signal frames, both in PyMutex_Lock). Not the hub's doing; no hub
+        # code runs in C signal context. uvloop does not ask for the warning.
+        pytest.skip("CPython 3.13 can deadlock in trip_signal when asyncio's wakeup fd is full")
     other = SIGUSR2 if threading.active_count() == 1 else signal.SIGWINCH
     # asyncio registers its wakeup fd with warn_on_full_buffer=True, so when a storm fills
     # the socket faster than the loop reads it, CPython reports each byte it could not
