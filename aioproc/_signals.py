@@ -536,6 +536,8 @@ class _Hub:
                     if sig != signal.SIGCHLD:
                         raise
                     via_loop = False  # uvloop keeps SIGCHLD for its own child watching
+                else:
+                    _quiet_wakeup_fd(loop)
                 handler: Callable[[int, FrameType | None], None]
                 if via_loop:
                     handler = self._on_raw
@@ -550,6 +552,9 @@ class _Hub:
                 # set; put it back.
                 signal.signal(sig, handler)
                 signal.siginterrupt(sig, False)
+            # A signal another thread took while _quiet_wakeup_fd had no wakeup fd
+            # set is in _pending but woke nobody: fan out once, soon.
+            loop.call_soon(self._fan_out)
         except BaseException:
             for sig in installed:
                 entry = self._entries.pop(sig)
@@ -721,6 +726,31 @@ class _Hub:
             for target in entry.targets:
                 target._closed = True  # no wake-up: the waiter belongs to a dead loop
         self._end_lifetime()
+
+
+def _quiet_wakeup_fd(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep the loop's wakeup fd, but without CPython's "buffer full" report.
+
+    asyncio registers its wakeup socket (again, on every add_signal_handler) with
+    warn_on_full_buffer=True, so when signals arrive faster than the loop reads the
+    socket (a hundred children exiting at once in pid mode: one SIGCHLD each),
+    CPython prints "Exception ignored when trying to write to the signal wakeup fd"
+    once per lost byte. Nothing is lost for the hub, which counts arrivals in its
+    deque, not by those bytes: the report is noise, and on CPython 3.13 the report
+    itself can deadlock the signal handler (docs/signals.md, Limits). So we put the
+    same descriptor back with the warning off.
+
+    Between the two set_wakeup_fd calls (a microsecond) no wakeup fd is set: a
+    signal taken then by another thread trips its Python handler without waking
+    the loop. The hub's own signals are blocked in this thread here (see _install)
+    and anything that tripped is fanned out by the call_soon below; a foreign
+    loop.add_signal_handler callback could see its wake-up delayed until the next
+    one. uvloop does not ask for the warning; there this changes nothing.
+    """
+    fd = signal.set_wakeup_fd(-1)
+    if fd == -1:
+        return
+    signal.set_wakeup_fd(fd, warn_on_full_buffer=False)
 
 
 # --------------------------------------------------------------------------- registry
