@@ -20,6 +20,7 @@ from ._run import run
 from ._spawn import DEVNULL, PIPE, STDOUT, get_spawn_workers, set_spawn_workers
 from ._status import CompletedProcess, ExitStatus
 from ._streams import ProcessReader, ProcessWriter
+from ._util import fixup_module_metadata as _fixup_module_metadata
 from ._waiting import get_wait_mode, set_wait_mode
 
 __version__ = "0.1.0.dev0"
@@ -50,16 +51,5 @@ __all__ = [
 ]
 
 
-def _fixup_module_metadata() -> None:
-    # Show users aioproc.Process, not aioproc._process.Process.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("aioproc._"):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):  # pragma: no cover
-                pass
-
-
-_fixup_module_metadata()
+_fixup_module_metadata(__name__, globals())
 del _fixup_module_metadata

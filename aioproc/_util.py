@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
@@ -35,3 +36,17 @@ async def shielded(coro: Coroutine[Any, Any, T]) -> T:
     if cancelled is not None:
         raise cancelled
     return result
+
+
+def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
+    """Make a package's public objects say they live there.
+
+    Users then see ``aioproc.Process``, not ``aioproc._process.Process``, in
+    reprs, tracebacks and the API docs. Called by each public ``__init__``.
+    """
+    private = module_name + "._"
+    for name in namespace["__all__"]:
+        obj = namespace[name]
+        if getattr(obj, "__module__", "").startswith(private):
+            with contextlib.suppress(AttributeError, TypeError):
+                obj.__module__ = module_name
