@@ -581,8 +581,21 @@ class SpawnPool:
             if self._queued > self._idle and len(self._threads) - self._exiting < self._size:
                 thread = threading.Thread(target=self._work, name="aioproc-spawn", daemon=True)
                 self._threads.add(thread)
-                with exec_lock:  # seed 003: no thread creation during exec_replace
-                    thread.start()
+                try:
+                    with exec_lock:  # seed 003: no thread creation during exec_replace
+                        thread.start()
+                except RuntimeError as exc:
+                    # Out of processes/threads (RLIMIT_NPROC, a pids cgroup). A
+                    # worker that already runs will take the job; with none,
+                    # the spawn fails the way fork would have.
+                    self._threads.discard(thread)
+                    if len(self._threads) - self._exiting <= 0:
+                        self._queued -= 1
+                        raise BlockingIOError(
+                            errno.EAGAIN,
+                            f"cannot start a spawn worker thread ({exc}): the limit on "
+                            "processes (RLIMIT_NPROC or a pids cgroup) is reached",
+                        ) from exc
             self._queue.put(job)
 
     def _work(self) -> None:
@@ -773,8 +786,16 @@ async def start(build: SpecBuilder, mode: Literal["pidfd", "pid"]) -> tuple[Spaw
 
 def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
     for job in _batches.pop(loop, ()):
-        if job.state == "queued":  # else withdrawn before the hand-over: nothing to do
+        if job.state != "queued":
+            continue  # withdrawn before the hand-over: nothing to do
+        try:
             _pool.submit(job)
+        except Exception as exc:
+            # Nothing was created; the requester gets the error, and the rest
+            # of the batch still gets its chance.
+            job.state = "done"
+            if not job.future.done():
+                job.future.set_exception(exc)
 
 
 def _after_fork_in_child() -> None:
