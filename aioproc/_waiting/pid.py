@@ -92,8 +92,9 @@ class _Reaper:
         if not self._subscribed and threading.current_thread() is threading.main_thread():
             self._subscribed = sigchld_subscribe(self._loop, self.scan) is not None
         # The child may have exited before we subscribed, and its SIGCHLD
-        # been consumed already: look once now.
-        self._loop.call_soon(self.scan)
+        # been consumed already: look at it (only it: a full scan per spawn
+        # would make spawning O(live children)) once now.
+        self._loop.call_soon(self._check, child)
         self._poll_delay = 0.001
         if self._poll_handle is None or not self._subscribed:
             self._schedule_poll()
@@ -103,6 +104,10 @@ class _Reaper:
         if not self._children and self._poll_handle is not None:
             self._poll_handle.cancel()
             self._poll_handle = None
+
+    def _check(self, child: PidChild) -> None:
+        if child in self._children and child._poll_exited():
+            child._notify_exited()
 
     def scan(self, *_: object) -> None:
         for child in list(self._children):
