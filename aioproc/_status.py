@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import resource
 import signal as _signal
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 from ._exceptions import ProcessError
@@ -41,8 +41,10 @@ class ExitStatus(int):
     exit_code: int | None
     signal: _signal.Signals | None
     core_dumped: bool
-    rusage: resource.struct_rusage | None
     unknown: bool
+    # A struct_rusage, None, or a zero-argument function that decodes one on
+    # first use (see _with_lazy_rusage()); read it through the rusage property.
+    _rusage: resource.struct_rusage | Callable[[], resource.struct_rusage] | None
 
     def __new__(
         cls,
@@ -66,16 +68,51 @@ class ExitStatus(int):
                     signal = _signal.Signals(-returncode)
                 except ValueError:  # a real-time signal without a name, as killed()
                     pass
-        for name, value in (
-            ("pid", pid),
-            ("returncode", int(returncode)),
-            ("exit_code", exit_code),
-            ("signal", signal),
-            ("core_dumped", bool(core_dumped)),
-            ("rusage", rusage),
-            ("unknown", bool(unknown)),
-        ):
-            object.__setattr__(self, name, value)
+        init = object.__setattr__
+        init(self, "pid", pid)
+        init(self, "returncode", int(returncode))
+        init(self, "exit_code", exit_code)
+        init(self, "signal", signal)
+        init(self, "core_dumped", bool(core_dumped))
+        init(self, "_rusage", rusage)
+        init(self, "unknown", bool(unknown))
+        return self
+
+    @property
+    def rusage(self) -> resource.struct_rusage | None:
+        """The child's resource usage (CPU times, max RSS), or None if unknown."""
+        value = self._rusage
+        if callable(value):
+            value = value()
+            object.__setattr__(self, "_rusage", value)
+        return value
+
+    @classmethod
+    def _reaped(
+        cls,
+        pid: int,
+        returncode: int,
+        signal: _signal.Signals | None,
+        core_dumped: bool,
+        rusage: Callable[[], resource.struct_rusage] | None,
+    ) -> ExitStatus:
+        """The constructor on the path from a child's exit to its waiters.
+
+        Skips the checks of ``__new__`` (the caller passes consistent values)
+        and takes ``rusage`` as a function that decodes it on first use: this
+        runs between the reap and the wake-up, where every microsecond is
+        latency.
+        """
+        self = int.__new__(cls, returncode)
+        self.__dict__.update(
+            pid=pid,
+            returncode=returncode,
+            exit_code=returncode if signal is None and returncode >= 0 else None,
+            signal=signal,
+            core_dumped=core_dumped,
+            _rusage=rusage,
+            unknown=False,
+        )
         return self
 
     def __setattr__(self, name: str, value: object) -> None:

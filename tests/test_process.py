@@ -309,6 +309,20 @@ async def test_cancelled_wait_loses_nothing(wait_mode: str) -> None:
     assert statuses[0].exit_code == 4
 
 
+async def test_cancelled_waiters_are_forgotten(wait_mode: str) -> None:
+    # Each wait() has its own future (no shared, shielded one); a cancelled
+    # waiter must take its future with it, or a service polling
+    # wait_for(proc.wait(), 1) for hours would grow a list without bound.
+    proc = await aioproc.spawn(["cat"], stdin=PIPE)
+    for _ in range(200):
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(proc.wait(), 0.0001)
+    assert proc._child._waiters == []
+    assert proc.stdin is not None
+    proc.stdin.close()
+    assert (await proc.wait()).success
+
+
 @pytest.mark.parametrize("how", ["exception", "cancel"])
 async def test_leaving_async_with_stops_and_reaps(wait_mode: str, how: str) -> None:
     pid = 0
@@ -364,6 +378,43 @@ async def test_cancellation_during_aexit_still_reaps(wait_mode: str) -> None:
 
 
 # ------------------------------------------- 9. no loop needed to clean up
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_loop_closed_between_reap_and_unregistering_closes_pidfd(
+    loop_name: str, no_leaks: None
+) -> None:
+    # After the reap, unregistering the pidfd and closing it is put off until
+    # the waiters have been woken (see PidfdChild._unwatch_soon). A loop that
+    # stops in that very iteration and is closed never runs the put-off step;
+    # the descriptor must still be closed, not leaked.
+    import uvloop
+
+    loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
+    try:
+        aioproc.set_wait_mode("pidfd")
+        proc = loop.run_until_complete(aioproc.spawn(["sleep", "30"]))
+        fd = proc._child.fileno()
+        os.kill(proc.pid, signal.SIGKILL)  # still our unreaped child
+        select.select([fd], [], [])  # it has exited; the pidfd is readable
+        # Ready queue for the next iteration: stop, then (after the selector
+        # reports the pidfd) the reap, which schedules the unregistering.
+        loop.call_soon(loop.stop)
+        loop.run_forever()
+        assert proc.status is not None
+        assert proc.status.signal is signal.SIGKILL
+        if loop_name == "asyncio":
+            # asyncio stops after the iteration's batch, before the handles
+            # that batch scheduled: the put-off step really did not run.
+            # (uvloop runs it before stopping; the fd check below still holds.)
+            assert proc._child._registered
+    finally:
+        aioproc.set_wait_mode("auto")
+        loop.close()
+    del proc
+    gc.collect()
+    with pytest.raises(FileNotFoundError):
+        os.readlink(f"/proc/self/fd/{fd}")
+
+
 async def test_dropped_process_is_killed_and_reaped(wait_mode: str) -> None:
     proc = await aioproc.spawn(["sleep", "30"], stdout=PIPE, stdin=PIPE)
     pid = proc.pid

@@ -246,3 +246,13 @@ async def test_real_status_matches_from_wait_status(wait_mode: str) -> None:
             expected.core_dumped,
         )
         assert status.rusage is not None
+
+
+async def test_rusage_is_decoded_once_on_first_read() -> None:
+    # The reap stores the kernel's raw struct rusage and decodes it on first
+    # read, off the path from the child's exit to wait() returning.
+    status = await (await aioproc.spawn([sys.executable, "-c", "pass"])).wait()
+    first = status.rusage
+    assert first is not None
+    assert first.ru_maxrss > 0
+    assert status.rusage is first

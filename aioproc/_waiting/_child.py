@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import threading
@@ -45,7 +46,10 @@ class Child:
         self._status: ExitStatus | None = None
         self._exited = False
         self._reap_holds = 0
-        self._reaped_fut: asyncio.Future[ExitStatus] | None = None
+        # One future per waiting task, so that cancelling one waiter cancels
+        # only its own future (no shield(), which costs an extra loop turn
+        # between the reap and the waiter's wake-up).
+        self._waiters: list[asyncio.Future[ExitStatus]] = []
         self._exited_fut: asyncio.Future[None] | None = None
 
     # ---------------------------------------------------------------- backend hooks
@@ -72,6 +76,10 @@ class Child:
     def _release(self) -> None:
         """Give up OS resources (the pidfd) once reaped."""
 
+    def _unwatch_soon(self) -> None:
+        """Stop watching an exited child; may be put off until after the wake-ups."""
+        self._unwatch()
+
     # ---------------------------------------------------------------- state
     @property
     def status(self) -> ExitStatus | None:
@@ -86,12 +94,12 @@ class Child:
         if self._exited:
             return
         self._exited = True
-        self._unwatch()
         fut = self._exited_fut
         if fut is not None and not fut.done():
             fut.set_result(None)
         if self._reap_holds == 0:
             self._reap()
+        self._unwatch_soon()
 
     def _reap(self, block: bool = False) -> ExitStatus | None:
         with self._lock:
@@ -105,9 +113,10 @@ class Child:
             return None
         self._exited = True
         self._release()
-        fut = self._reaped_fut
-        if fut is not None and not fut.done():
-            fut.set_result(status)
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(status)
         return status
 
     def _check_loop(self) -> None:
@@ -126,10 +135,15 @@ class Child:
         if self._status is not None:
             return self._status
         self._check_loop()
-        if self._reaped_fut is None:
-            self._reaped_fut = self._loop.create_future()
-        # shield(): one waiter's cancellation must not cancel the shared future.
-        return await asyncio.shield(self._reaped_fut)
+        fut: asyncio.Future[ExitStatus] = self._loop.create_future()
+        self._waiters.append(fut)
+        try:
+            return await fut
+        finally:
+            if not fut.done() or fut.cancelled():
+                # Cancelled: forget this waiter; the status stays for the next.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(fut)
 
     async def wait_exited(self) -> None:
         """Wait until the child has exited, without reaping it if reaping is held."""
@@ -212,6 +226,12 @@ def lost_status(pid: int) -> ExitStatus:
 
 
 def status_from_waitid(res: _sys.WaitResult) -> ExitStatus:
+    raw = res.rusage
+    rusage = None if raw is None else functools.partial(_sys.rusage_from_raw, raw)
     if res.code == _sys.CLD_EXITED:
-        return ExitStatus.exited(res.pid, res.status, res.rusage)
-    return ExitStatus.killed(res.pid, res.status, res.code == _sys.CLD_DUMPED, res.rusage)
+        return ExitStatus._reaped(res.pid, res.status, None, False, rusage)
+    try:
+        sig: signal.Signals | None = signal.Signals(res.status)
+    except ValueError:  # a real-time signal without a name
+        sig = None
+    return ExitStatus._reaped(res.pid, -res.status, sig, res.code == _sys.CLD_DUMPED, rusage)

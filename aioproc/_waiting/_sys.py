@@ -15,6 +15,7 @@ import os
 import platform
 import resource
 import signal
+import struct
 import sys
 import threading
 from typing import NamedTuple
@@ -48,7 +49,10 @@ class WaitResult(NamedTuple):
     pid: int
     code: int  # CLD_EXITED, CLD_KILLED or CLD_DUMPED
     status: int  # exit code, or signal number
-    rusage: resource.struct_rusage | None
+    # The kernel's struct rusage as raw bytes (see rusage_from_raw), or None.
+    # Decoding costs a few microseconds that would sit between a child's exit
+    # and the wake-up of its waiters, so it is left to whoever reads it.
+    rusage: bytes | None
 
 
 # The 14 long fields of struct rusage after the two timevals, in kernel order;
@@ -71,11 +75,13 @@ class _Rusage(ctypes.Structure):
     )
 
 
-# siginfo_t is 128 bytes on every Linux architecture. For SIGCHLD on 64-bit
-# and 32-bit little/big-endian alike: si_code at offset 8; the union holds
-# si_pid at 16 (12 on 32-bit), si_status at 24 (20 on 32-bit).
+# siginfo_t is 128 bytes on every Linux architecture. For SIGCHLD, si_code is
+# at offset 8 and the union holds si_pid at 16 and si_status at 24 on 64-bit
+# (12 and 20 on 32-bit, with si_uid between). All are native-order C ints.
 _PTR64 = ctypes.sizeof(ctypes.c_void_p) == 8
-_OFF_PID, _OFF_STATUS = (16, 24) if _PTR64 else (12, 20)
+_SIGINFO = struct.Struct("=8xi4xi4xi" if _PTR64 else "=8xii4xi")
+_SIGINFO_SIZE = 128
+_RUSAGE_SIZE = ctypes.sizeof(_Rusage)
 
 _syscall = None
 if sys.platform == "linux" and _SYS_WAITID is not None:
@@ -99,10 +105,27 @@ if sys.platform == "linux" and _SYS_WAITID is not None:
         _syscall = None
 
 
-_tls = threading.local()  # per-thread siginfo and rusage buffers for waitid
+class _Buffers(threading.local):
+    """Per-thread siginfo and rusage buffers, with their addresses precomputed.
+
+    The reap runs on the loop thread right between a child's exit and the
+    wake-up of its waiters, so every microsecond here is latency; finalizers
+    may reap from other threads at the same time, hence one set per thread.
+    """
+
+    def __init__(self) -> None:
+        self.info = ctypes.create_string_buffer(_SIGINFO_SIZE)
+        self.rusage = ctypes.create_string_buffer(_RUSAGE_SIZE)
+        self.info_addr = ctypes.addressof(self.info)
+        self.rusage_addr = ctypes.addressof(self.rusage)
 
 
-def _to_struct_rusage(ru: _Rusage) -> resource.struct_rusage:
+_buffers = _Buffers()
+
+
+def rusage_from_raw(raw: bytes) -> resource.struct_rusage:
+    """Decode the kernel's struct rusage as :func:`waitid` returned it."""
+    ru = _Rusage.from_buffer_copy(raw)
     values: list[float | int] = [
         ru.utime.sec + ru.utime.usec / 1e6,
         ru.stime.sec + ru.stime.usec / 1e6,
@@ -129,15 +152,10 @@ def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
         if res is None:
             return None
         return WaitResult(res.si_pid, res.si_code, res.si_status, None)
-    try:
-        info, ru = _tls.buffers
-    except AttributeError:
-        info, ru = _tls.buffers = (ctypes.create_string_buffer(128), _Rusage())
-    ctypes.memset(info, 0, 128)
-    while True:
-        rc = _syscall(_SYS_WAITID, idtype, ident, info, options, ctypes.byref(ru))
-        if rc == 0:
-            break
+    buf = _buffers
+    # No memset needed: on success Linux writes every siginfo field it reports,
+    # and si_pid = 0 when WNOHANG found nothing (kernel/exit.c, SYSCALL waitid).
+    while _syscall(_SYS_WAITID, idtype, ident, buf.info_addr, options, buf.rusage_addr):
         err = ctypes.get_errno()
         if err == errno.EAGAIN:
             # A pidfd in non-blocking mode (uvloop sets O_NONBLOCK on every
@@ -147,14 +165,11 @@ def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
             raise ChildProcessError(err, os.strerror(err))
         if err != errno.EINTR:
             raise OSError(err, os.strerror(err))
-    raw = info.raw
-    pid = int.from_bytes(raw[_OFF_PID : _OFF_PID + 4], sys.byteorder, signed=True)
+    code, pid, status = _SIGINFO.unpack_from(buf.info)
     if pid == 0:
         return None
-    code = int.from_bytes(raw[8:12], sys.byteorder, signed=True)
-    status = int.from_bytes(raw[_OFF_STATUS : _OFF_STATUS + 4], sys.byteorder, signed=True)
     # With WNOWAIT the kernel does not fill in rusage.
-    rusage = None if options & os.WNOWAIT else _to_struct_rusage(ru)
+    rusage = None if options & os.WNOWAIT else buf.rusage.raw
     return WaitResult(pid, code, status, rusage)
 
 
