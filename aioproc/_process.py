@@ -409,6 +409,7 @@ def spawn(
     stop_timeout: float = 5.0,
     kill_group: bool = False,
     limit: int = 2**16,
+    pdeathsig: int | None = None,
 ) -> _Spawning:
     """Start a child process: ``proc = await spawn(argv)`` or ``async with spawn(argv) as proc``.
 
@@ -423,6 +424,14 @@ def spawn(
     makes the child lead a new process group (unless ``start_new_session``)
     and makes ``stop()``/``kill()`` signal the whole group. ``limit`` bounds
     the line length of ``readline()`` on the pipes.
+
+    ``pdeathsig`` (Linux) asks the kernel to send that signal to the child
+    when this process dies, however it dies (``signal.SIGKILL`` is the usual
+    choice): the one protection that also holds when the parent is killed
+    with SIGKILL or by the default SIGTERM action. Such a child is forked on
+    the event loop's thread, since the kernel ties the signal to the thread
+    that forked; with a loop in a thread other than the main one, the signal
+    comes when that thread exits. A set-user-ID program clears it on exec.
 
     Bad arguments raise ``TypeError``/``ValueError`` when the result is awaited
     (or entered), before anything is created; failures of the fork/exec step
@@ -462,11 +471,12 @@ def spawn(
             user=user,
             group=group,
             umask=umask,
+            pdeathsig=pdeathsig,
         )
 
     async def starter() -> Process:
         loop = asyncio.get_running_loop()
-        spec, res = await start(build, _waiting.get_wait_mode())
+        spec, res = await start(build, _waiting.get_wait_mode(), inline=pdeathsig is not None)
         _ensure_loop_hook(loop)
         try:
             child = _waiting.watch_child(res.pid, res.pidfd, loop)

@@ -85,6 +85,7 @@ class SpawnSpec:
     gid: int | None
     extra_groups: list[int] | None
     umask: int
+    pdeathsig: int = 0  # 0: none
 
 
 @dataclasses.dataclass
@@ -237,6 +238,7 @@ def make_spec(
     user: str | int | None,
     group: str | int | None,
     umask: int,
+    pdeathsig: int | None = None,
 ) -> SpawnSpec:
     """Check and encode spawn's arguments. Creates nothing, forks nothing."""
     args = _check_argv(argv, shell)
@@ -268,6 +270,7 @@ def make_spec(
         fds.append(_check_fd(fd, "pass_fds"))
     if isinstance(umask, bool) or not isinstance(umask, int):
         raise TypeError(f"umask must be an int, not {type(umask).__name__}")
+    deathsig = _check_pdeathsig(pdeathsig)
     uid, pw_entry = _resolve_user(user)
     gid = _resolve_group(group)
     extra_groups = None
@@ -293,7 +296,58 @@ def make_spec(
         gid=gid,
         extra_groups=extra_groups,
         umask=umask,
+        pdeathsig=deathsig,
     )
+
+
+def _check_pdeathsig(pdeathsig: object) -> int:
+    if pdeathsig is None:
+        return 0
+    if isinstance(pdeathsig, bool) or not isinstance(pdeathsig, int):
+        raise TypeError(f"pdeathsig must be a signal number, not {type(pdeathsig).__name__}")
+    if pdeathsig not in signal.valid_signals():
+        raise ValueError(f"pdeathsig: {pdeathsig} is not a valid signal number")
+    if not sys.platform.startswith("linux"):
+        raise NotImplementedError("pdeathsig needs Linux (prctl PR_SET_PDEATHSIG)")
+    return int(pdeathsig)
+
+
+# ------------------------------------------------------------ parent-death signal
+_PR_SET_PDEATHSIG = 1
+_prctl: Any = None
+
+
+def _deathsig_preexec(sig: int) -> Callable[[], None]:
+    """A ``preexec_fn`` that asks the kernel to send ``sig`` when our thread dies.
+
+    Runs in the child between fork and exec. Two races are closed here:
+
+    * The parent may die between the fork and the ``prctl``; the kernel would
+      then never send the signal, since the death already happened. So after
+      the ``prctl`` the child checks that its parent is still the process
+      that forked it; if not, it sends itself the signal (with its default
+      action, as the kernel would have delivered it to the new program).
+    * The kernel sends the signal when the *thread* that forked exits, not the
+      process. Spawn workers may retire (``set_spawn_workers``), so a child
+      with ``pdeathsig`` is always forked on the event loop's thread (see
+      ``start(inline=True)``), which lives as long as the loop.
+    """
+    global _prctl
+    if _prctl is None:
+        import ctypes
+
+        _prctl = ctypes.CDLL(None, use_errno=True).prctl
+    prctl = _prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+            raise OSError("prctl(PR_SET_PDEATHSIG) failed")
+        if os.getppid() != parent:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 # ------------------------------------------------------------------ fork/exec
@@ -338,6 +392,9 @@ def _call_fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, i
         True,  # restore_signals
         spec.start_new_session,
     )
+    # A preexec_fn costs the vfork (Python then forks, copying page tables):
+    # only the parent-death signal, and process groups on 3.10, need one.
+    deathsig = _deathsig_preexec(spec.pdeathsig) if spec.pdeathsig else None
     if _PY311:
         return int(
             _posix_fork_exec(
@@ -347,16 +404,18 @@ def _call_fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, i
                 spec.extra_groups,
                 spec.uid,
                 spec.umask,
-                None,  # preexec_fn
+                deathsig,  # preexec_fn
                 True,  # allow vfork
             )
         )
-    preexec = None
+    preexec = deathsig
     if spec.process_group >= 0:  # Python 3.10's fork_exec cannot setpgid
         pgid = spec.process_group
 
         def preexec() -> None:
             os.setpgid(0, pgid)
+            if deathsig is not None:
+                deathsig()
 
     return int(
         _posix_fork_exec(*common, spec.gid, spec.extra_groups, spec.uid, spec.umask, preexec)
@@ -710,8 +769,13 @@ def get_spawn_workers() -> int:
     return _pool.size
 
 
-async def start(build: SpecBuilder, mode: Literal["pidfd", "pid"]) -> tuple[SpawnSpec, Spawned]:
+async def start(
+    build: SpecBuilder, mode: Literal["pidfd", "pid"], *, inline: bool = False
+) -> tuple[SpawnSpec, Spawned]:
     """Check the arguments (``build``) and run the fork/exec step.
+
+    ``inline=True`` forces the step onto the loop thread (a child with a
+    parent-death signal must be forked by a thread that outlives it).
 
     Inline (on the loop thread) when no pooled spawn of this loop is in
     flight, no *other* task spawned inline in this loop iteration, and the
@@ -723,7 +787,7 @@ async def start(build: SpecBuilder, mode: Literal["pidfd", "pid"]) -> tuple[Spaw
     """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
-    if _pool.size == 0 or (loop not in _inflight and _inlined.get(loop, task) is task):
+    if inline or _pool.size == 0 or (loop not in _inflight and _inlined.get(loop, task) is task):
         spec = build()
         if fork_lock.try_acquire_spawning():
             if _pool.size and loop not in _inlined:
@@ -733,7 +797,7 @@ async def start(build: SpecBuilder, mode: Literal["pidfd", "pid"]) -> tuple[Spaw
                 return spec, spawn_sync(spec, mode)
             finally:
                 fork_lock.release_spawning()
-        if _pool.size == 0:
+        if inline or _pool.size == 0:
             async with fork_lock.spawning():
                 return spec, spawn_sync(spec, mode)
     future: asyncio.Future[tuple[SpawnSpec, Spawned]] = loop.create_future()

@@ -392,25 +392,34 @@ async def test_communicate_with_a_child_that_writes_but_never_reads(wait_mode: s
 # when the parent dies, its surviving children are reparented to the
 # supervisor (instead of to init), which reports and then kills them.
 SUPERVISOR = """
-    import ctypes, json, os, signal, subprocess, sys
+    import ctypes, json, os, select, signal, subprocess, sys
     PR_SET_CHILD_SUBREAPER = 36
     libc = ctypes.CDLL(None, use_errno=True)
     assert libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
     how, code = sys.argv[1], sys.argv[2]
+    pdeath = sys.argv[4].startswith("pdeathsig")
     parent = subprocess.Popen([sys.executable, "-c", code, *sys.argv[3:]],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ready = parent.stdout.readline().split()
     pids = [int(p) for p in ready[1:]]
-    if how == "sigterm":
-        parent.send_signal(signal.SIGTERM)
+    if how in ("sigterm", "sigkill"):
+        parent.send_signal(signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
     out, err = parent.communicate(timeout=30)
     with open(f"/proc/self/task/{os.getpid()}/children") as f:
         adopted = sorted(int(p) for p in f.read().split())
-    report = {"ready": ready[:1], "returncode": parent.returncode, "stderr": err,
-              "children": pids, "adopted": adopted}
+    # Children with a parent-death signal were adopted too, but were sent the
+    # signal as their parent died: they must end on their own, by it.
+    deathsig = {}
     for pid in adopted:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
+        fd = os.pidfd_open(pid)
+        if select.select([fd], [], [], 10 if pdeath else 0)[0]:
+            deathsig[pid] = os.waitid(os.P_PIDFD, fd, os.WEXITED).si_status
+        else:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    report = {"ready": ready[:1], "returncode": parent.returncode, "stderr": err,
+              "children": pids, "adopted": adopted, "deathsig": sorted(deathsig.values())}
     print(json.dumps(report))
 """
 
@@ -478,6 +487,18 @@ PARENT = """
         run(inside_async_with(wait_forever))
     elif SCENARIO == "with-sigterm-handled":
         run(sigterm_cancels_main())
+    elif SCENARIO.startswith("pdeathsig"):
+        # Held, not in async with; SIGTERM's default action or SIGKILL ends the
+        # parent before any Python cleanup: only the kernel can end them.
+        async def pdeathsig_children():
+            aioproc.set_wait_mode("pidfd")
+            a = await aioproc.spawn(SLEEP, pdeathsig=signal.SIGKILL, **QUIET)
+            aioproc.set_wait_mode("pid")
+            b = await aioproc.spawn(SLEEP, pdeathsig=signal.SIGKILL, **QUIET)
+            ready(a, b)
+            await wait_forever()
+
+        run(pdeathsig_children())
     elif SCENARIO == "held-loop-closed":
         run(held_then_return())
     elif SCENARIO == "held-atexit":
@@ -490,6 +511,10 @@ PARENT = """
 
 # scenario -> (how the supervisor ends the parent, its returncode, the children survive)
 PARENT_SCENARIOS: dict[str, tuple[str, int, bool]] = {
+    # The kernel ends children spawned with pdeathsig when the parent dies,
+    # even when nothing in the parent gets to run.
+    "pdeathsig-sigterm-default": ("sigterm", -signal.SIGTERM, False),
+    "pdeathsig-sigkill": ("sigkill", -signal.SIGKILL, False),
     "with-raise": ("wait", 1, False),
     "with-exit": ("wait", 3, False),
     "with-sigterm-handled": ("sigterm", 0, False),
@@ -511,8 +536,12 @@ def test_parent_exit_and_its_children(scenario: str, loop: str) -> None:
     assert out["ready"] == ["ready"], out
     assert out["returncode"] == returncode, out["stderr"]
     assert len(out["children"]) == 2
-    if survive:
+    if scenario.startswith("pdeathsig"):
+        # Adopted as they died, and ended by the parent-death signal itself.
+        assert out["deathsig"] == [signal.SIGKILL, signal.SIGKILL], out
+    elif survive:
         assert out["adopted"] == sorted(out["children"]), "the children were meant to survive"
+        assert out["deathsig"] == [], out
     else:
         assert out["adopted"] == [], f"children outlived their parent: {out}"
     if scenario == "with-raise":

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -110,3 +111,64 @@ async def test_spawn_workers_block_signals() -> None:
             blocked = _sigblk(f.read())
         assert blocked & (1 << (signal.SIGTERM - 1))
         assert blocked & (1 << (signal.SIGINT - 1))
+
+
+# A child that reports, in order, the parent-death signal (SIGUSR1) and pings (SIGUSR2).
+_CATCHER = """
+import os, signal
+signal.signal(signal.SIGUSR1, lambda *a: os.write(1, b"deathsig\\n"))
+signal.signal(signal.SIGUSR2, lambda *a: os.write(1, b"pong\\n"))
+os.write(1, b"ready\\n")
+while True:
+    signal.pause()
+"""
+
+
+async def test_pdeathsig_children_survive_retiring_spawn_workers() -> None:
+    # The kernel sends the parent-death signal when the *thread* that forked
+    # the child exits, not the process. Had these children been forked by
+    # spawn workers (as a burst from several tasks otherwise is), retiring
+    # the workers would signal them. They are forked on the loop's thread.
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(4)
+    procs: list[aioproc.Process] = []
+    try:
+        await asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(8)))
+        workers = [t for t in threading.enumerate() if t.name == "aioproc-spawn"]
+        assert workers, "the burst was meant to start spawn workers"
+        procs = list(
+            await asyncio.gather(
+                *(
+                    aioproc.spawn(
+                        [sys.executable, "-c", _CATCHER], stdout=PIPE, pdeathsig=signal.SIGUSR1
+                    )
+                    for _ in range(8)
+                )
+            )
+        )
+        for proc in procs:
+            assert proc.stdout is not None
+            assert await proc.stdout.readline() == b"ready\n"
+        aioproc.set_spawn_workers(0)
+        for thread in workers:
+            thread.join(10)
+            assert not thread.is_alive()
+        # Standard signals pending together are delivered lowest number first,
+        # so a parent-death SIGUSR1 would be reported before the pong.
+        for proc in procs:
+            proc.send_signal(signal.SIGUSR2)
+            assert proc.stdout is not None
+            assert await proc.stdout.readline() == b"pong\n"
+    finally:
+        aioproc.set_spawn_workers(before)
+        for proc in procs:
+            await proc.stop()
+            await proc.aclose()
+
+
+@pytest.mark.parametrize(
+    ("value", "error"), [("TERM", TypeError), (True, TypeError), (0, ValueError), (999, ValueError)]
+)
+async def test_bad_pdeathsig_is_refused(value: object, error: type[Exception]) -> None:
+    with pytest.raises(error, match="pdeathsig"):
+        await aioproc.spawn(["true"], pdeathsig=value)  # type: ignore[arg-type]
