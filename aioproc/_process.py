@@ -16,7 +16,7 @@ import signal as _signal
 import sys
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, final
 
@@ -364,21 +364,25 @@ async def _gather_or_cancel(coros: list[Any]) -> None:
 class _Spawning:
     """What :func:`spawn` returns: await it, or use it as an async context manager."""
 
-    def __init__(self, starter: Any) -> None:
+    def __init__(self, starter: Callable[[_Spawning], Coroutine[Any, Any, Process]]) -> None:
         self._starter = starter
-        self._proc: Process | None = None
+        self._started = False
+        self._proc: Process | None = None  # set by the starter
+
+    def _begin(self) -> Coroutine[Any, Any, Process]:
+        if self._started:
+            raise RuntimeError("this spawn() has already been started")
+        self._started = True
+        # The starter records the process on self itself: no coroutine layer
+        # of our own here, since a burst of spawns runs this once per task in
+        # a single loop iteration, which is a loop stall.
+        return self._starter(self)
 
     def __await__(self) -> Generator[Any, None, Process]:
-        return self._start().__await__()
-
-    async def _start(self) -> Process:
-        if self._proc is not None:
-            raise RuntimeError("this spawn() has already been started")
-        self._proc = await self._starter()
-        return self._proc
+        return self._begin().__await__()
 
     async def __aenter__(self) -> Process:
-        return await self._start()
+        return await self._begin()
 
     async def __aexit__(
         self,
@@ -474,7 +478,7 @@ def spawn(
             pdeathsig=pdeathsig,
         )
 
-    async def starter() -> Process:
+    async def starter(handle: _Spawning) -> Process:
         loop = asyncio.get_running_loop()
         spec, res = await start(build, _waiting.get_wait_mode(), inline=pdeathsig is not None)
         _ensure_loop_hook(loop)
@@ -483,7 +487,7 @@ def spawn(
         except BaseException:
             discard(res)
             raise
-        return Process._create(
+        proc = handle._proc = Process._create(
             args=spec.args,
             child=child,
             stdin=None if res.stdin is None else ProcessWriter(res.stdin, loop),
@@ -494,6 +498,7 @@ def spawn(
             kill_group=kill_group,
             leads_group=bool(start_new_session) or process_group == 0,
         )
+        return proc
 
     return _Spawning(starter)
 
