@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -71,7 +70,11 @@ def run_on(loop: str, coro: Coroutine[Any, Any, tuple[float, float]]) -> tuple[f
 
 
 def main() -> None:
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else N
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("n", nargs="?", type=int, default=N, help=f"signals per row ({N})")
+    n = parser.parse_args().n
     rows: list[tuple[str, str, Callable[[int], Coroutine[Any, Any, tuple[float, float]]]]] = [
         ("asyncio", "bare add_signal_handler callback", bare),
         ("asyncio", "aioproc subscribe + get()", hub),

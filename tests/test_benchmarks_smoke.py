@@ -1,30 +1,133 @@
-"""The benchmark script runs: ``benchmarks/spawn_wait.py --quick`` exits 0 and prints a table.
+"""The benchmark scripts run: each exits 0 at a tiny size and prints what it should.
 
-No timing is asserted: benchmark numbers belong in docs/benchmarks.md, not in tests.
+* ``spawn_wait.py --quick``: both tables, with the ``raw`` and ``aioproc`` rows;
+* ``scale.py`` at 10 and 100 live children, aioproc's peers only, no chart: a
+  JSON line per peer and size (every child alive while held, none left after),
+  then the table with a row for each;
+* ``soak.py`` for a few hundred cycles on each loop: the sampled descriptors,
+  children and threads stay equal to the first sample, and the summary says
+  ``flat`` (the script's exit status is 1 otherwise);
+* ``signal_latency.py`` with a small N: a p50/p99 line per row.
+
+No timing is asserted: benchmark numbers belong in docs/benchmarks.md,
+docs/reliability.md and docs/signals.md, not in tests.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "spawn_wait.py"
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+SOAK_KINDS = {
+    "communicate",
+    "echo",
+    "cancel-wait",
+    "cancel-spawn",
+    "cancel-io",
+    "timeout",
+    "missing",
+}
+
+
+def _run(script: str, *args: str, timeout: float = 50) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _json_lines(stdout: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
 @pytest.mark.timeout(60)
 def test_spawn_wait_quick_prints_tables() -> None:
-    r = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--only", "raw,aioproc"],
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
+    r = _run("spawn_wait.py", "--quick", "--only", "raw,aioproc")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     headers = [line for line in lines if line.startswith("peer ")]
     assert len(headers) >= 2, r.stdout  # throughput table, latency table, targets
     assert any(line.startswith("aioproc ") for line in lines), r.stdout
     assert any(line.startswith("raw ") for line in lines), r.stdout
+
+
+@pytest.mark.timeout(60)
+def test_scale_small_sizes_print_results_and_table() -> None:
+    peers = ["aioproc", "aioproc-uvloop", "aioproc-pid"]
+    sizes = [10, 100]
+    r = _run(
+        "scale.py",
+        "--sizes",
+        ",".join(map(str, sizes)),
+        "--peers",
+        ",".join(peers),
+        "--samples",
+        "5",
+        "--timeout",
+        "10",
+        "--no-chart",  # never overwrite docs/img/scale.png
+    )
+    assert r.returncode == 0, r.stderr
+    machine, *results = _json_lines(r.stdout)
+    assert {"kernel", "cores", "python", "pid_max", "aioproc_rev"} <= machine.keys(), machine
+    assert [(res["peer"], res["n"]) for res in results] == [(p, n) for p in peers for n in sizes]
+    for res in results:
+        assert "failed" not in res, res
+        assert "stderr_lines" not in res, res  # the peer printed nothing on stderr
+        assert res["live_children"] == res["n"], res  # all N alive while held
+        assert res["left_after"] == 0, res  # and every one reaped
+        assert res["spawn_seq_per_s"] > 0, res
+        assert res["spawn_burst_per_s"] > 0, res
+
+    lines = r.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["peer", "N"])
+    for column in ("seq spawn/s", "burst spawn/s", "B/child", "wait thr", "reap all s"):
+        assert column in lines[header], lines[header]
+    rows = [line.split() for line in lines[header + 1 :] if line.strip()]
+    assert [row[:2] for row in rows] == [[p, str(n)] for p in peers for n in sizes], r.stdout
+    assert all(len(row) == 11 for row in rows), r.stdout  # no FAILED row
+    assert "chart:" not in r.stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_soak_few_cycles_stays_flat(loop: str) -> None:
+    r = _run("soak.py", "--cycles", "400", "--sample-every", "100", "--loop", loop)
+    assert r.returncode == 0, r.stdout + r.stderr
+    *samples, summary = _json_lines(r.stdout)
+    assert [s["cycle"] for s in samples] == [100, 200, 300, 400], r.stdout
+    first = samples[0]
+    for s in samples:
+        assert s["children"] == 0, s
+        for key in ("fds", "children", "threads"):
+            assert s[key] == first[key], (key, first, s)
+    assert summary["cycles"] == 400, summary
+    assert summary["loop"] == loop, summary
+    assert summary["flat"] is True, summary
+    assert summary["problems"] == [], summary
+    assert set(summary["kinds"]) == SOAK_KINDS, summary  # every kind of cycle ran
+    assert sum(summary["kinds"].values()) == 400, summary
+
+
+@pytest.mark.timeout(60)
+def test_signal_latency_small_n_prints_rows() -> None:
+    r = _run("signal_latency.py", "100")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "os.kill(getpid(), SIGUSR1) -> receiver running, N=100", r.stdout
+    rows = lines[1:]
+    assert [row.split()[0] for row in rows] == ["asyncio", "asyncio", "uvloop", "uvloop"], r.stdout
+    for row in rows:
+        assert " p50 " in row, r.stdout
+        assert " p99 " in row, r.stdout
+    for row in rows[1::2]:  # aioproc's rows, each with its ratio to the bare callback
+        assert "aioproc subscribe" in row, r.stdout
+        assert "x bare p50)" in row, r.stdout
