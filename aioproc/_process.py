@@ -16,14 +16,26 @@ import signal as _signal
 import sys
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Coroutine, Generator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, Literal, final
+from typing import Any, Literal, NamedTuple, final
 
 import anyio.abc
 
 from . import _waiting
-from ._spawn import Redirect, SpawnSpec, StrOrBytesPath, discard, make_spec, start
+from ._spawn import (
+    Redirect,
+    Spawned,
+    SpawnSpec,
+    StrOrBytesPath,
+    cancelled,
+    discard,
+    enqueue,
+    make_spec,
+    must_stay_inline,
+    spawn_inline,
+    spawn_inline_locked,
+)
 from ._status import ExitStatus
 from ._streams import ProcessReader, ProcessWriter
 from ._util import shielded
@@ -361,28 +373,135 @@ async def _gather_or_cancel(coros: list[Any]) -> None:
 
 
 # -------------------------------------------------------------------- spawning
+class _SpawnArgs(NamedTuple):
+    """spawn()'s arguments as given, checked only when the spawn starts."""
+
+    argv: Sequence[StrOrBytesPath] | StrOrBytesPath
+    stdin: Redirect
+    stdout: Redirect
+    stderr: Redirect
+    cwd: StrOrBytesPath | None
+    env: Mapping[str, str] | Mapping[bytes, bytes] | None
+    shell: bool
+    start_new_session: bool
+    process_group: int | None
+    pass_fds: Sequence[int]
+    user: str | int | None
+    group: str | int | None
+    umask: int
+    stop_signal: int
+    stop_timeout: float
+    kill_group: bool
+    limit: int
+    pdeathsig: int | None
+
+
 class _Spawning:
-    """What :func:`spawn` returns: await it, or use it as an async context manager."""
+    """What :func:`spawn` returns: await it, or use it as an async context manager.
 
-    def __init__(self, starter: Callable[[_Spawning], Coroutine[Any, Any, Process]]) -> None:
-        self._starter = starter
+    It only stores the arguments (a burst of spawns calls this once per task in
+    a single loop iteration, so it must be cheap); they are checked by
+    :meth:`_build`, which runs where the fork/exec step runs.
+    """
+
+    __slots__ = ("_args", "_proc", "_started", "_stop_signal")
+
+    def __init__(self, args: _SpawnArgs) -> None:
+        self._args = args
         self._started = False
-        self._proc: Process | None = None  # set by the starter
-
-    def _begin(self) -> Coroutine[Any, Any, Process]:
-        if self._started:
-            raise RuntimeError("this spawn() has already been started")
-        self._started = True
-        # The starter records the process on self itself: no coroutine layer
-        # of our own here, since a burst of spawns runs this once per task in
-        # a single loop iteration, which is a loop stall.
-        return self._starter(self)
+        self._proc: Process | None = None
+        self._stop_signal = 0
 
     def __await__(self) -> Generator[Any, None, Process]:
         return self._begin().__await__()
 
     async def __aenter__(self) -> Process:
         return await self._begin()
+
+    def _begin(self) -> Coroutine[Any, Any, Process]:
+        if self._started:
+            raise RuntimeError("this spawn() has already been started")
+        self._started = True
+        return self._start()
+
+    async def _start(self) -> Process:
+        mode = _waiting.get_wait_mode()
+        inline = self._args.pdeathsig is not None
+        done = spawn_inline(self._build, mode, inline=inline)
+        if done is None and must_stay_inline(inline):
+            done = await spawn_inline_locked(self._build, mode)
+        if done is not None:
+            proc = self._proc = self._finish(*done)
+            return proc
+        # A burst: hand the step to the spawn pool. Kept short on purpose, as
+        # it runs once per spawning task in a single loop iteration.
+        job = enqueue(self._build, mode, self._finish)
+        try:
+            result: Process = await job.future
+        except asyncio.CancelledError:
+            await cancelled(job)
+            raise
+        self._proc = result
+        return result
+
+    def _build(self) -> SpawnSpec:
+        # Runs where the fork/exec step runs: inline on the loop, or on a spawn
+        # worker, so a burst of spawns costs the loop almost nothing. Nothing
+        # has been created yet when it raises.
+        a = self._args
+        if a.kill_group and a.process_group not in (None, 0):
+            raise ValueError(
+                "kill_group=True needs the child to lead its own group: "
+                "leave process_group unset (or 0)"
+            )
+        self._stop_signal = _check_signal(a.stop_signal, "stop_signal", allow_zero=False)
+        stop_timeout = a.stop_timeout
+        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
+            raise TypeError("stop_timeout must be a number of seconds")
+        if stop_timeout < 0:
+            raise ValueError("stop_timeout must not be negative")
+        limit = a.limit
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+            raise ValueError("limit must be a positive int")
+        return make_spec(
+            a.argv,
+            stdin=a.stdin,
+            stdout=a.stdout,
+            stderr=a.stderr,
+            cwd=a.cwd,
+            env=a.env,
+            shell=a.shell,
+            start_new_session=a.start_new_session,
+            process_group=0 if a.kill_group and not a.start_new_session else a.process_group,
+            pass_fds=a.pass_fds,
+            user=a.user,
+            group=a.group,
+            umask=a.umask,
+            pdeathsig=a.pdeathsig,
+        )
+
+    def _finish(self, spec: SpawnSpec, res: Spawned) -> Process:
+        # On the loop thread, right after the fork/exec step: start watching
+        # the child and wrap its pipes. If that fails, nothing is left behind.
+        a = self._args
+        loop = asyncio.get_running_loop()
+        _ensure_loop_hook(loop)
+        try:
+            child = _waiting.watch_child(res.pid, res.pidfd, loop)
+        except BaseException:
+            discard(res)
+            raise
+        return Process._create(
+            args=spec.args,
+            child=child,
+            stdin=None if res.stdin is None else ProcessWriter(res.stdin, loop),
+            stdout=None if res.stdout is None else ProcessReader(res.stdout, loop, a.limit),
+            stderr=None if res.stderr is None else ProcessReader(res.stderr, loop, a.limit),
+            stop_signal=self._stop_signal,
+            stop_timeout=float(a.stop_timeout),
+            kill_group=a.kill_group,
+            leads_group=bool(a.start_new_session) or a.process_group == 0,
+        )
 
     async def __aexit__(
         self,
@@ -443,64 +562,28 @@ def spawn(
     cwd, ``PermissionError``...).
     In every case nothing is left behind.
     """
-    options: dict[str, Any] = {}
-
-    def build() -> SpawnSpec:
-        # Runs where the fork/exec step runs: inline on the loop, or on a spawn
-        # worker, so a burst of spawns costs the loop almost nothing. Nothing
-        # has been created yet when it raises.
-        if kill_group and process_group not in (None, 0):
-            raise ValueError(
-                "kill_group=True needs the child to lead its own group: "
-                "leave process_group unset (or 0)"
-            )
-        options["stop_signal"] = _check_signal(stop_signal, "stop_signal", allow_zero=False)
-        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
-            raise TypeError("stop_timeout must be a number of seconds")
-        if stop_timeout < 0:
-            raise ValueError("stop_timeout must not be negative")
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
-            raise ValueError("limit must be a positive int")
-        return make_spec(
+    return _Spawning(
+        _SpawnArgs(
             argv,
-            stdin=stdin,
-            stdout=stdout,
-            stderr=stderr,
-            cwd=cwd,
-            env=env,
-            shell=shell,
-            start_new_session=start_new_session,
-            process_group=0 if kill_group and not start_new_session else process_group,
-            pass_fds=pass_fds,
-            user=user,
-            group=group,
-            umask=umask,
-            pdeathsig=pdeathsig,
+            stdin,
+            stdout,
+            stderr,
+            cwd,
+            env,
+            shell,
+            start_new_session,
+            process_group,
+            pass_fds,
+            user,
+            group,
+            umask,
+            stop_signal,
+            stop_timeout,
+            kill_group,
+            limit,
+            pdeathsig,
         )
-
-    async def starter(handle: _Spawning) -> Process:
-        loop = asyncio.get_running_loop()
-        spec, res = await start(build, _waiting.get_wait_mode(), inline=pdeathsig is not None)
-        _ensure_loop_hook(loop)
-        try:
-            child = _waiting.watch_child(res.pid, res.pidfd, loop)
-        except BaseException:
-            discard(res)
-            raise
-        proc = handle._proc = Process._create(
-            args=spec.args,
-            child=child,
-            stdin=None if res.stdin is None else ProcessWriter(res.stdin, loop),
-            stdout=None if res.stdout is None else ProcessReader(res.stdout, loop, limit),
-            stderr=None if res.stderr is None else ProcessReader(res.stderr, loop, limit),
-            stop_signal=options["stop_signal"],
-            stop_timeout=float(stop_timeout),
-            kill_group=kill_group,
-            leads_group=bool(start_new_session) or process_group == 0,
-        )
-        return proc
-
-    return _Spawning(starter)
+    )
 
 
 # ------------------------------------------------- children outliving their loop

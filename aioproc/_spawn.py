@@ -28,7 +28,7 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, Literal, Union
+from typing import IO, Any, Generic, Literal, TypeVar, Union
 
 from . import _waiting
 from ._forklock import exec_lock, fork_lock
@@ -46,11 +46,15 @@ __all__ = [
     "STDOUT",
     "SpawnSpec",
     "Spawned",
+    "cancelled",
+    "enqueue",
     "get_spawn_workers",
     "make_spec",
+    "must_stay_inline",
     "set_spawn_workers",
+    "spawn_inline",
+    "spawn_inline_locked",
     "spawn_sync",
-    "start",
 ]
 
 #: Make a pipe to the child (``proc.stdin``/``proc.stdout``/``proc.stderr``).
@@ -552,30 +556,44 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
 
 # --------------------------------------------------------------- the worker pool
 SpecBuilder = Callable[[], SpawnSpec]
+T = TypeVar("T")
 
 
-class _Job:
-    """One fork/exec step for the pool: queued -> running -> delivered, or withdrawn."""
+# One lock for every job's queued -> running / withdrawn transition: held for
+# a compare-and-set only, so sharing it costs nothing, and a burst does not pay
+# for a lock object per spawn.
+_job_state_lock = threading.Lock()
 
-    __slots__ = ("_lock", "build", "future", "loop", "mode", "state")
+
+class _Job(Generic[T]):
+    """One fork/exec step for the pool: queued -> running -> delivered, or withdrawn.
+
+    ``finish`` turns the step's outcome into what the requester awaits (a
+    ``Process``); it runs on the loop thread when the outcome is delivered.
+    """
+
+    __slots__ = ("abandoned", "build", "finish", "future", "loop", "mode", "state")
 
     def __init__(
         self,
         build: SpecBuilder,
         mode: Literal["pidfd", "pid"],
         loop: asyncio.AbstractEventLoop,
-        future: asyncio.Future[tuple[SpawnSpec, Spawned]],
+        finish: Callable[[SpawnSpec, Spawned], T],
     ) -> None:
         self.build = build
         self.mode = mode
         self.loop = loop
-        self.future = future
+        self.finish = finish
+        self.future: asyncio.Future[Any] = loop.create_future()
         self.state = "queued"
-        self._lock = threading.Lock()
+        # Set when the requester was cancelled while a worker ran the step:
+        # the outcome is then discarded on delivery, never finished.
+        self.abandoned = False
 
     def claim(self) -> bool:
         """Worker side: start the job unless its requester withdrew it."""
-        with self._lock:
+        with _job_state_lock:
             if self.state != "queued":
                 return False
             self.state = "running"
@@ -583,7 +601,7 @@ class _Job:
 
     def withdraw(self) -> bool:
         """Requester side: take the job back if no worker has started it."""
-        with self._lock:
+        with _job_state_lock:
             if self.state != "queued":
                 return False
             self.state = "withdrawn"
@@ -611,7 +629,7 @@ class SpawnPool:
         self._init_state()
 
     def _init_state(self) -> None:
-        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._threads: set[threading.Thread] = set()
         self._idle = 0  # workers blocked on the queue
         self._queued = 0  # items in the queue: jobs, and None for each worker told to exit
@@ -632,7 +650,7 @@ class SpawnPool:
                 self._exiting += 1
                 self._queue.put(None)
 
-    def submit(self, job: _Job) -> None:
+    def submit(self, job: _Job[Any]) -> None:
         with self._lock:
             self._queued += 1
             # Items ahead of this job (exit markers included) take idle workers
@@ -680,7 +698,7 @@ class SpawnPool:
             self._run(job)
 
     @staticmethod
-    def _run(job: _Job) -> None:
+    def _run(job: _Job[Any]) -> None:
         if not job.claim():
             return  # withdrawn: its requester was cancelled before we got to it
         try:
@@ -699,22 +717,31 @@ class SpawnPool:
 
 
 def _hand_over(
-    job: _Job, result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
+    job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
 ) -> None:
     """Deliver a worker's outcome to the waiting coroutine, from the worker thread."""
 
     def deliver() -> None:
-        # A requester cancelled mid-step has replaced job.future by then (see
-        # start()); the cancelled one is only left if the loop is shutting down.
-        future = job.future
         job.state = "done"
-        if future.cancelled():
+        _job_ended(job.loop)
+        future = job.future
+        if job.abandoned or future.cancelled():
+            # The requester is gone (see cancelled()): nobody will use the child.
             if result is not None:
                 discard(result[1])
-        elif exc is not None:
+            if job.abandoned and not future.done():
+                future.set_result(None)
+            return
+        if exc is not None:
             future.set_exception(exc)
+            return
+        assert result is not None
+        try:
+            value = job.finish(*result)
+        except BaseException as err:  # finish() has discarded the child
+            future.set_exception(err)
         else:
-            future.set_result(result)  # type: ignore[arg-type]
+            future.set_result(value)
 
     try:
         job.loop.call_soon_threadsafe(deliver)
@@ -750,7 +777,9 @@ _inflight: dict[asyncio.AbstractEventLoop, int] = {}  # pooled spawns per loop
 # The task that spawned inline on each loop in this iteration. The same task
 # spawning again (sequential code) stays inline; another task (a burst) does not.
 _inlined: dict[asyncio.AbstractEventLoop, asyncio.Task[Any] | None] = {}
-_batches: dict[asyncio.AbstractEventLoop, list[_Job]] = {}  # jobs waiting for the iteration end
+_batches: dict[
+    asyncio.AbstractEventLoop, list[_Job[Any]]
+] = {}  # jobs waiting for the iteration end
 
 
 def set_spawn_workers(workers: int) -> None:
@@ -769,83 +798,121 @@ def get_spawn_workers() -> int:
     return _pool.size
 
 
-async def start(
+def spawn_inline(
     build: SpecBuilder, mode: Literal["pidfd", "pid"], *, inline: bool = False
-) -> tuple[SpawnSpec, Spawned]:
-    """Check the arguments (``build``) and run the fork/exec step.
+) -> tuple[SpawnSpec, Spawned] | None:
+    """Run the fork/exec step here, on the loop thread, if that is the right place.
 
-    ``inline=True`` forces the step onto the loop thread (a child with a
-    parent-death signal must be forked by a thread that outlives it).
+    Inline when no pooled spawn of this loop is in flight, no *other* task
+    spawned inline in this loop iteration, and the fork lock can be taken
+    without waiting: one spawn blocks the loop for a fraction of a
+    millisecond, and skipping the thread hand-off keeps sequential spawning
+    as fast as a bare ``posix_spawn`` with no extra thread. ``inline=True``
+    forces the loop thread (a child with a parent-death signal must be forked
+    by a thread that outlives it).
 
-    Inline (on the loop thread) when no pooled spawn of this loop is in
-    flight, no *other* task spawned inline in this loop iteration, and the
-    fork lock can be taken without waiting: one spawn blocks the loop for a
-    fraction of a millisecond, and skipping the thread hand-off keeps
-    sequential spawning as fast as a bare ``posix_spawn`` with no extra
-    thread. Spawns from many tasks at once (a burst) go to the pool,
-    argument checking and all, so each costs the loop only a queue entry.
+    None means: use :func:`enqueue` (a burst), or, with ``inline`` or no
+    pool, :func:`spawn_inline_locked` (the fork lock is busy).
     """
     loop = asyncio.get_running_loop()
+    if loop in _inflight and not inline and _pool.size:
+        return None  # the common answer in a burst, found cheaply
     task = asyncio.current_task()
-    if inline or _pool.size == 0 or (loop not in _inflight and _inlined.get(loop, task) is task):
-        spec = build()
-        if fork_lock.try_acquire_spawning():
-            if _pool.size and loop not in _inlined:
-                _inlined[loop] = task
-                loop.call_soon(_inlined.pop, loop, None)
-            try:
-                return spec, spawn_sync(spec, mode)
-            finally:
-                fork_lock.release_spawning()
-        if inline or _pool.size == 0:
-            async with fork_lock.spawning():
-                return spec, spawn_sync(spec, mode)
-    future: asyncio.Future[tuple[SpawnSpec, Spawned]] = loop.create_future()
-    _inflight[loop] = _inflight.get(loop, 0) + 1
+    if not (
+        inline or _pool.size == 0 or (loop not in _inflight and _inlined.get(loop, task) is task)
+    ):
+        return None
+    spec = build()
+    if not fork_lock.try_acquire_spawning():
+        return None
+    if _pool.size and loop not in _inlined:
+        _inlined[loop] = task
+        loop.call_soon(_inlined.pop, loop, None)
     try:
-        # Hand the jobs of one loop iteration to the pool together, once the
-        # iteration is over: waking a worker mid-burst would have it compete
-        # with the loop thread for the GIL while the loop is still busy.
-        batch = _batches.get(loop)
-        if batch is None:
-            batch = _batches[loop] = []
-            loop.call_soon(_submit_batch, loop)
-        job = _Job(build, mode, loop, future)
-        batch.append(job)
-        try:
-            return await future
-        except asyncio.CancelledError:
-            # Cancelled while the step was queued or running. If no worker has
-            # started it, withdraw it: nothing was created. If one has, the
-            # child may exist any moment now: wait for the outcome (it takes
-            # well under a millisecond), kill and reap the child, close its
-            # pipes, and only then let the cancellation through, so that a
-            # cancelled spawn() never leaves anything behind, not even for a
-            # moment. (The outcome is delivered on this thread, to whatever
-            # job.future is then, so replacing it here cannot race.)
-            if job.withdraw():
-                raise
-            if job.state == "done":
-                # Delivered already, to the future this task was awaiting.
-                # deliver() discarded it if that future was cancelled by then.
-                if not future.cancelled() and future.exception() is None:
-                    discard(future.result()[1])
-            else:
-                outcome = job.future = loop.create_future()
-                while not outcome.done():
-                    try:
-                        await asyncio.wait([outcome])
-                    except asyncio.CancelledError:
-                        continue  # cancelled again: the outcome still has to be cleaned up
-                if outcome.exception() is None:
-                    discard(outcome.result()[1])
-            raise
+        return spec, spawn_sync(spec, mode)
     finally:
-        left = _inflight[loop] - 1
-        if left:
-            _inflight[loop] = left
-        else:
-            del _inflight[loop]
+        fork_lock.release_spawning()
+
+
+def must_stay_inline(inline: bool) -> bool:
+    """Whether a spawn that :func:`spawn_inline` declined must still not use the pool."""
+    return inline or _pool.size == 0
+
+
+async def spawn_inline_locked(
+    build: SpecBuilder, mode: Literal["pidfd", "pid"]
+) -> tuple[SpawnSpec, Spawned]:
+    """The fork/exec step on the loop thread, waiting for the fork lock first."""
+    spec = build()
+    async with fork_lock.spawning():
+        return spec, spawn_sync(spec, mode)
+
+
+def enqueue(
+    build: SpecBuilder,
+    mode: Literal["pidfd", "pid"],
+    finish: Callable[[SpawnSpec, Spawned], T],
+) -> _Job[T]:
+    """Queue the step for the pool; ``job.future`` resolves to ``finish(spec, spawned)``.
+
+    This is all a spawn costs the loop in a burst, and a burst runs it once
+    per task within a single loop iteration, so it does as little as it can:
+    argument checking runs on the worker, and the jobs of one iteration are
+    handed to the pool together once it is over (waking a worker mid-burst
+    would have it compete with the loop thread for the GIL).
+    """
+    loop = asyncio.get_running_loop()
+    job = _Job(build, mode, loop, finish)
+    _inflight[loop] = _inflight.get(loop, 0) + 1
+    batch = _batches.get(loop)
+    if batch is None:
+        batch = _batches[loop] = []
+        loop.call_soon(_submit_batch, loop)
+    batch.append(job)
+    return job
+
+
+async def cancelled(job: _Job[Any]) -> None:
+    """Clean up after a requester cancelled while awaiting ``job.future``.
+
+    If no worker has started the step, withdraw it: nothing was created. If
+    one has, the child may exist any moment now: wait for the outcome (it
+    takes well under a millisecond), kill and reap the child, close its
+    pipes, and only then let the cancellation through, so that a cancelled
+    spawn() never leaves anything behind, not even for a moment. (Outcomes
+    are delivered on the loop thread, so the state checked here cannot
+    change under us.)
+    """
+    if job.withdraw():
+        _job_ended(job.loop)
+        return
+    if job.state == "withdrawn":
+        return  # the pool refused it (see _submit_batch): nothing was created
+    if job.state == "done":
+        # Delivered already, to the future the requester was awaiting; its
+        # cancellation came after. deliver() discarded the outcome if that
+        # future was cancelled by then; otherwise it holds a finished result.
+        future = job.future
+        if not future.cancelled() and future.exception() is None:
+            close = getattr(future.result(), "_close_sync", None)
+            if close is not None:
+                close()
+        return
+    job.abandoned = True
+    outcome = job.future = job.loop.create_future()
+    while not outcome.done():
+        try:
+            await asyncio.wait([outcome])
+        except asyncio.CancelledError:
+            continue  # cancelled again: the outcome still has to be cleaned up
+
+
+def _job_ended(loop: asyncio.AbstractEventLoop) -> None:
+    left = _inflight[loop] - 1
+    if left:
+        _inflight[loop] = left
+    else:
+        del _inflight[loop]
 
 
 def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
@@ -857,7 +924,8 @@ def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
         except Exception as exc:
             # Nothing was created; the requester gets the error, and the rest
             # of the batch still gets its chance.
-            job.state = "done"
+            if job.withdraw():
+                _job_ended(loop)
             if not job.future.done():
                 job.future.set_exception(exc)
 
