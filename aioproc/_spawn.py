@@ -17,6 +17,7 @@ signature differs between Python versions; :func:`_fork_exec` adapts.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import errno
@@ -27,6 +28,8 @@ import queue
 import signal
 import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Generic, Literal, TypeVar, Union
 
@@ -716,38 +719,101 @@ class SpawnPool:
         self._init_state()
 
 
+class _Inbox:
+    """Outcomes of pooled spawns on their way to one loop.
+
+    A worker that finishes a step appends the outcome here and wakes the loop
+    only if no wake-up is pending already: in a burst, one wake-up (one write
+    to the loop's self-pipe, one GIL hand-over) carries many outcomes. The
+    loop delivers them for at most ``BUDGET`` seconds per turn and leaves the
+    rest for the next one, so a pile of outcomes never stalls it.
+    """
+
+    BUDGET = 0.001
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._items: collections.deque[
+            tuple[_Job[Any], tuple[SpawnSpec, Spawned] | None, BaseException | None]
+        ] = collections.deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def put(
+        self, job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
+    ) -> None:
+        """Worker side."""
+        with self._lock:
+            self._items.append((job, result, exc))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the loop was closed meanwhile: nobody will ever want them
+            with self._lock:
+                items = list(self._items)
+                self._items.clear()
+            for _, res, _ in items:
+                if res is not None:
+                    discard(res[1])
+
+    def _drain(self) -> None:
+        deadline = time.perf_counter() + self.BUDGET
+        while True:
+            with self._lock:
+                if not self._items:
+                    self._scheduled = False
+                    return
+                job, result, exc = self._items.popleft()
+            _deliver(job, result, exc)
+            if time.perf_counter() > deadline:
+                # Still scheduled as far as workers can tell: continue next turn.
+                self.loop.call_soon(self._drain)
+                return
+
+
+_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
+_inboxes_lock = threading.Lock()
+
+
 def _hand_over(
     job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
 ) -> None:
     """Deliver a worker's outcome to the waiting coroutine, from the worker thread."""
+    inbox = _inboxes.get(job.loop)
+    if inbox is None:
+        with _inboxes_lock:
+            inbox = _inboxes.get(job.loop)
+            if inbox is None:
+                inbox = _inboxes[job.loop] = _Inbox(job.loop)
+    inbox.put(job, result, exc)
 
-    def deliver() -> None:
-        job.state = "done"
-        _job_ended(job.loop)
-        future = job.future
-        if job.abandoned or future.cancelled():
-            # The requester is gone (see cancelled()): nobody will use the child.
-            if result is not None:
-                discard(result[1])
-            if job.abandoned and not future.done():
-                future.set_result(None)
-            return
-        if exc is not None:
-            future.set_exception(exc)
-            return
-        assert result is not None
-        try:
-            value = job.finish(*result)
-        except BaseException as err:  # finish() has discarded the child
-            future.set_exception(err)
-        else:
-            future.set_result(value)
 
-    try:
-        job.loop.call_soon_threadsafe(deliver)
-    except RuntimeError:  # the loop was closed meanwhile: nobody will ever want it
+def _deliver(
+    job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
+) -> None:
+    """On the loop thread: the step's outcome reaches its requester."""
+    job.state = "done"
+    _job_ended(job.loop)
+    future = job.future
+    if job.abandoned or future.cancelled():
+        # The requester is gone (see cancelled()): nobody will use the child.
         if result is not None:
             discard(result[1])
+        if job.abandoned and not future.done():
+            future.set_result(None)
+        return
+    if exc is not None:
+        future.set_exception(exc)
+        return
+    assert result is not None
+    try:
+        value = job.finish(*result)
+    except BaseException as err:  # finish() has discarded the child
+        future.set_exception(err)
+    else:
+        future.set_result(value)
 
 
 def discard(result: Spawned) -> None:
@@ -931,6 +997,9 @@ def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _after_fork_in_child() -> None:
+    global _inboxes_lock
+    _inboxes.clear()
+    _inboxes_lock = threading.Lock()
     _batches.clear()
     _pool._after_fork_in_child()
     _inflight.clear()

@@ -172,3 +172,24 @@ async def test_pdeathsig_children_survive_retiring_spawn_workers() -> None:
 async def test_bad_pdeathsig_is_refused(value: object, error: type[Exception]) -> None:
     with pytest.raises(error, match="pdeathsig"):
         await aioproc.spawn(["true"], pdeathsig=value)  # type: ignore[arg-type]
+
+
+async def test_outcomes_of_a_burst_are_delivered_across_loop_turns(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Pooled outcomes reach the loop through one inbox per loop: one wake-up
+    # for many outcomes, delivered for a bounded time per turn. With no time
+    # at all, each turn delivers one outcome and hands the rest to the next
+    # turn; none may be lost (the spawn would hang) or delivered twice.
+    from aioproc import _spawn
+
+    monkeypatch.setattr(_spawn._Inbox, "BUDGET", 0.0)
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(2)
+    try:
+        procs = await asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(60)))
+        statuses = await asyncio.gather(*(p.wait() for p in procs))
+    finally:
+        aioproc.set_spawn_workers(before)
+    assert [s.returncode for s in statuses] == [0] * 60
+    assert len({p.pid for p in procs}) == 60
