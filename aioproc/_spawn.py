@@ -22,6 +22,7 @@ import contextlib
 import dataclasses
 import errno
 import grp
+import importlib
 import os
 import pwd
 import queue
@@ -30,7 +31,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any, Generic, Literal, TypeVar, Union
 
 from . import _waiting
@@ -312,7 +313,7 @@ def _check_pdeathsig(pdeathsig: object) -> int:
         return 0
     if isinstance(pdeathsig, bool) or not isinstance(pdeathsig, int):
         raise TypeError(f"pdeathsig must be a signal number, not {type(pdeathsig).__name__}")
-    if pdeathsig not in signal.valid_signals():
+    if pdeathsig not in _ALL_SIGNALS:
         raise ValueError(f"pdeathsig: {pdeathsig} is not a valid signal number")
     if not sys.platform.startswith("linux"):
         raise NotImplementedError("pdeathsig needs Linux (prctl PR_SET_PDEATHSIG)")
@@ -363,17 +364,27 @@ def _deathsig_preexec(sig: int) -> Callable[[], None]:
 # forked it, and must get the process's normal mask, not "everything blocked".
 _worker = threading.local()
 
+# The C function behind signal.pthread_sigmask, and every valid signal as
+# plain ints. The public wrappers convert each signal number to a
+# signal.Signals member, 64 enum lookups (half of them failing, for real-time
+# signals) per call: done twice per pooled spawn, that was most of a spawn
+# worker's CPU time.
+_sigmask: Callable[[int, Iterable[int]], set[int]] = getattr(
+    importlib.import_module("_signal"), "pthread_sigmask", signal.pthread_sigmask
+)
+_ALL_SIGNALS = frozenset(int(sig) for sig in signal.valid_signals())
+
 
 def _fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) -> int:
     """Call ``_posixsubprocess.fork_exec`` with this Python's signature."""
     normal_mask: set[int] | None = getattr(_worker, "normal_mask", None)
     if normal_mask is None:
         return _call_fork_exec(spec, fds, errpipe)
-    signal.pthread_sigmask(signal.SIG_SETMASK, normal_mask)
+    _sigmask(signal.SIG_SETMASK, normal_mask)
     try:
         return _call_fork_exec(spec, fds, errpipe)
     finally:
-        signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
 
 
 def _call_fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) -> int:
@@ -685,7 +696,7 @@ class SpawnPool:
         # which leaves SIG_DFL in place for a moment; a signal taken by a
         # worker in that moment would get the default action (death, for
         # most). Only the fork itself runs with the normal mask (_fork_exec).
-        _worker.normal_mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+        _worker.normal_mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
         me = threading.current_thread()
         while True:
             with self._lock:
