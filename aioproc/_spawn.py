@@ -123,6 +123,23 @@ def _encode_arg(value: object, what: str) -> bytes:
 
 
 def _check_argv(argv: object, shell: bool) -> list[bytes]:
+    if not shell and (type(argv) is list or type(argv) is tuple) and argv:
+        # The common case, a list of plain str/bytes, without the ABC checks
+        # and messages below (they run only if something here looks wrong).
+        args = []
+        for arg in argv:
+            if type(arg) is str:
+                encoded = os.fsencode(arg)
+            elif type(arg) is bytes:
+                encoded = arg
+            else:
+                break
+            if b"\0" in encoded:
+                break
+            args.append(encoded)
+        else:
+            if args[0]:
+                return args
     if shell:
         if isinstance(argv, (str, bytes, os.PathLike)):
             return [b"/bin/sh", b"-c", _encode_arg(argv, "the shell command")]
