@@ -727,6 +727,10 @@ class SpawnPool:
                     self._threads.discard(me)
                     return
             self._run(job)
+            # Drop the job before idling: its future holds the finished
+            # Process, which must be freed as soon as its owner drops it (its
+            # pipes are closed then), not when this worker's next job comes.
+            del job
 
     @staticmethod
     def _run(job: _Job[Any]) -> None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 
 import pytest
@@ -193,3 +195,20 @@ async def test_outcomes_of_a_burst_are_delivered_across_loop_turns(
         aioproc.set_spawn_workers(before)
     assert [s.returncode for s in statuses] == [0] * 60
     assert len({p.pid for p in procs}) == 60
+
+
+async def test_pooled_processes_are_freed_as_soon_as_they_are_dropped(workers: int) -> None:
+    # A Process that nobody references closes its pipes when it is freed. No
+    # part of the spawn machinery may keep it alive (an idle spawn worker held
+    # on to its last job, and through it to that job's Process): reference
+    # counting alone must free it, without waiting for the cyclic collector.
+    procs = await asyncio.gather(*(aioproc.spawn(["true"], stdout=PIPE) for _ in range(8)))
+    await asyncio.gather(*(p.wait() for p in procs))
+    refs = [weakref.ref(p) for p in procs]
+    gc.disable()
+    try:
+        del procs
+        alive = [r for r in refs if r() is not None]
+    finally:
+        gc.enable()
+    assert not alive, f"{len(alive)} dropped processes are still referenced"
