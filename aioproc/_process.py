@@ -436,10 +436,12 @@ class _Spawning:
         # A burst: hand the step to the spawn pool. Kept short on purpose, as
         # it runs once per spawning task in a single loop iteration.
         job = enqueue(self._build, mode, self._finish)
+        future = job.future
+        assert future is not None
         try:
-            result: Process = await job.future
+            result: Process = await future
         except asyncio.CancelledError:
-            await cancelled(job)
+            await cancelled(job, future)
             raise
         self._proc = result
         return result

@@ -612,11 +612,14 @@ class _Job(Generic[T]):
         loop: asyncio.AbstractEventLoop,
         finish: Callable[[SpawnSpec, Spawned], T],
     ) -> None:
-        self.build = build
+        # build, finish and future are dropped once the outcome is delivered
+        # (see _deliver): the worker thread that ran the job may still hold
+        # it for a moment, and must not keep the finished Process alive.
+        self.build: SpecBuilder | None = build
         self.mode = mode
         self.loop = loop
-        self.finish = finish
-        self.future: asyncio.Future[Any] = loop.create_future()
+        self.finish: Callable[[SpawnSpec, Spawned], T] | None = finish
+        self.future: asyncio.Future[Any] | None = loop.create_future()
         self.state = "queued"
         # Set when the requester was cancelled while a worker ran the step:
         # the outcome is then discarded on delivery, never finished.
@@ -737,6 +740,7 @@ class SpawnPool:
         if not job.claim():
             return  # withdrawn: its requester was cancelled before we got to it
         try:
+            assert job.build is not None  # dropped only after delivery
             spec = job.build()
             with fork_lock.spawning_sync():
                 result = spawn_sync(spec, job.mode)
@@ -828,7 +832,10 @@ def _deliver(
     """On the loop thread: the step's outcome reaches its requester."""
     job.state = "done"
     _job_ended(job.loop)
-    future = job.future
+    future, finish = job.future, job.finish
+    job.build = job.finish = job.future = None
+    assert future is not None
+    assert finish is not None
     if job.abandoned or future.cancelled():
         # The requester is gone (see cancelled()): nobody will use the child.
         if result is not None:
@@ -841,7 +848,7 @@ def _deliver(
         return
     assert result is not None
     try:
-        value = job.finish(*result)
+        value = finish(*result)
     except BaseException as err:  # finish() has discarded the child
         future.set_exception(err)
     else:
@@ -970,8 +977,8 @@ def enqueue(
     return job
 
 
-async def cancelled(job: _Job[Any]) -> None:
-    """Clean up after a requester cancelled while awaiting ``job.future``.
+async def cancelled(job: _Job[Any], future: asyncio.Future[Any]) -> None:
+    """Clean up after a requester cancelled while awaiting ``future`` (its ``job.future``).
 
     If no worker has started the step, withdraw it: nothing was created. If
     one has, the child may exist any moment now: wait for the outcome (it
@@ -990,7 +997,6 @@ async def cancelled(job: _Job[Any]) -> None:
         # Delivered already, to the future the requester was awaiting; its
         # cancellation came after. deliver() discarded the outcome if that
         # future was cancelled by then; otherwise it holds a finished result.
-        future = job.future
         if not future.cancelled() and future.exception() is None:
             close = getattr(future.result(), "_close_sync", None)
             if close is not None:
@@ -1024,7 +1030,7 @@ def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
             # of the batch still gets its chance.
             if job.withdraw():
                 _job_ended(loop)
-            if not job.future.done():
+            if job.future is not None and not job.future.done():
                 job.future.set_exception(exc)
 
 
