@@ -110,12 +110,19 @@ class PidfdChild(Child):
                         self._status = status_from_waitid(res)
             status = self._status
         if status is not None:
-            self._release()
             waiters, self._waiters = self._waiters, []
             for fut in waiters:
                 if not fut.done():
                     fut.set_result(status)
-        self._loop.call_soon(self._unwatch)
+        # The handle's reference goes with the registration's, after the
+        # wake-ups (see _unwatch_soon); a reaped child is never signalled
+        # through it, since send_signal() checks the status first.
+        self._loop.call_soon(self._unwatch_and_release)
+
+    def _unwatch_and_release(self) -> None:
+        self._unwatch()
+        if self._status is not None:
+            self._release()
 
     def _unwatch_soon(self) -> None:
         # Unregistering and closing the pidfd cost ~15 us that are not needed
@@ -127,9 +134,12 @@ class PidfdChild(Child):
         self._loop.call_soon(self._unwatch)
 
     def __del__(self) -> None:
+        # The loop closed before the put-off step of _notify_exited ran.
         if self._registered and self._loop.is_closed():
             self._registered = False
             self._release_fd()
+            if self._status is not None:
+                self._release()
 
     def _forget_watch(self) -> None:
         if not self._registered:
