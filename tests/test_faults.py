@@ -341,6 +341,44 @@ def test_a_sigchld_storm_in_pid_mode_is_quiet(loop: str) -> None:
     assert res.stderr == ""
 
 
+async def test_sigchlds_of_one_loop_turn_share_two_scans(monkeypatch: pytest.MonkeyPatch) -> None:
+    # pid mode scans every pid-mode child (one waitid each) per SIGCHLD; an
+    # exit storm brings hundreds of SIGCHLDs to one loop turn. The first scans
+    # at once, the rest share one more scan in the next turn, which starts
+    # after all of them arrived.
+    from aioproc._waiting import pid as pid_mode
+
+    aioproc.set_wait_mode("pid")
+    try:
+        proc = await aioproc.spawn(["sleep", "30"])
+    finally:
+        aioproc.set_wait_mode("auto")
+    reaper = pid_mode._reaper_for(asyncio.get_running_loop())
+    scans = 0
+    real_scan = reaper.scan
+
+    def counting_scan(*args: object) -> None:
+        nonlocal scans
+        scans += 1
+        real_scan(*args)
+
+    monkeypatch.setattr(reaper, "scan", counting_scan)
+    for _ in range(3):  # let any turn with a real SIGCHLD pass
+        await asyncio.sleep(0)
+    scans = 0
+    for _ in range(100):
+        reaper.on_sigchld()
+    assert scans == 1
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert scans == 2
+    # And a SIGCHLD in a later turn scans at once again, and sees the exit.
+    os.kill(proc.pid, signal.SIGKILL)  # our unreaped child: the PID is still its own
+    status = await asyncio.wait_for(proc.wait(), 10)
+    assert status.signal is signal.SIGKILL
+    assert scans >= 3
+
+
 def core_pattern_problem() -> str | None:
     try:
         with open("/proc/sys/kernel/core_pattern") as f:

@@ -86,11 +86,13 @@ class _Reaper:
         self._subscribed = False
         self._poll_handle: asyncio.TimerHandle | None = None
         self._poll_delay = 0.001
+        self._scanned_this_turn = False
+        self._scan_pending = False
 
     def add(self, child: PidChild) -> None:
         self._children.add(child)
         if not self._subscribed and threading.current_thread() is threading.main_thread():
-            self._subscribed = sigchld_subscribe(self._loop, self.scan) is not None
+            self._subscribed = sigchld_subscribe(self._loop, self.on_sigchld) is not None
         # The child may have exited before we subscribed, and its SIGCHLD
         # been consumed already: look at it (only it: a full scan per spawn
         # would make spawning O(live children)) once now.
@@ -108,6 +110,33 @@ class _Reaper:
     def _check(self, child: PidChild) -> None:
         if child in self._children and child._poll_exited():
             child._notify_exited()
+
+    def on_sigchld(self) -> None:
+        """A SIGCHLD arrived: scan the children, at most twice per loop turn.
+
+        A scan costs one waitid per pid-mode child, and an exit storm brings
+        one SIGCHLD per exit, often hundreds handled in the same loop turn:
+        scanning for each would cost O(exits x children). The first SIGCHLD of
+        a turn scans at once (no added latency for a lone exit); later ones in
+        the same turn schedule a single extra scan for the next turn, which
+        runs after every one of them arrived, so no exit goes unseen.
+        """
+        if self._scan_pending:
+            return  # a scan that runs after this signal is already scheduled
+        if self._scanned_this_turn:
+            self._scan_pending = True
+            self._loop.call_soon(self._deferred_scan)
+            return
+        self._scanned_this_turn = True
+        self._loop.call_soon(self._next_turn)
+        self.scan()
+
+    def _next_turn(self) -> None:
+        self._scanned_this_turn = False
+
+    def _deferred_scan(self) -> None:
+        self._scan_pending = False
+        self.scan()
 
     def scan(self, *_: object) -> None:
         for child in list(self._children):
