@@ -441,7 +441,10 @@ class _Spawning:
         try:
             result: Process = await future
         except asyncio.CancelledError:
-            await cancelled(job, future)
+            # A child that arrived just before the cancellation is killed
+            # and reaped on the spot (SIGKILL, then a blocking reap, which
+            # lasts as long as the kernel takes to end it).
+            await cancelled(job, future, Process._close_sync)
             raise
         self._proc = result
         return result

@@ -977,8 +977,13 @@ def enqueue(
     return job
 
 
-async def cancelled(job: _Job[Any], future: asyncio.Future[Any]) -> None:
+async def cancelled(
+    job: _Job[T], future: asyncio.Future[Any], close: Callable[[T], object]
+) -> None:
     """Clean up after a requester cancelled while awaiting ``future`` (its ``job.future``).
+
+    ``close`` disposes of a finished result that arrived just before the
+    cancellation (for a ``Process``: kill and reap the child, close its pipes).
 
     If no worker has started the step, withdraw it: nothing was created. If
     one has, the child may exist any moment now: wait for the outcome (it
@@ -998,9 +1003,7 @@ async def cancelled(job: _Job[Any], future: asyncio.Future[Any]) -> None:
         # cancellation came after. deliver() discarded the outcome if that
         # future was cancelled by then; otherwise it holds a finished result.
         if not future.cancelled() and future.exception() is None:
-            close = getattr(future.result(), "_close_sync", None)
-            if close is not None:
-                close()
+            close(future.result())
         return
     job.abandoned = True
     outcome = job.future = job.loop.create_future()
