@@ -879,9 +879,16 @@ def _default_workers() -> int:
 
 _pool = SpawnPool(_default_workers())
 _inflight: dict[asyncio.AbstractEventLoop, int] = {}  # pooled spawns per loop
-# The task that spawned inline on each loop in this iteration. The same task
-# spawning again (sequential code) stays inline; another task (a burst) does not.
-_inlined: dict[asyncio.AbstractEventLoop, asyncio.Task[Any] | None] = {}
+# The task that last spawned inline on each loop, and when. The same task
+# spawning again (sequential code) stays inline; another task within
+# _BURST_WINDOW seconds is taken for a burst and goes to the pool, which from
+# then on stays in use until the burst's jobs are done (_inflight). (A loop
+# callback to mark the end of each iteration would be exact, but costs a loop
+# turn per sequential spawn, spent right beside the newly forked child.) The
+# task is kept by id: a reference would keep its result, a Process, alive; a
+# new task that reuses the id of a finished one just counts as the same.
+_inlined: dict[asyncio.AbstractEventLoop, tuple[int, float]] = {}
+_BURST_WINDOW = 0.001
 _batches: dict[
     asyncio.AbstractEventLoop, list[_Job[Any]]
 ] = {}  # jobs waiting for the iteration end
@@ -909,7 +916,7 @@ def spawn_inline(
     """Run the fork/exec step here, on the loop thread, if that is the right place.
 
     Inline when no pooled spawn of this loop is in flight, no *other* task
-    spawned inline in this loop iteration, and the fork lock can be taken
+    spawned inline in the last millisecond, and the fork lock can be taken
     without waiting: one spawn blocks the loop for a fraction of a
     millisecond, and skipping the thread hand-off keeps sequential spawning
     as fast as a bare ``posix_spawn`` with no extra thread. ``inline=True``
@@ -922,17 +929,26 @@ def spawn_inline(
     loop = asyncio.get_running_loop()
     if loop in _inflight and not inline and _pool.size:
         return None  # the common answer in a burst, found cheaply
-    task = asyncio.current_task()
-    if not (
-        inline or _pool.size == 0 or (loop not in _inflight and _inlined.get(loop, task) is task)
-    ):
+    task = id(asyncio.current_task())
+    now = time.monotonic()
+    if not (inline or _pool.size == 0 or loop not in _inflight):
         return None
+    last = _inlined.get(loop)
+    if (
+        not inline
+        and _pool.size
+        and last is not None
+        and last[0] != task
+        and now - last[1] < _BURST_WINDOW
+    ):
+        return None  # another task spawned inline just now: a burst
     spec = build()
     if not fork_lock.try_acquire_spawning():
         return None
-    if _pool.size and loop not in _inlined:
-        _inlined[loop] = task
-        loop.call_soon(_inlined.pop, loop, None)
+    _inlined[loop] = (task, now)
+    # Work that would otherwise run right after the fork, beside the new
+    # child on a shared CPU, runs before it instead.
+    _waiting.run_put_off(loop)
     try:
         return spec, spawn_sync(spec, mode)
     finally:

@@ -378,6 +378,22 @@ async def test_cancellation_during_aexit_still_reaps(wait_mode: str) -> None:
 
 
 # ------------------------------------------- 9. no loop needed to clean up
+async def test_an_inline_spawn_first_does_the_put_off_unregistering() -> None:
+    # After a child's waiters are woken, unregistering and closing its pidfd
+    # is put off by one loop turn; a spawn in that turn does it before it
+    # forks, not right after (where it would compete with the new child).
+    aioproc.set_wait_mode("pidfd")
+    try:
+        first = await aioproc.spawn(["true"])
+        await first.wait()
+        assert first._child._registered, "expected to be put off past the wake-up"
+        second = await aioproc.spawn(["true"])
+        assert not first._child._registered
+        assert (await second.wait()).success
+    finally:
+        aioproc.set_wait_mode("auto")
+
+
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 def test_loop_closed_between_reap_and_unregistering_closes_pidfd(
     loop_name: str, no_leaks: None

@@ -34,9 +34,17 @@ from typing import Literal
 from ._child import Child
 from ._sys import pidfd_supported
 from .pid import PidChild
-from .pidfd import PidfdChild
+from .pidfd import PidfdChild, run_put_off
 
-__all__ = ["Child", "WaitMode", "get_wait_mode", "open_pidfd", "set_wait_mode", "watch_child"]
+__all__ = [
+    "Child",
+    "WaitMode",
+    "get_wait_mode",
+    "open_pidfd",
+    "run_put_off",
+    "set_wait_mode",
+    "watch_child",
+]
 
 WaitMode = Literal["auto", "pidfd", "pid"]
 _MODES = ("auto", "pidfd", "pid")

@@ -24,6 +24,7 @@ import contextlib
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Iterator
 
 from .._status import ExitStatus
@@ -32,7 +33,7 @@ from ._child import Child, lost_status, status_from_waitid
 
 assert sys.platform == "linux" or not sys.platform.startswith("win")
 
-__all__ = ["PidfdChild"]
+__all__ = ["PidfdChild", "run_put_off"]
 
 
 class PidfdChild(Child):
@@ -117,21 +118,31 @@ class PidfdChild(Child):
         # The handle's reference goes with the registration's, after the
         # wake-ups (see _unwatch_soon); a reaped child is never signalled
         # through it, since send_signal() checks the status first.
+        self._put_off()
+
+    def _put_off(self) -> None:
+        pending = _put_off_by_loop.get(self._loop)
+        if pending is None:
+            pending = _put_off_by_loop[self._loop] = {}
+        pending[id(self)] = weakref.ref(self)
         self._loop.call_soon(self._unwatch_and_release)
 
     def _unwatch_and_release(self) -> None:
+        pending = _put_off_by_loop.get(self._loop)
+        if pending is not None:
+            pending.pop(id(self), None)
         self._unwatch()
         if self._status is not None:
             self._release()
 
-    def _unwatch_soon(self) -> None:
+    def _unwatch_soon(self) -> None:  # the generic path (Child._notify_exited)
         # Unregistering and closing the pidfd cost ~15 us that are not needed
         # to deliver the status, so they run after the waiters: the wake-ups
         # that _reap() scheduled come first in the loop's ready queue. Until
         # then the loop may report the descriptor readable once more, which
         # _notify_exited ignores. If the loop is closed before this runs, the
         # selector is gone and __del__ gives the registration's reference back.
-        self._loop.call_soon(self._unwatch)
+        self._put_off()
 
     def __del__(self) -> None:
         # The loop closed before the put-off step of _notify_exited ran.
@@ -194,3 +205,28 @@ class PidfdChild(Child):
         if self._handle_ref:
             self._handle_ref = False
             self._release_fd()
+
+
+# Children of each loop whose unregistering and close are put off until after
+# their waiters' wake-ups (weak references: a loop closed before the put-off
+# step runs must not keep them alive; their __del__ closes the pidfd then).
+_put_off_by_loop: weakref.WeakKeyDictionary[
+    asyncio.AbstractEventLoop, dict[int, weakref.ReferenceType[PidfdChild]]
+] = weakref.WeakKeyDictionary()
+
+
+def run_put_off(loop: asyncio.AbstractEventLoop) -> None:
+    """Do the put-off unregistering and closing for ``loop`` now (on its thread).
+
+    Called right before an inline fork: a child that has just been forked
+    runs on a CPU shared with the parent's work (on this VM, every microsecond
+    the parent spends after the fork shows up in the child's run time), so
+    work that can go before the fork should.
+    """
+    pending = _put_off_by_loop.get(loop)
+    if pending:
+        for ref in list(pending.values()):
+            child = ref()
+            if child is not None:
+                child._unwatch_and_release()
+        pending.clear()
