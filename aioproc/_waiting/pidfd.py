@@ -230,3 +230,7 @@ def run_put_off(loop: asyncio.AbstractEventLoop) -> None:
             if child is not None:
                 child._unwatch_and_release()
         pending.clear()
+
+
+# The children belong to the parent process; a forked child must not touch them.
+os.register_at_fork(after_in_child=_put_off_by_loop.clear)
