@@ -22,8 +22,8 @@ demo: $(STAMP)
 	$(BIN)/python examples/supervisor_demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check aioproc tests examples benchmarks
-	$(BIN)/ruff format --check aioproc tests examples benchmarks
+	$(BIN)/ruff check aioproc tests examples benchmarks tools
+	$(BIN)/ruff format --check aioproc tests examples benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy aioproc

@@ -91,3 +91,6 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
     api = (tmp_path / "site" / "api" / "index.html").read_text(encoding="utf-8")
     for anchor in ("aioproc.spawn", "aioproc.signals.subscribe", "aioproc.compat.Process"):
         assert f'id="{anchor}"' in api, anchor
+    # The docstrings' Sphinx roles are not shown literally (tools/mkdocs_hooks.py).
+    assert ":class:<code>" not in api
+    assert "<code>Process</code>" in api
