@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|attr|exc|mod|obj|const):(<code>)")
+# A role, then its code; "~a.b.C" (Sphinx's "show only the last part") too.
+_ROLE = re.compile(
+    r":(?:py:)?(?:class|func|meth|data|attr|exc|mod|obj|const):(<code>)(?:~(?:\w+\.)*)?"
+)
 
 
 def on_page_content(html: str, **_: Any) -> str:
