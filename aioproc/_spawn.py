@@ -652,10 +652,13 @@ class SpawnPool:
     GIL around the fork, several spawns proceed at once. Only this step runs
     in the pool: waiting for children stays thread-free.
 
-    Threads start lazily, one per queued job up to ``size``, and stay for the
-    life of the process (they idle on a queue). They are started under
-    :data:`exec_lock` (seed 003) and are daemons, so they never hold up exit.
+    Threads start lazily, one per queued job up to ``size``, and retire after
+    ``IDLE_TIMEOUT`` seconds without work, so a process that spawned a burst
+    once does not keep them. They are started under :data:`exec_lock` (seed
+    003) and are daemons, so they never hold up exit.
     """
+
+    IDLE_TIMEOUT = 10.0
 
     def __init__(self, size: int) -> None:
         self._size = size
@@ -721,7 +724,20 @@ class SpawnPool:
         while True:
             with self._lock:
                 self._idle += 1
-            job = self._queue.get()
+            try:
+                job = self._queue.get(timeout=self.IDLE_TIMEOUT)
+            except queue.Empty:
+                with self._lock:
+                    self._idle -= 1
+                    # Retire unless that would strand an item: submit() counts
+                    # a job in _queued (under this lock) before putting it,
+                    # and starts no thread for it while it counts enough idle
+                    # workers, this one included. So stay while the other idle
+                    # workers cannot take every item counted.
+                    if self._queued <= self._idle:
+                        self._threads.discard(me)
+                        return
+                continue
             with self._lock:
                 self._idle -= 1
                 self._queued -= 1
@@ -945,7 +961,6 @@ def spawn_inline(
     spec = build()
     if not fork_lock.try_acquire_spawning():
         return None
-    _inlined[loop] = (task, now)
     # Work that would otherwise run right after the fork, beside the new
     # child on a shared CPU, runs before it instead.
     _waiting.run_put_off(loop)
@@ -953,6 +968,9 @@ def spawn_inline(
         return spec, spawn_sync(spec, mode)
     finally:
         fork_lock.release_spawning()
+        # From the end of the spawn: the next task of a burst asks right after
+        # it, however long this fork took.
+        _inlined[loop] = (task, time.monotonic())
 
 
 def must_stay_inline(inline: bool) -> bool:

@@ -109,6 +109,9 @@ async def spawn_works() -> None:
     )
     assert await proc.communicate(b"hi") == (b"hi", b"err\n")
     assert proc.returncode == 0
+    # Let the loop turn once: closing the pidfd of a child whose waiters have
+    # been woken is put off until then (PidfdChild._notify_exited).
+    await asyncio.sleep(0)
 
 
 # ------------------------------------------------------ descriptor exhaustion

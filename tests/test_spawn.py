@@ -212,3 +212,114 @@ async def test_pooled_processes_are_freed_as_soon_as_they_are_dropped(workers: i
     finally:
         gc.enable()
     assert not alive, f"{len(alive)} dropped processes are still referenced"
+
+
+def _spawn_workers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "aioproc-spawn"}
+
+
+async def test_idle_spawn_workers_retire_and_come_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Workers retire after IDLE_TIMEOUT without work, so one burst does not
+    # leave threads behind for good. A burst that arrives while workers are
+    # retiring must still find one: a job left in the queue with no worker
+    # would hang its spawn (and this test) for ever.
+    from aioproc import _spawn
+
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(0)  # retire the workers earlier tests started
+    for thread in _spawn_workers():
+        thread.join(10)
+    monkeypatch.setattr(_spawn.SpawnPool, "IDLE_TIMEOUT", 0.01)
+    aioproc.set_spawn_workers(2)
+    try:
+        await asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(8)))
+        started = _spawn_workers()
+        assert started, "the burst was meant to start spawn workers"
+        for thread in started:
+            thread.join(10)
+            assert not thread.is_alive()
+        # Bursts at gaps around the idle timeout: some land as workers retire.
+        for i in range(30):
+            procs = await asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(4)))
+            statuses = await asyncio.gather(*(p.wait() for p in procs))
+            assert all(status.success for status in statuses)
+            await asyncio.sleep(0.002 * (i % 10))
+    finally:
+        aioproc.set_spawn_workers(before)
+
+
+class _RacyQueue:
+    """A spawn pool queue that makes a worker time out at the worst moment.
+
+    Armed, the worker's next wait for a job ends with queue.Empty (an idle
+    timeout) just as submit() queues a job: submit() has counted the job and,
+    counting the worker as idle, started no thread for it. The worker then
+    decides whether to retire once submit() lets go of the pool's lock.
+    """
+
+    def __init__(self) -> None:
+        import queue
+
+        self._inner: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self.armed = False
+        self._arm_put = False
+        self.hit = False  # a put met the armed worker
+        self._waiting = threading.Event()
+        self._time_out = threading.Event()
+
+    def arm(self) -> None:
+        self.armed = self._arm_put = True
+
+    def get(self, timeout: float | None = None) -> object:
+        import queue
+
+        while True:
+            if self.armed:
+                self.armed = False
+                self._waiting.set()
+                self._time_out.wait(10)
+                raise queue.Empty
+            try:
+                return self._inner.get(timeout=0.005)
+            except queue.Empty:
+                continue
+
+    def put(self, item: object) -> None:
+        if self._arm_put:
+            self._arm_put = False
+            self.hit = self._waiting.wait(10)  # the worker is in its armed wait
+            self._time_out.set()
+        self._inner.put(item)
+
+
+async def test_a_worker_timing_out_as_a_job_is_queued_does_not_strand_it() -> None:
+    # The race behind retiring idle workers, made deterministic: a worker's
+    # idle wait ends just as submit() has counted a job (and, counting that
+    # worker as idle, started no thread for it) but not yet queued it. If the
+    # worker retired then, the job would sit in the queue with no worker.
+    from aioproc import _spawn
+
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(0)
+    for thread in _spawn_workers():
+        thread.join(10)
+    racy = _RacyQueue()
+    real_queue = _spawn._pool._queue
+    _spawn._pool._queue = racy  # type: ignore[assignment]
+    aioproc.set_spawn_workers(1)
+    try:
+        # Two tasks at once: the second spawn goes to the pool and starts the worker.
+        await asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(2)))
+        racy.arm()
+        procs = await asyncio.wait_for(
+            asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(2))), 10
+        )
+        assert racy.hit, "the pooled spawn was meant to meet the armed worker"
+        statuses = await asyncio.gather(*(p.wait() for p in procs))
+        assert all(status.success for status in statuses)
+    finally:
+        aioproc.set_spawn_workers(0)
+        for thread in _spawn_workers():
+            thread.join(10)
+        _spawn._pool._queue = real_queue
+        aioproc.set_spawn_workers(before)
