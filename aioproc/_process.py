@@ -74,6 +74,21 @@ class Process(anyio.abc.Process):
     and never changes for a given process.
     """
 
+    # Slots: a service may hold thousands of these. (The anyio base class has
+    # no slots, so a __dict__ and __weakref__ exist; the dict is only made if
+    # something sets an attribute not listed here.)
+    __slots__ = (
+        "_child",
+        "_leads_group",
+        "_stderr",
+        "_stdin",
+        "_stdout",
+        "args",
+        "kill_group",
+        "stop_signal",
+        "stop_timeout",
+    )
+
     args: list[bytes]
     _stdin: ProcessWriter | None
     _stdout: ProcessReader | None
@@ -322,12 +337,12 @@ class Process(anyio.abc.Process):
         # A dropped Process must not leave an orphan or a zombie behind, nor
         # print anything: kill and reap synchronously.
         try:
-            child = self.__dict__.get("_child")
+            child = getattr(self, "_child", None)  # unset if __init__ failed
             if child is not None and child.status is None:
                 self._close_sync()
             else:
                 for name in ("_stdin", "_stdout", "_stderr"):
-                    stream = self.__dict__.get(name)
+                    stream = getattr(self, name, None)
                     if stream is not None and not stream.closed:
                         _close_stream_sync(stream)
         except Exception:  # pragma: no cover - interpreter shutdown

@@ -36,6 +36,19 @@ __all__ = ["Child"]
 class Child:
     """One spawned child, watched by its event loop until it has been reaped."""
 
+    # Slots: with thousands of live children, each saves a per-instance dict.
+    __slots__ = (
+        "__weakref__",
+        "_exited",
+        "_exited_fut",
+        "_lock",
+        "_loop",
+        "_reap_holds",
+        "_status",
+        "_waiters",
+        "pid",
+    )
+
     mode: ClassVar[str]
 
     def __init__(self, pid: int, loop: asyncio.AbstractEventLoop) -> None:

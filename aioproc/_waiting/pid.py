@@ -31,6 +31,8 @@ __all__ = ["PidChild"]
 
 
 class PidChild(Child):
+    __slots__ = ()
+
     mode = "pid"
 
     def _watch(self) -> None:

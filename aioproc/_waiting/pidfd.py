@@ -36,27 +36,35 @@ assert sys.platform == "linux" or not sys.platform.startswith("win")
 __all__ = ["PidfdChild", "run_put_off"]
 
 
+# Guards every pidfd's reference count. Held for a compare-and-update only, so
+# one lock for all children costs nothing and saves a lock per child. Nothing
+# inside allocates a container, so no garbage collection (and no finalizer
+# wanting this lock) can start while it is held.
+_refs_lock = threading.Lock()
+
+
 class PidfdChild(Child):
+    __slots__ = ("_fd", "_handle_ref", "_refs", "_registered")
+
     mode = "pidfd"
 
     def __init__(self, pid: int, pidfd: int, loop: asyncio.AbstractEventLoop) -> None:
         super().__init__(pid, loop)
         self._fd = pidfd
         self._refs = 1  # the handle's own reference
-        self._refs_lock = threading.Lock()
         self._registered = False
         self._handle_ref = True
 
     # ------------------------------------------------------------ the descriptor
     def _acquire_fd(self) -> int | None:
-        with self._refs_lock:
+        with _refs_lock:
             if self._refs == 0:
                 return None
             self._refs += 1
             return self._fd
 
     def _release_fd(self) -> None:
-        with self._refs_lock:
+        with _refs_lock:
             self._refs -= 1
             last = self._refs == 0
         if last:
