@@ -14,7 +14,9 @@ running -> exited -> reaped and guarantees:
 Two backends implement it; a process uses one of them for its whole life:
 
 * ``pidfd.py`` (the default on Linux >= 5.3): a pidfd per child, watched with
-  ``loop.add_reader``; signals and the reap go through the pidfd.
+  ``loop.add_reader``; signals and the reap go through the pidfd. Unregistering
+  and closing it is put off until the waiters have been woken;
+  :func:`run_put_off` does it early (the spawn path calls it before forking).
 * ``pid.py`` (the fallback): SIGCHLD through the signal hub, then
   ``waitid(WNOWAIT)``, mark done, reap, all under the signalling lock.
 
