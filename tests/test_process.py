@@ -512,7 +512,9 @@ async def test_a_thousand_cycles_leak_nothing(wait_mode: str) -> None:
                 assert proc.stdout is not None
                 proc.stdin.write(b"x\n")
                 assert await proc.stdout.readline() == b"x\n"
-    assert threading.active_count() == threads
+    # No more threads than before (spawn workers started by earlier tests may
+    # have retired meanwhile: they do after 10 s without work).
+    assert threading.active_count() <= threads
 
 
 # --------------------------------------------------------- 11. bad input
