@@ -60,5 +60,5 @@ def no_leaks() -> Iterator[None]:
 
 
 def _threads() -> int:
-    # The spawn worker pool keeps its (bounded) threads for the life of the process.
+    # Spawn workers are bounded, and retire on their own after 10 s without work.
     return sum(1 for t in threading.enumerate() if not t.name.startswith("aioproc-spawn"))

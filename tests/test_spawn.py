@@ -84,7 +84,8 @@ async def test_sequential_spawns_use_no_thread() -> None:
     for _ in range(20):
         proc = await aioproc.spawn(["true"])
         await proc.wait()
-    assert len(os.listdir("/proc/self/task")) == tasks
+    # Not one more (an idle spawn worker from an earlier test may retire meanwhile).
+    assert len(os.listdir("/proc/self/task")) <= tasks
 
 
 def _sigblk(status: str) -> int:
