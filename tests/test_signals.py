@@ -694,6 +694,14 @@ def test_fork_resets_the_hub(loop_name: str) -> None:
 @pytest.mark.parametrize("loop_name", LOOPS)
 def test_atomic_stop(loop_name: str, style: str) -> None:
     """Port of Go's TestAtomicStop: close while SIGINT arrives; receive it or die by it."""
+    if loop_name == "asyncio" and style == "run" and sys.version_info < (3, 11):
+        # Before 3.11's Runner (CPython gh-83803, bpo-39622), asyncio.run() lets
+        # the default SIGINT handler raise KeyboardInterrupt at any point of the
+        # loop, e.g. between a task's wake-up and its step; that task then never
+        # runs again and asyncio.run()'s final cancel-all waits for it for ever
+        # (2 of 40 runs here hang in _cancel_all_tasks, with or without aioproc's
+        # changes). The raw style and uvloop cover 3.10.
+        pytest.skip("Python 3.10's asyncio.run() can hang after a KeyboardInterrupt (gh-83803)")
     for i in range(10):
         result = subprocess.run(
             [sys.executable, str(PROGRAMS / "atomic_stop.py"), loop_name, style],
