@@ -98,8 +98,9 @@ class PidfdChild(Child):
     def _notify_exited(self) -> None:
         # The common case of Child._notify_exited, flattened: the time from a
         # child's exit to its waiters' wake-up is a handful of Python calls,
-        # each slow on caches the idle loop left cold. The same order holds:
-        # reap under the signalling lock, then release, wake, unregister.
+        # each slow on caches the idle loop left cold. The order: reap under
+        # the signalling lock, wake the waiters, then (put off) unregister and
+        # release the descriptor.
         if self._exited:
             return
         if self._reap_holds or self._exited_fut is not None:
