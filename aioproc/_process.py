@@ -16,7 +16,7 @@ import signal as _signal
 import sys
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Coroutine, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, final
 
@@ -31,10 +31,11 @@ from ._spawn import (
     cancelled,
     discard,
     enqueue,
+    fork_here,
+    fork_here_locked,
+    inline_allowed,
     make_spec,
     must_stay_inline,
-    spawn_inline,
-    spawn_inline_locked,
 )
 from ._status import ExitStatus
 from ._streams import ProcessReader, ProcessWriter
@@ -442,15 +443,22 @@ class _Spawning:
     async def _start(self) -> Process:
         mode = _waiting.get_wait_mode()
         inline = self._args.pdeathsig is not None
-        done = spawn_inline(self._build, mode, inline=inline)
-        if done is None and must_stay_inline(inline):
-            done = await spawn_inline_locked(self._build, mode)
-        if done is not None:
-            proc = self._proc = self._finish(*done)
-            return proc
+        build: Callable[[], SpawnSpec] = self._build
+        if inline_allowed(inline):
+            spec = build()  # checked once, here, whatever happens next
+            res = fork_here(spec, mode)
+            if res is None and must_stay_inline(inline):
+                res = await fork_here_locked(spec, mode)
+            if res is not None:
+                proc = self._proc = self._finish(spec, res)
+                return proc
+
+            def build() -> SpawnSpec:  # the fork lock was busy: the pool takes it
+                return spec
+
         # A burst: hand the step to the spawn pool. Kept short on purpose, as
         # it runs once per spawning task in a single loop iteration.
-        job = enqueue(self._build, mode, self._finish)
+        job = enqueue(build, mode, self._finish)
         future = job.future
         assert future is not None
         try:

@@ -72,12 +72,14 @@ DEFAULT_MAXSIZE: Final = 1024
 
 _UNCATCHABLE: Final = frozenset({signal.SIGKILL, signal.SIGSTOP})
 
-#: The C function behind ``signal.pthread_sigmask``, used to unblock. The public name is
-#: a Python wrapper, and a Python function runs pending signal handlers on entry: a
-#: handler that raises there (the restored ``default_int_handler`` when another thread
-#: took a SIGINT) would abort the call before the mask changes, leaving the signal
-#: blocked for good. The C function only runs handlers after it has changed the mask.
-_unblock_signals: Final[Callable[[int, Iterable[int]], object]] = getattr(
+#: The C function behind ``signal.pthread_sigmask`` (also used by the spawn workers).
+#: The public name is a Python wrapper, and a Python function runs pending signal
+#: handlers on entry: a handler that raises there (the restored ``default_int_handler``
+#: when another thread took a SIGINT) would abort the call before the mask changes,
+#: leaving the signal blocked for good. The C function only runs handlers after it has
+#: changed the mask. It also takes and returns plain ints, where the wrapper converts
+#: every signal of the old mask to a ``signal.Signals`` member (64 enum lookups a call).
+c_sigmask: Final[Callable[[int, Iterable[int]], set[int]]] = getattr(
     importlib.import_module("_signal"), "pthread_sigmask", signal.pthread_sigmask
 )
 
@@ -565,7 +567,7 @@ class _Hub:
             raise
         finally:
             if unblock:
-                _unblock_signals(signal.SIG_UNBLOCK, unblock)
+                c_sigmask(signal.SIG_UNBLOCK, unblock)
 
     def _release(self, entry: _Entry) -> None:
         """Give one signal back: remove the loop handler, restore the previous handler."""
@@ -651,11 +653,11 @@ class _Hub:
                 # handler, SIG_IGN, death by SIG_DFL, or KeyboardInterrupt for SIGINT
                 # (raised out of this call). Not lost either way. Once restored, that
                 # handler may also run (and raise) at any bytecode boundary if another
-                # thread took the signal, so this is a bare C call (see _unblock_signals)
+                # thread took the signal, so this is a bare C call (see c_sigmask)
                 # with its argument computed in advance: a KeyboardInterrupt raised in (3)
                 # lands here, and the signal is never left blocked.
                 if unblock:
-                    _unblock_signals(signal.SIG_UNBLOCK, unblock)
+                    c_sigmask(signal.SIG_UNBLOCK, unblock)
         finally:
             try:
                 # (5) Drain again: what _on_raw appended during (3) reaches the closing

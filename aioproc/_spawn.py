@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import errno
 import grp
-import importlib
 import os
 import pwd
 import queue
@@ -31,11 +30,12 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import IO, Any, Generic, Literal, TypeVar, Union
 
 from . import _waiting
 from ._forklock import exec_lock, fork_lock
+from ._signals import c_sigmask
 
 _posix_fork_exec: Any
 try:
@@ -52,12 +52,13 @@ __all__ = [
     "Spawned",
     "cancelled",
     "enqueue",
+    "fork_here",
+    "fork_here_locked",
     "get_spawn_workers",
+    "inline_allowed",
     "make_spec",
     "must_stay_inline",
     "set_spawn_workers",
-    "spawn_inline",
-    "spawn_inline_locked",
     "spawn_sync",
 ]
 
@@ -355,7 +356,7 @@ def _deathsig_preexec(sig: int) -> Callable[[], None]:
     * The kernel sends the signal when the *thread* that forked exits, not the
       process. Spawn workers may retire (``set_spawn_workers``), so a child
       with ``pdeathsig`` is always forked on the event loop's thread (see
-      ``start(inline=True)``), which lives as long as the loop.
+      ``inline_allowed(inline=True)``), which lives as long as the loop.
     """
     global _prctl
     if _prctl is None:
@@ -381,14 +382,9 @@ def _deathsig_preexec(sig: int) -> Callable[[], None]:
 # forked it, and must get the process's normal mask, not "everything blocked".
 _worker = threading.local()
 
-# The C function behind signal.pthread_sigmask, and every valid signal as
-# plain ints. The public wrappers convert each signal number to a
-# signal.Signals member, 64 enum lookups (half of them failing, for real-time
-# signals) per call: done twice per pooled spawn, that was most of a spawn
-# worker's CPU time.
-_sigmask: Callable[[int, Iterable[int]], set[int]] = getattr(
-    importlib.import_module("_signal"), "pthread_sigmask", signal.pthread_sigmask
-)
+# Every valid signal as plain ints, for c_sigmask: with the public
+# signal.pthread_sigmask and signal.valid_signals, the enum conversions (twice
+# per pooled spawn) were most of a spawn worker's CPU time.
 _ALL_SIGNALS = frozenset(int(sig) for sig in signal.valid_signals())
 
 
@@ -397,11 +393,11 @@ def _fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) 
     normal_mask: set[int] | None = getattr(_worker, "normal_mask", None)
     if normal_mask is None:
         return _call_fork_exec(spec, fds, errpipe)
-    _sigmask(signal.SIG_SETMASK, normal_mask)
+    c_sigmask(signal.SIG_SETMASK, normal_mask)
     try:
         return _call_fork_exec(spec, fds, errpipe)
     finally:
-        _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+        c_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
 
 
 def _call_fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) -> int:
@@ -719,7 +715,7 @@ class SpawnPool:
         # which leaves SIG_DFL in place for a moment; a signal taken by a
         # worker in that moment would get the default action (death, for
         # most). Only the fork itself runs with the normal mask (_fork_exec).
-        _worker.normal_mask = _sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+        _worker.normal_mask = c_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
         me = threading.current_thread()
         while True:
             with self._lock:
@@ -806,6 +802,8 @@ class _Inbox:
             with self._lock:
                 items = list(self._items)
                 self._items.clear()
+                # So that a later outcome tries (and fails) again and is discarded too.
+                self._scheduled = False
             for _, res, _ in items:
                 if res is not None:
                     discard(res[1])
@@ -926,65 +924,55 @@ def get_spawn_workers() -> int:
     return _pool.size
 
 
-def spawn_inline(
-    build: SpecBuilder, mode: Literal["pidfd", "pid"], *, inline: bool = False
-) -> tuple[SpawnSpec, Spawned] | None:
-    """Run the fork/exec step here, on the loop thread, if that is the right place.
+def inline_allowed(inline: bool = False) -> bool:
+    """Whether this spawn should run its fork/exec step here, on the loop thread.
 
-    Inline when no pooled spawn of this loop is in flight, no *other* task
-    spawned inline in the last millisecond, and the fork lock can be taken
-    without waiting: one spawn blocks the loop for a fraction of a
-    millisecond, and skipping the thread hand-off keeps sequential spawning
-    as fast as a bare ``posix_spawn`` with no extra thread. ``inline=True``
-    forces the loop thread (a child with a parent-death signal must be forked
-    by a thread that outlives it).
-
-    None means: use :func:`enqueue` (a burst), or, with ``inline`` or no
-    pool, :func:`spawn_inline_locked` (the fork lock is busy).
+    Yes when no pooled spawn of this loop is in flight and no *other* task
+    spawned inline in the last millisecond: one spawn blocks the loop for a
+    fraction of a millisecond, and skipping the thread hand-off keeps
+    sequential spawning as fast as a bare ``posix_spawn`` with no extra
+    thread. Always with ``inline=True`` (a child with a parent-death signal
+    must be forked by a thread that outlives it) or with no pool.
     """
+    if inline or _pool.size == 0:
+        return True
     loop = asyncio.get_running_loop()
-    if loop in _inflight and not inline and _pool.size:
-        return None  # the common answer in a burst, found cheaply
-    task = id(asyncio.current_task())
-    now = time.monotonic()
-    if not (inline or _pool.size == 0 or loop not in _inflight):
-        return None
+    if loop in _inflight:
+        return False  # the common answer in a burst, found cheaply
     last = _inlined.get(loop)
-    if (
-        not inline
-        and _pool.size
-        and last is not None
-        and last[0] != task
-        and now - last[1] < _BURST_WINDOW
-    ):
-        return None  # another task spawned inline just now: a burst
-    spec = build()
+    return (
+        last is None
+        or last[0] == id(asyncio.current_task())
+        or time.monotonic() - last[1] >= _BURST_WINDOW
+    )
+
+
+def fork_here(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned | None:
+    """The fork/exec step on the loop thread; None if the fork lock is busy."""
     if not fork_lock.try_acquire_spawning():
         return None
+    loop = asyncio.get_running_loop()
     # Work that would otherwise run right after the fork, beside the new
     # child on a shared CPU, runs before it instead.
     _waiting.run_put_off(loop)
     try:
-        return spec, spawn_sync(spec, mode)
+        return spawn_sync(spec, mode)
     finally:
         fork_lock.release_spawning()
         # From the end of the spawn: the next task of a burst asks right after
         # it, however long this fork took.
-        _inlined[loop] = (task, time.monotonic())
+        _inlined[loop] = (id(asyncio.current_task()), time.monotonic())
 
 
 def must_stay_inline(inline: bool) -> bool:
-    """Whether a spawn that :func:`spawn_inline` declined must still not use the pool."""
+    """Whether a spawn that found the fork lock busy must still not use the pool."""
     return inline or _pool.size == 0
 
 
-async def spawn_inline_locked(
-    build: SpecBuilder, mode: Literal["pidfd", "pid"]
-) -> tuple[SpawnSpec, Spawned]:
+async def fork_here_locked(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
     """The fork/exec step on the loop thread, waiting for the fork lock first."""
-    spec = build()
     async with fork_lock.spawning():
-        return spec, spawn_sync(spec, mode)
+        return spawn_sync(spec, mode)
 
 
 def enqueue(
