@@ -338,7 +338,16 @@ class ForkLock:
         This is the entry point of the spawn path, which runs on the loop
         thread and falls back to awaiting :meth:`spawning` when it fails.
         """
-        return self._try_acquire(False)
+        # _try_acquire(False), flattened: every spawn passes here.
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            entered = not self._waiters and not self._exclusive
+            if entered:
+                self._spawning += 1
+        finally:
+            self._unlock_fast()
+        return entered
 
     def try_acquire_exclusive(self) -> bool:
         """Take the exclusive side if that needs no waiting; never blocks."""
@@ -349,7 +358,16 @@ class ForkLock:
 
         Raises :class:`RuntimeError` if no spawning hold is held.
         """
-        self._release(False, None)
+        # _release(False, None), flattened: every spawn passes here.
+        mutex = self._mutex
+        mutex.acquire()
+        try:
+            if self._spawning <= 0 or self._waiters:
+                self._leave_locked(False)  # the error, or waiters to admit
+            else:
+                self._spawning -= 1
+        finally:
+            self._unlock_fast()
 
     def release_exclusive(self) -> None:
         """Release the exclusive hold (from any thread).
@@ -381,6 +399,16 @@ class ForkLock:
             mutex.release()
             if not self._orphans or not mutex.acquire(blocking=False):
                 return
+
+    def _unlock_fast(self) -> None:
+        """:meth:`_unlock` for the common case of no orphans, without its loop."""
+        if self._orphans:
+            self._unlock()
+            return
+        mutex = self._mutex
+        mutex.release()
+        if self._orphans and mutex.acquire(blocking=False):
+            self._unlock()
 
     def _reap_orphans_locked(self) -> None:
         orphans = self._orphans

@@ -338,14 +338,14 @@ class Process(anyio.abc.Process):
         # A dropped Process must not leave an orphan or a zombie behind, nor
         # print anything: kill and reap synchronously.
         try:
-            child = getattr(self, "_child", None)  # unset if __init__ failed
-            if child is not None and child.status is None:
+            if self._child._status is None:
                 self._close_sync()
-            else:
-                for name in ("_stdin", "_stdout", "_stderr"):
-                    stream = getattr(self, name, None)
+            elif self._stdin is not None or self._stdout is not None or self._stderr is not None:
+                for stream in (self._stdin, self._stdout, self._stderr):
                     if stream is not None and not stream.closed:
                         _close_stream_sync(stream)
+        except AttributeError:
+            pass  # never initialized: Process() was called directly
         except Exception:  # pragma: no cover - interpreter shutdown
             pass
 
@@ -444,13 +444,15 @@ class _Spawning:
         mode = _waiting.get_wait_mode()
         inline = self._args.pdeathsig is not None
         build: Callable[[], SpawnSpec] = self._build
-        if inline_allowed(inline):
+        loop = asyncio.get_running_loop()
+        task = inline_allowed(loop, inline)
+        if task is not None:
             spec = build()  # checked once, here, whatever happens next
-            res = fork_here(spec, mode)
+            res = fork_here(spec, mode, loop, task)
             if res is None and must_stay_inline(inline):
                 res = await fork_here_locked(spec, mode)
             if res is not None:
-                proc = self._proc = self._finish(spec, res)
+                proc = self._proc = self._finish(spec, res, loop)
                 return proc
 
             def build() -> SpawnSpec:  # the fork lock was busy: the pool takes it
@@ -482,14 +484,23 @@ class _Spawning:
                 "kill_group=True needs the child to lead its own group: "
                 "leave process_group unset (or 0)"
             )
-        self._stop_signal = _check_signal(a.stop_signal, "stop_signal", allow_zero=False)
+        stop_signal = a.stop_signal
+        # The defaults (the common case) need no checking.
+        self._stop_signal = (
+            stop_signal
+            if stop_signal is _signal.SIGTERM
+            else _check_signal(stop_signal, "stop_signal", allow_zero=False)
+        )
         stop_timeout = a.stop_timeout
-        if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
-            raise TypeError("stop_timeout must be a number of seconds")
-        if stop_timeout < 0:
-            raise ValueError("stop_timeout must not be negative")
+        if type(stop_timeout) is not float or stop_timeout < 0:
+            if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
+                raise TypeError("stop_timeout must be a number of seconds")
+            if stop_timeout < 0:
+                raise ValueError("stop_timeout must not be negative")
         limit = a.limit
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0:
+        if (type(limit) is not int or limit <= 0) and (
+            isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0
+        ):
             raise ValueError("limit must be a positive int")
         return make_spec(
             a.argv,
@@ -508,11 +519,14 @@ class _Spawning:
             pdeathsig=a.pdeathsig,
         )
 
-    def _finish(self, spec: SpawnSpec, res: Spawned) -> Process:
+    def _finish(
+        self, spec: SpawnSpec, res: Spawned, loop: asyncio.AbstractEventLoop | None = None
+    ) -> Process:
         # On the loop thread, right after the fork/exec step: start watching
         # the child and wrap its pipes. If that fails, nothing is left behind.
         a = self._args
-        loop = asyncio.get_running_loop()
+        if loop is None:
+            loop = asyncio.get_running_loop()
         _ensure_loop_hook(loop)
         try:
             child = _waiting.watch_child(res.pid, res.pidfd, loop)
@@ -618,8 +632,12 @@ def spawn(
 # Processes that may still have a running child, by id (strong refs would keep
 # dropped processes alive; a WeakValueDictionary lets __del__ run).
 _live: weakref.WeakValueDictionary[int, Process] = weakref.WeakValueDictionary()
-_hooked: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+# The loops whose shutdown we watch for, by id: a weak reference each, checked
+# on every spawn (an id may be reused once its loop is gone).
+_hooked: dict[int, weakref.ReferenceType[asyncio.AbstractEventLoop]] = {}
 _hook_lock = threading.Lock()
+# How far in the future the timer that keeps a loop's sentinel alive fires: never.
+_FOREVER = 10 * 365 * 24 * 3600.0
 
 
 def _reap_orphans(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -643,19 +661,43 @@ async def _loop_shutdown_sentinel(
         loop = loop_ref()
         if loop is not None:
             _reap_orphans(loop)
+            _waiting.close_watcher(loop)
+
+
+def _keep(_: object) -> None:  # pragma: no cover - the timer never fires
+    pass
 
 
 def _ensure_loop_hook(loop: asyncio.AbstractEventLoop) -> None:
-    if loop in _hooked:
+    ref = _hooked.get(id(loop))
+    if ref is not None and ref() is loop:
         return
     with _hook_lock:
-        if loop in _hooked:
+        ref = _hooked.get(id(loop))
+        if ref is not None and ref() is loop:
             return
         agen = _loop_shutdown_sentinel(weakref.ref(loop))
         step = agen.__anext__()
         with contextlib.suppress(StopIteration):
             step.send(None)  # runs to the yield; the loop's firstiter hook sees it
-        _hooked[loop] = agen
+        # Who keeps the sentinel alive: the loop itself only keeps async
+        # generators weakly, and one that is collected early gets closed,
+        # which would look like a shutdown. The sentinel in turn holds the
+        # loop (its finalizer hook is a bound method of the loop), so a
+        # module-level reference would keep every loop alive forever. So the
+        # loop owns it, through a timer that never fires: a cycle that the
+        # loop's close() breaks (it drops its timers), after which a dropped
+        # loop is freed, and its watcher closed, like any other object.
+        loop.call_later(_FOREVER, _keep, agen)
+        _hooked[id(loop)] = weakref.ref(loop, _forget_hook(id(loop)))
+
+
+def _forget_hook(key: int) -> Callable[[weakref.ReferenceType[Any]], None]:
+    def forget(ref: weakref.ReferenceType[Any]) -> None:
+        if _hooked.get(key) is ref:
+            del _hooked[key]
+
+    return forget
 
 
 def _reap_all_at_exit() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import errno
 import grp
 import os
@@ -31,7 +30,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, Generic, Literal, TypeVar, Union
+from typing import IO, Any, Generic, Literal, NamedTuple, TypeVar, Union
 
 from . import _waiting
 from ._forklock import exec_lock, fork_lock
@@ -73,14 +72,17 @@ StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
 Redirect = Union[int, IO[Any], None]  # noqa: UP007
 
 _PY311 = sys.version_info >= (3, 11)
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
 
 
-@dataclasses.dataclass
-class SpawnSpec:
-    """Validated, encoded spawn arguments: what the fork/exec step needs."""
+class SpawnSpec(NamedTuple):
+    """Validated, encoded spawn arguments: what the fork/exec step needs.
+
+    A tuple, since one is made per spawn on the path a sequential spawn waits on.
+    """
 
     args: list[bytes]
-    display: str  # the program as the user named it, for error messages
     executable_list: tuple[bytes, ...]
     env_list: list[bytes] | None
     cwd: bytes | None
@@ -94,11 +96,15 @@ class SpawnSpec:
     gid: int | None
     extra_groups: list[int] | None
     umask: int
-    pdeathsig: int = 0  # 0: none
+    pdeathsig: int  # 0: none
+
+    @property
+    def display(self) -> str:
+        """The program as the user named it, for error messages."""
+        return os.fsdecode(self.args[0])
 
 
-@dataclasses.dataclass
-class Spawned:
+class Spawned(NamedTuple):
     """The outcome of the fork/exec step."""
 
     pid: int
@@ -130,7 +136,7 @@ def _check_argv(argv: object, shell: bool) -> list[bytes]:
         args = []
         for arg in argv:
             if type(arg) is str:
-                encoded = os.fsencode(arg)
+                encoded = arg.encode(_FS_ENCODING, _FS_ERRORS)  # os.fsencode, inlined
             elif type(arg) is bytes:
                 encoded = arg
             else:
@@ -266,11 +272,14 @@ def make_spec(
     umask: int,
     pdeathsig: int | None = None,
 ) -> SpawnSpec:
-    """Check and encode spawn's arguments. Creates nothing, forks nothing."""
+    """Check and encode spawn's arguments. Creates nothing, forks nothing.
+
+    Every optional argument is looked at only when it is not its default: this
+    runs once per spawn, before the fork, where a sequential spawn waits on it.
+    """
     args = _check_argv(argv, shell)
-    env_list = _check_env(env)
+    env_list = None if env is None else _check_env(env)
     program = args[0]
-    display = os.fsdecode(program)
     if b"/" in program:
         executable_list: tuple[bytes, ...] = (program,)
     else:
@@ -282,47 +291,52 @@ def make_spec(
         )
         if not executable_list:
             raise FileNotFoundError(
-                errno.ENOENT, "No such file or directory (PATH is empty)", display
+                errno.ENOENT, "No such file or directory (PATH is empty)", os.fsdecode(program)
             )
     cwd_b = None if cwd is None else _encode_arg(cwd, "cwd")
-    if process_group is not None and (
-        isinstance(process_group, bool) or not isinstance(process_group, int) or process_group < 0
-    ):
+    if process_group is None:
+        pgid = -1
+    elif isinstance(process_group, bool) or not isinstance(process_group, int) or process_group < 0:
         raise ValueError(f"process_group must be a non-negative int, not {process_group!r}")
-    fds = []
-    for fd in pass_fds:
-        if isinstance(fd, bool) or not isinstance(fd, int):
-            raise TypeError(f"pass_fds must hold ints, not {type(fd).__name__}")
-        fds.append(_check_fd(fd, "pass_fds"))
-    if isinstance(umask, bool) or not isinstance(umask, int):
+    else:
+        pgid = process_group
+    fds: tuple[int, ...] = ()
+    if pass_fds:
+        checked = []
+        for fd in pass_fds:
+            if isinstance(fd, bool) or not isinstance(fd, int):
+                raise TypeError(f"pass_fds must hold ints, not {type(fd).__name__}")
+            checked.append(_check_fd(fd, "pass_fds"))
+        fds = tuple(sorted(set(checked)))
+    if type(umask) is not int and (isinstance(umask, bool) or not isinstance(umask, int)):
         raise TypeError(f"umask must be an int, not {type(umask).__name__}")
-    deathsig = _check_pdeathsig(pdeathsig)
-    uid, pw_entry = _resolve_user(user)
-    gid = _resolve_group(group)
-    extra_groups = None
-    if pw_entry is not None and gid is None and os.geteuid() == 0:
-        # Running as a named user means its primary and supplementary groups
-        # too (as runuser/setpriv --init-groups do); otherwise the child would
-        # keep root's groups.
-        gid = pw_entry.pw_gid
-        extra_groups = os.getgrouplist(pw_entry.pw_name, pw_entry.pw_gid)
+    deathsig = 0 if pdeathsig is None else _check_pdeathsig(pdeathsig)
+    uid = gid = extra_groups = None
+    if user is not None or group is not None:
+        uid, pw_entry = _resolve_user(user)
+        gid = _resolve_group(group)
+        if pw_entry is not None and gid is None and os.geteuid() == 0:
+            # Running as a named user means its primary and supplementary
+            # groups too (as runuser/setpriv --init-groups do); otherwise the
+            # child would keep root's groups.
+            gid = pw_entry.pw_gid
+            extra_groups = os.getgrouplist(pw_entry.pw_name, pw_entry.pw_gid)
     return SpawnSpec(
-        args=args,
-        display=display,
-        executable_list=executable_list,
-        env_list=env_list,
-        cwd=cwd_b,
-        stdin=_check_redirect(stdin, "stdin", False),
-        stdout=_check_redirect(stdout, "stdout", False),
-        stderr=_check_redirect(stderr, "stderr", True),
-        pass_fds=tuple(sorted(set(fds))),
-        start_new_session=bool(start_new_session),
-        process_group=-1 if process_group is None else process_group,
-        uid=uid,
-        gid=gid,
-        extra_groups=extra_groups,
-        umask=umask,
-        pdeathsig=deathsig,
+        args,
+        executable_list,
+        env_list,
+        cwd_b,
+        None if stdin is None else _check_redirect(stdin, "stdin", False),
+        None if stdout is None else _check_redirect(stdout, "stdout", False),
+        None if stderr is None else _check_redirect(stderr, "stderr", True),
+        fds,
+        bool(start_new_session),
+        pgid,
+        uid,
+        gid,
+        extra_groups,
+        umask,
+        deathsig,
     )
 
 
@@ -380,7 +394,11 @@ def _deathsig_preexec(sig: int) -> Callable[[], None]:
 # Spawn workers keep every signal blocked (see SpawnPool._work), except
 # around the fork itself: the child starts with the mask of the thread that
 # forked it, and must get the process's normal mask, not "everything blocked".
-_worker = threading.local()
+class _WorkerState(threading.local):
+    normal_mask: set[int] | None = None  # set on spawn workers only
+
+
+_worker = _WorkerState()
 
 # Every valid signal as plain ints, for c_sigmask: with the public
 # signal.pthread_sigmask and signal.valid_signals, the enum conversions (twice
@@ -388,23 +406,20 @@ _worker = threading.local()
 _ALL_SIGNALS = frozenset(int(sig) for sig in signal.valid_signals())
 
 
-def _fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) -> int:
-    """Call ``_posixsubprocess.fork_exec`` with this Python's signature."""
-    normal_mask: set[int] | None = getattr(_worker, "normal_mask", None)
-    if normal_mask is None:
-        return _call_fork_exec(spec, fds, errpipe)
-    c_sigmask(signal.SIG_SETMASK, normal_mask)
-    try:
-        return _call_fork_exec(spec, fds, errpipe)
-    finally:
-        c_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+def _fork_exec(
+    spec: SpawnSpec, p2cread: int, c2pwrite: int, errwrite: int, err_read: int, err_write: int
+) -> int:
+    """Call ``_posixsubprocess.fork_exec`` with this Python's signature.
 
-
-def _call_fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, int]) -> int:
+    On a spawn worker, the fork runs with the thread's normal signal mask (the
+    child starts with the mask of the thread that forked it).
+    """
     if _posix_fork_exec is None:  # pragma: no cover
         raise OSError(errno.ENOSYS, "this Python has no _posixsubprocess.fork_exec")
-    p2cread, c2pwrite, errwrite = fds
-    keep = tuple(sorted({*spec.pass_fds, errpipe[1]}))
+    if spec.pass_fds:
+        keep: tuple[int, ...] = tuple(sorted({*spec.pass_fds, err_write}))
+    else:
+        keep = (err_write,)
     common: tuple[Any, ...] = (
         spec.args,
         spec.executable_list,
@@ -418,26 +433,50 @@ def _call_fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, i
         c2pwrite,
         -1,
         errwrite,
-        errpipe[0],
-        errpipe[1],
+        err_read,
+        err_write,
         True,  # restore_signals
         spec.start_new_session,
     )
+    if _PY311 and not spec.pdeathsig:
+        # The common case, without the preexec_fn (which costs the vfork).
+        call = (
+            *common,
+            spec.process_group,
+            spec.gid,
+            spec.extra_groups,
+            spec.uid,
+            spec.umask,
+            None,  # preexec_fn
+            True,  # allow vfork
+        )
+    else:
+        call = _fork_exec_args(spec, common)
+    normal_mask: set[int] | None = _worker.normal_mask
+    if normal_mask is None:
+        return int(_posix_fork_exec(*call))
+    c_sigmask(signal.SIG_SETMASK, normal_mask)
+    try:
+        return int(_posix_fork_exec(*call))
+    finally:
+        c_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+
+
+def _fork_exec_args(spec: SpawnSpec, common: tuple[Any, ...]) -> tuple[Any, ...]:
+    """fork_exec's arguments with a preexec_fn, or in Python 3.10's signature."""
     # A preexec_fn costs the vfork (Python then forks, copying page tables):
     # only the parent-death signal, and process groups on 3.10, need one.
     deathsig = _deathsig_preexec(spec.pdeathsig) if spec.pdeathsig else None
     if _PY311:
-        return int(
-            _posix_fork_exec(
-                *common,
-                spec.process_group,
-                spec.gid,
-                spec.extra_groups,
-                spec.uid,
-                spec.umask,
-                deathsig,  # preexec_fn
-                True,  # allow vfork
-            )
+        return (
+            *common,
+            spec.process_group,
+            spec.gid,
+            spec.extra_groups,
+            spec.uid,
+            spec.umask,
+            deathsig,  # preexec_fn
+            True,  # allow vfork
         )
     preexec = deathsig
     if spec.process_group >= 0:  # Python 3.10's fork_exec cannot setpgid
@@ -448,9 +487,7 @@ def _call_fork_exec(spec: SpawnSpec, fds: tuple[int, ...], errpipe: tuple[int, i
             if deathsig is not None:
                 deathsig()
 
-    return int(
-        _posix_fork_exec(*common, spec.gid, spec.extra_groups, spec.uid, spec.umask, preexec)
-    )
+    return (*common, spec.gid, spec.extra_groups, spec.uid, spec.umask, preexec)
 
 
 _CHDIR_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ELOOP, errno.ENAMETOOLONG)
@@ -496,6 +533,46 @@ def _reap_failed(pid: int) -> None:
             continue
 
 
+def _make_stdio(
+    spec: SpawnSpec, ours: list[int], theirs: list[int]
+) -> tuple[int, int, int, int | None, int | None, int | None]:
+    """Make the pipes and /dev/null the child's stdio needs.
+
+    Returns (the child's stdin, stdout, stderr descriptors, our end of each
+    pipe or None). What is made goes into ``ours`` (kept on success) and
+    ``theirs`` (closed after the fork, whatever happens).
+    """
+    devnull = -1
+    if DEVNULL in (spec.stdin, spec.stdout, spec.stderr):
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        theirs.append(devnull)
+
+    def make(redirect: int | None, child_reads: bool) -> tuple[int, int | None]:
+        """(fd the child gets, our end)"""
+        if redirect is None:
+            return -1, None
+        if redirect == DEVNULL:
+            return devnull, None
+        if redirect == PIPE:
+            r, w = os.pipe2(os.O_CLOEXEC)
+            if child_reads:
+                theirs.append(r)
+                ours.append(w)
+                return r, w
+            theirs.append(w)
+            ours.append(r)
+            return w, r
+        return redirect, None
+
+    p2cread, stdin_end = make(spec.stdin, True)
+    c2pwrite, stdout_end = make(spec.stdout, False)
+    if spec.stderr == STDOUT:
+        errwrite, stderr_end = (c2pwrite if c2pwrite != -1 else 1), None
+    else:
+        errwrite, stderr_end = make(spec.stderr, False)
+    return p2cread, c2pwrite, errwrite, stdin_end, stdout_end, stderr_end
+
+
 def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
     """Fork and exec the child; open its pidfd. Blocking; any thread.
 
@@ -506,50 +583,26 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
     theirs: list[int] = []  # child ends and helpers, always closed here
     pid = -1
     try:
-        devnull = -1
-        if DEVNULL in (spec.stdin, spec.stdout, spec.stderr):
-            devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-            theirs.append(devnull)
-
-        def make(redirect: int | None, child_reads: bool) -> tuple[int, int | None]:
-            """(fd the child gets, our end)"""
-            if redirect is None:
-                return -1, None
-            if redirect == DEVNULL:
-                return devnull, None
-            if redirect == PIPE:
-                r, w = os.pipe2(os.O_CLOEXEC)
-                if child_reads:
-                    theirs.append(r)
-                    ours.append(w)
-                    return r, w
-                theirs.append(w)
-                ours.append(r)
-                return w, r
-            return redirect, None
-
-        p2cread, stdin_end = make(spec.stdin, True)
-        c2pwrite, stdout_end = make(spec.stdout, False)
-        if spec.stderr == STDOUT:
-            errwrite, stderr_end = (c2pwrite if c2pwrite != -1 else 1), None
+        if spec.stdin is None and spec.stdout is None and spec.stderr is None:
+            p2cread = c2pwrite = errwrite = -1
+            stdin_end = stdout_end = stderr_end = None
         else:
-            errwrite, stderr_end = make(spec.stderr, False)
-
-        errpipe = os.pipe2(os.O_CLOEXEC)
-        theirs.append(errpipe[0])
+            p2cread, c2pwrite, errwrite, stdin_end, stdout_end, stderr_end = _make_stdio(
+                spec, ours, theirs
+            )
+        err_read, err_write = os.pipe2(os.O_CLOEXEC)
+        theirs.append(err_read)
         try:
-            pid = _fork_exec(spec, (p2cread, c2pwrite, errwrite), errpipe)
+            pid = _fork_exec(spec, p2cread, c2pwrite, errwrite, err_read, err_write)
         finally:
-            os.close(errpipe[1])
+            os.close(err_write)
         # With vfork we resume only after the child exec'd or gave up; with
         # fork, the read blocks until exec closes the close-on-exec write end.
-        chunks = []
-        while True:
-            part = os.read(errpipe[0], 50000)
-            if not part:
-                break
-            chunks.append(part)
-        if chunks:
+        part = os.read(err_read, 50000)
+        if part:
+            chunks = [part]
+            while part := os.read(err_read, 50000):
+                chunks.append(part)
             _reap_failed(pid)
             pid = -1
             raise _child_error(b"".join(chunks), spec)
@@ -578,7 +631,11 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
             _reap_failed(pid)
         raise
     finally:
-        _close_all(theirs)
+        for fd in theirs:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 # --------------------------------------------------------------- the worker pool
@@ -893,15 +950,22 @@ def _default_workers() -> int:
 
 _pool = SpawnPool(_default_workers())
 _inflight: dict[asyncio.AbstractEventLoop, int] = {}  # pooled spawns per loop
-# The task that last spawned inline on each loop, and when. The same task
-# spawning again (sequential code) stays inline; another task within
+
+
+# The task that last spawned inline on this thread's loop, and when. The same
+# task spawning again (sequential code) stays inline; another task within
 # _BURST_WINDOW seconds is taken for a burst and goes to the pool, which from
 # then on stays in use until the burst's jobs are done (_inflight). (A loop
 # callback to mark the end of each iteration would be exact, but costs a loop
 # turn per sequential spawn, spent right beside the newly forked child.) The
-# task is kept by id: a reference would keep its result, a Process, alive; a
-# new task that reuses the id of a finished one just counts as the same.
-_inlined: dict[asyncio.AbstractEventLoop, tuple[int, float]] = {}
+# loop and the task are kept by id: a reference would keep the loop alive, or
+# the task's result, a Process; a new task that reuses the id of a finished
+# one just counts as the same. One record per thread, since a loop runs on one.
+class _InlineRecord(threading.local):
+    last: tuple[int, int, float] | None = None  # (id(loop), id(task), time)
+
+
+_inlined = _InlineRecord()
 _BURST_WINDOW = 0.001
 _batches: dict[
     asyncio.AbstractEventLoop, list[_Job[Any]]
@@ -924,7 +988,7 @@ def get_spawn_workers() -> int:
     return _pool.size
 
 
-def inline_allowed(inline: bool = False) -> bool:
+def inline_allowed(loop: asyncio.AbstractEventLoop, inline: bool = False) -> int | None:
     """Whether this spawn should run its fork/exec step here, on the loop thread.
 
     Yes when no pooled spawn of this loop is in flight and no *other* task
@@ -933,35 +997,42 @@ def inline_allowed(inline: bool = False) -> bool:
     sequential spawning as fast as a bare ``posix_spawn`` with no extra
     thread. Always with ``inline=True`` (a child with a parent-death signal
     must be forked by a thread that outlives it) or with no pool.
+
+    Returns None for "no, use the pool", else the id of the current task, for
+    :func:`fork_here` to record.
     """
-    if inline or _pool.size == 0:
-        return True
-    loop = asyncio.get_running_loop()
-    if loop in _inflight:
-        return False  # the common answer in a burst, found cheaply
-    last = _inlined.get(loop)
-    return (
+    if not inline and _pool.size and loop in _inflight:
+        return None  # the common answer in a burst, found cheaply
+    task = id(asyncio.current_task(loop))
+    if inline or not _pool.size:
+        return task
+    last = _inlined.last
+    if (
         last is None
-        or last[0] == id(asyncio.current_task())
-        or time.monotonic() - last[1] >= _BURST_WINDOW
-    )
+        or last[0] != id(loop)
+        or last[1] == task
+        or time.monotonic() - last[2] >= _BURST_WINDOW
+    ):
+        return task
+    return None
 
 
-def fork_here(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned | None:
-    """The fork/exec step on the loop thread; None if the fork lock is busy."""
+def fork_here(
+    spec: SpawnSpec, mode: Literal["pidfd", "pid"], loop: asyncio.AbstractEventLoop, task: int
+) -> Spawned | None:
+    """The fork/exec step on the loop thread; None if the fork lock is busy.
+
+    ``task`` is what :func:`inline_allowed` returned.
+    """
     if not fork_lock.try_acquire_spawning():
         return None
-    loop = asyncio.get_running_loop()
-    # Work that would otherwise run right after the fork, beside the new
-    # child on a shared CPU, runs before it instead.
-    _waiting.run_put_off(loop)
     try:
         return spawn_sync(spec, mode)
     finally:
         fork_lock.release_spawning()
         # From the end of the spawn: the next task of a burst asks right after
         # it, however long this fork took.
-        _inlined[loop] = (id(asyncio.current_task()), time.monotonic())
+        _inlined.last = (id(loop), task, time.monotonic())
 
 
 def must_stay_inline(inline: bool) -> bool:
@@ -1066,7 +1137,7 @@ def _after_fork_in_child() -> None:
     _batches.clear()
     _pool._after_fork_in_child()
     _inflight.clear()
-    _inlined.clear()
+    _inlined.last = None
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

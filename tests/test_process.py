@@ -378,57 +378,70 @@ async def test_cancellation_during_aexit_still_reaps(wait_mode: str) -> None:
 
 
 # ------------------------------------------- 9. no loop needed to clean up
-async def test_an_inline_spawn_first_does_the_put_off_unregistering() -> None:
-    # After a child's waiters are woken, unregistering and closing its pidfd
-    # is put off by one loop turn; a spawn in that turn does it before it
-    # forks, not right after (where it would compete with the new child).
+def _pidfd_of(fd: int) -> int | None:
+    """The PID that descriptor ``fd`` is a pidfd for, or None."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            for line in f:
+                if line.startswith("Pid:"):
+                    return int(line.split()[1])
+    except FileNotFoundError:
+        pass
+    return None
+
+
+async def test_the_pidfd_is_closed_when_wait_returns() -> None:
+    # The reap, the wake-ups and the close of the pidfd happen in one callback:
+    # no descriptor outlives wait() by even a loop turn.
     aioproc.set_wait_mode("pidfd")
     try:
-        first = await aioproc.spawn(["true"])
-        await first.wait()
-        assert first._child._registered, "expected to be put off past the wake-up"
-        second = await aioproc.spawn(["true"])
-        assert not first._child._registered
-        assert (await second.wait()).success
+        proc = await aioproc.spawn(["true"])
+        fd = proc._child.fileno()
+        assert _pidfd_of(fd) == proc.pid
+        assert (await proc.wait()).success
+        assert _pidfd_of(fd) is None
     finally:
         aioproc.set_wait_mode("auto")
 
 
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
-def test_loop_closed_between_reap_and_unregistering_closes_pidfd(
+def test_loop_closed_under_a_running_child_leaves_no_descriptor(
     loop_name: str, no_leaks: None
 ) -> None:
-    # After the reap, unregistering the pidfd and closing it is put off until
-    # the waiters have been woken (see PidfdChild._unwatch_soon). A loop that
-    # stops in that very iteration and is closed never runs the put-off step;
-    # the descriptor must still be closed, not leaked.
+    # A loop closed without shutting down (no shutdown_asyncgens) while a
+    # child still runs: dropping the process kills and reaps the child and
+    # closes its pidfd; dropping the loop closes the loop's epoll watcher.
     import uvloop
 
     loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
+    aioproc.set_wait_mode("pidfd")
     try:
-        aioproc.set_wait_mode("pidfd")
         proc = loop.run_until_complete(aioproc.spawn(["sleep", "30"]))
-        fd = proc._child.fileno()
-        os.kill(proc.pid, signal.SIGKILL)  # still our unreaped child
-        select.select([fd], [], [])  # it has exited; the pidfd is readable
-        # Ready queue for the next iteration: stop, then (after the selector
-        # reports the pidfd) the reap, which schedules the unregistering.
-        loop.call_soon(loop.stop)
-        loop.run_forever()
-        assert proc.status is not None
-        assert proc.status.signal is signal.SIGKILL
-        if loop_name == "asyncio":
-            # asyncio stops after the iteration's batch, before the handles
-            # that batch scheduled: the put-off step really did not run.
-            # (uvloop runs it before stopping; the fd check below still holds.)
-            assert proc._child._registered
+        pid, fd = proc.pid, proc._child.fileno()
     finally:
         aioproc.set_wait_mode("auto")
         loop.close()
+    assert process_state(pid) in ("R", "S")  # still running, not a zombie
     del proc
-    gc.collect()
-    with pytest.raises(FileNotFoundError):
-        os.readlink(f"/proc/self/fd/{fd}")
+    assert process_state(pid) is None
+    assert _pidfd_of(fd) is None
+    del loop
+    gc.collect()  # the descriptors are checked by no_leaks
+
+
+def test_loop_shutdown_closes_the_watcher(no_leaks: None) -> None:
+    # asyncio.run() shuts the loop down (shutdown_asyncgens), which closes the
+    # loop's epoll watcher at once, before the loop itself is collected.
+    async def main() -> asyncio.AbstractEventLoop:
+        await (await aioproc.spawn(["true"])).wait()
+        return asyncio.get_running_loop()
+
+    aioproc.set_wait_mode("pidfd")
+    try:
+        loop = asyncio.run(main())
+    finally:
+        aioproc.set_wait_mode("auto")
+    assert id(loop) not in aioproc._waiting.pidfd._watchers
 
 
 async def test_dropped_process_is_killed_and_reaped(wait_mode: str) -> None:

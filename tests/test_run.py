@@ -397,6 +397,9 @@ async def test_outer_wait_for_timeout_stops_and_reaps() -> None:
 
 async def test_cancel_while_stopping_after_timeout(wait_mode: str) -> None:
     """Cancelled while run() stops a timed-out child: still reaped, and no pipe left open."""
+    # The loop's first spawn opens its pidfd watcher (one epoll per loop, kept
+    # for the loop's life): make it exist before counting.
+    await aioproc.run(["true"])
     with report_pipe() as (w, report):
         fds_before = open_fds()
         task = asyncio.ensure_future(

@@ -13,10 +13,10 @@ running -> exited -> reaped and guarantees:
 
 Two backends implement it; a process uses one of them for its whole life:
 
-* ``pidfd.py`` (the default on Linux >= 5.3): a pidfd per child, watched with
-  ``loop.add_reader``; signals and the reap go through the pidfd. Unregistering
-  and closing it is put off until the waiters have been woken;
-  :func:`run_put_off` does it early (the spawn path calls it before forking).
+* ``pidfd.py`` (the default on Linux >= 5.3): a pidfd per child, in one epoll
+  instance per loop that the loop watches with ``add_reader``; signals and the
+  reap go through the pidfd, which is closed once the child is reaped.
+  :func:`close_watcher` closes a loop's epoll instance when the loop shuts down.
 * ``pid.py`` (the fallback): SIGCHLD through the signal hub, then
   ``waitid(WNOWAIT)``, mark done, reap, all under the signalling lock.
 
@@ -36,14 +36,14 @@ from typing import Literal
 from ._child import Child
 from ._sys import pidfd_supported
 from .pid import PidChild
-from .pidfd import PidfdChild, run_put_off
+from .pidfd import PidfdChild, close_watcher
 
 __all__ = [
     "Child",
     "WaitMode",
+    "close_watcher",
     "get_wait_mode",
     "open_pidfd",
-    "run_put_off",
     "set_wait_mode",
     "watch_child",
 ]

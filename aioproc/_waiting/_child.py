@@ -89,10 +89,6 @@ class Child:
     def _release(self) -> None:
         """Give up OS resources (the pidfd) once reaped."""
 
-    def _unwatch_soon(self) -> None:
-        """Stop watching an exited child; may be put off until after the wake-ups."""
-        self._unwatch()
-
     # ---------------------------------------------------------------- state
     @property
     def status(self) -> ExitStatus | None:
@@ -112,7 +108,7 @@ class Child:
             fut.set_result(None)
         if self._reap_holds == 0:
             self._reap()
-        self._unwatch_soon()
+        self._unwatch()
 
     def _reap(self, block: bool = False) -> ExitStatus | None:
         with self._lock:

@@ -39,8 +39,8 @@ class PidChild(Child):
         _reaper_for(self._loop).add(self)
 
     def _unwatch(self) -> None:
-        reaper = _reapers.get(self._loop)
-        if reaper is not None:
+        reaper = _reapers.get(id(self._loop))
+        if reaper is not None and reaper.loop is self._loop:
             reaper.discard(self)
 
     def _poll_exited(self) -> bool:
@@ -83,13 +83,31 @@ class _Reaper:
     BACKSTOP = 1.0  # seconds between polls while SIGCHLD is subscribed
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+        # Weakly: the registry below must not keep loops alive (the children,
+        # which hold their loop, are here only while they run).
+        self._loop_ref = weakref.ref(loop, self._loop_gone)
+        self._key = id(loop)
         self._children: set[PidChild] = set()
         self._subscribed = False
         self._poll_handle: asyncio.TimerHandle | None = None
         self._poll_delay = 0.001
         self._scanned_this_turn = False
         self._scan_pending = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        return self._loop_ref()
+
+    @property
+    def _loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop_ref()
+        if loop is None:  # pragma: no cover - a child in the set holds its loop
+            raise RuntimeError("the event loop is gone")
+        return loop
+
+    def _loop_gone(self, _: object) -> None:
+        if _reapers.get(self._key) is self:
+            del _reapers[self._key]
 
     def add(self, child: PidChild) -> None:
         self._children.add(child)
@@ -159,15 +177,14 @@ class _Reaper:
             self._schedule_poll()
 
 
-_reapers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Reaper] = (
-    weakref.WeakKeyDictionary()
-)
+# By id(loop), checked against the reaper's weak reference (ids are reused).
+_reapers: dict[int, _Reaper] = {}
 
 
 def _reaper_for(loop: asyncio.AbstractEventLoop) -> _Reaper:
-    reaper = _reapers.get(loop)
-    if reaper is None:
-        reaper = _reapers[loop] = _Reaper(loop)
+    reaper = _reapers.get(id(loop))
+    if reaper is None or reaper.loop is not loop:
+        reaper = _reapers[id(loop)] = _Reaper(loop)
     return reaper
 
 

@@ -3,18 +3,28 @@
 A pidfd names one process for as long as the descriptor is open, whatever
 happens to its PID number, so in this mode no race with PID reuse exists:
 
-* waiting: ``loop.add_reader(pidfd)``. The kernel makes a pidfd readable when
-  the process exits. No thread, no SIGCHLD, no polling.
+* waiting: every pidfd of a loop sits in one epoll instance of ours (a
+  :class:`_Watcher`), which is itself registered with the loop through its
+  public ``add_reader``. The kernel makes a pidfd readable when the process
+  exits. No thread, no SIGCHLD, no polling.
 * reaping: ``waitid(P_PIDFD, pidfd, WEXITED)``, never by PID.
 * signalling: ``pidfd_send_signal``, never ``kill(pid)``.
 
+Why an epoll of our own rather than ``loop.add_reader`` per pidfd: the loop's
+reader machinery (a handle, a selector key, bookkeeping in Python on the
+default loop) costs about as much per child as everything else aioproc does
+between a spawn and its wait, and it runs right beside the new child. Adding a
+pidfd to our epoll, and taking it out again, is one system call each.
+
 What remains is the descriptor's own lifetime (seed 002). The number is used
-by the loop's registration, by signal senders and by the reap, possibly from
-finalizers on other threads. If it were closed while one of them still held
-the number, the number could be reopened as some other pidfd (for a different
-process) and the late user would act on that one. So the descriptor is
-reference-counted: one reference for the handle, one while registered with the
-loop, one for the duration of each use; whoever drops the last closes it.
+by the watcher's registration, by signal senders and by the reap, possibly
+from finalizers on other threads. If it were closed while one of them still
+held the number, the number could be reopened as some other pidfd (for a
+different process) and the late user would act on that one. So the descriptor
+is reference-counted: one reference for the handle, one while registered with
+the watcher, one for the duration of each use; whoever drops the last closes
+it. The reaped child's references are dropped in the callback that reaped it,
+so the pidfd is closed by the time ``wait()`` returns.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import select
 import sys
 import threading
 import weakref
@@ -33,7 +44,7 @@ from ._child import Child, lost_status, status_from_waitid
 
 assert sys.platform == "linux" or not sys.platform.startswith("win")
 
-__all__ = ["PidfdChild", "run_put_off"]
+__all__ = ["PidfdChild", "close_watcher"]
 
 
 # Guards every pidfd's reference count. Held for a compare-and-update only, so
@@ -42,9 +53,12 @@ __all__ = ["PidfdChild", "run_put_off"]
 # wanting this lock) can start while it is held.
 _refs_lock = threading.Lock()
 
+_P_PIDFD = _sys.P_PIDFD
+_REAP = os.WEXITED | os.WNOHANG
+
 
 class PidfdChild(Child):
-    __slots__ = ("_fd", "_handle_ref", "_refs", "_registered")
+    __slots__ = ("_fd", "_handle_ref", "_refs", "_watcher")
 
     mode = "pidfd"
 
@@ -52,8 +66,8 @@ class PidfdChild(Child):
         super().__init__(pid, loop)
         self._fd = pidfd
         self._refs = 1  # the handle's own reference
-        self._registered = False
         self._handle_ref = True
+        self._watcher: _Watcher | None = None
 
     # ------------------------------------------------------------ the descriptor
     def _acquire_fd(self) -> int | None:
@@ -84,94 +98,84 @@ class PidfdChild(Child):
 
     # ------------------------------------------------------------ backend hooks
     def _watch(self) -> None:
-        fd = self._acquire_fd()
-        assert fd is not None
-        self._registered = True
-        self._loop.add_reader(fd, self._notify_exited)
+        watcher = _watcher_for(self._loop)
+        # The registration's reference. Nobody else can see this child yet,
+        # so the count needs no lock here.
+        self._refs += 1
+        try:
+            watcher.add(self._fd, self)
+        except BaseException:
+            self._refs -= 1
+            raise
+        self._watcher = watcher
 
     def _unwatch(self) -> None:
-        if self._registered:
-            self._registered = False
-            self._loop.remove_reader(self._fd)
+        watcher = self._watcher
+        if watcher is not None:
+            self._watcher = None
+            watcher.remove(self._fd)
             self._release_fd()
 
     def _notify_exited(self) -> None:
         # The common case of Child._notify_exited, flattened: the time from a
         # child's exit to its waiters' wake-up is a handful of Python calls,
         # each slow on caches the idle loop left cold. The order: reap under
-        # the signalling lock, wake the waiters, then (put off) unregister and
-        # release the descriptor.
+        # the signalling lock, wake the waiters, then unregister and release
+        # the descriptor (a reaped child is never signalled through it, since
+        # send_signal() checks the status first).
         if self._exited:
             return
         if self._reap_holds or self._exited_fut is not None:
             super()._notify_exited()
             return
-        self._exited = True
         with self._lock:
             if self._status is None:
                 # No _acquire_fd(): the handle's and the registration's
                 # references are both held until below, so the fd is ours.
                 try:
-                    res = _sys.waitid(_sys.P_PIDFD, self._fd, os.WEXITED | os.WNOHANG)
+                    res = _sys.waitid(_P_PIDFD, self._fd, _REAP)
                 except ChildProcessError:
                     self._status = lost_status(self.pid)
                 else:
-                    if res is not None:
-                        self._status = status_from_waitid(res)
+                    if res is None:
+                        # Readable but not yet waitable: not seen on any kernel
+                        # we know of. Stay registered; the watcher's epoll is
+                        # level-triggered and reports the pidfd again.
+                        return
+                    self._status = status_from_waitid(res)
             status = self._status
-        if status is not None:
-            waiters, self._waiters = self._waiters, []
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(status)
-        # The handle's reference goes with the registration's, after the
-        # wake-ups (see _unwatch_soon); a reaped child is never signalled
-        # through it, since send_signal() checks the status first.
-        self._put_off()
-
-    def _put_off(self) -> None:
-        pending = _put_off_by_loop.get(self._loop)
-        if pending is None:
-            pending = _put_off_by_loop[self._loop] = {}
-        pending[id(self)] = weakref.ref(self)
-        self._loop.call_soon(self._unwatch_and_release)
-
-    def _unwatch_and_release(self) -> None:
-        pending = _put_off_by_loop.get(self._loop)
-        if pending is not None:
-            pending.pop(id(self), None)
-        self._unwatch()
-        if self._status is not None:
-            self._release()
-
-    def _unwatch_soon(self) -> None:  # the generic path (Child._notify_exited)
-        # Unregistering and closing the pidfd cost ~15 us that are not needed
-        # to deliver the status, so they run after the waiters: the wake-ups
-        # that _reap() scheduled come first in the loop's ready queue. Until
-        # then the loop may report the descriptor readable once more, which
-        # _notify_exited ignores. If the loop is closed before this runs, the
-        # selector is gone and __del__ gives the registration's reference back.
-        self._put_off()
-
-    def __del__(self) -> None:
-        # The loop closed before the put-off step of _notify_exited ran.
-        if self._registered and self._loop.is_closed():
-            self._registered = False
-            self._release_fd()
-            if self._status is not None:
-                self._release()
+        self._exited = True
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(status)
+        # _unwatch() and _release() in one: the registration's reference and
+        # the handle's go together.
+        watcher = self._watcher
+        drop = 1 if self._handle_ref else 0
+        self._handle_ref = False
+        if watcher is not None:
+            self._watcher = None
+            watcher.remove(self._fd)
+            drop += 1
+        if drop:
+            with _refs_lock:
+                self._refs -= drop
+                last = self._refs == 0
+            if last:
+                os.close(self._fd)
 
     def _forget_watch(self) -> None:
-        if not self._registered:
+        watcher = self._watcher
+        if watcher is None:
             return
         if self._loop.is_closed():
-            # The selector is gone with the loop; nothing to unregister.
-            self._registered = False
-            self._release_fd()
+            # No loop thread runs any more: the watcher is ours to change.
+            self._unwatch()
             return
-        # The loop runs in another thread: only it may unregister the reader.
+        # The loop runs in another thread: only it may change the watcher.
         # The registration keeps its reference to the descriptor until then,
-        # so the number cannot be reused under the loop's feet.
+        # so the number cannot be reused under the watcher's feet.
         with contextlib.suppress(RuntimeError):  # closed meanwhile
             self._loop.call_soon_threadsafe(self._unwatch)
 
@@ -180,22 +184,17 @@ class PidfdChild(Child):
             if fd is None:
                 return True
             try:
-                res = _sys.waitid(_sys.P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                res = _sys.waitid(_P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
             except ChildProcessError:
                 return True  # reaped by somebody else
             return res is not None
 
     def _reap_now(self, block: bool) -> ExitStatus | None:
-        # On the path from a child's exit to its waiters' wake-up: explicit
-        # acquire/release rather than the _using_fd() generator.
         fd = self._acquire_fd()
         if fd is None:  # pragma: no cover - the handle holds a reference until reaped
             return lost_status(self.pid)
         try:
-            if block:
-                res = _sys.wait_pidfd_blocking(fd)
-            else:
-                res = _sys.waitid(_sys.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+            res = _sys.wait_pidfd_blocking(fd) if block else _sys.waitid(_P_PIDFD, fd, _REAP)
         except ChildProcessError:
             # Another piece of code reaped our child (waitpid(-1) or
             # SIGCHLD=SIG_IGN). The status is gone; say so.
@@ -216,30 +215,105 @@ class PidfdChild(Child):
             self._release_fd()
 
 
-# Children of each loop whose unregistering and close are put off until after
-# their waiters' wake-ups (weak references: a loop closed before the put-off
-# step runs must not keep them alive; their __del__ closes the pidfd then).
-_put_off_by_loop: weakref.WeakKeyDictionary[
-    asyncio.AbstractEventLoop, dict[int, weakref.ReferenceType[PidfdChild]]
-] = weakref.WeakKeyDictionary()
+class _Watcher:
+    """One epoll instance holding the pidfds of one loop's running children.
 
+    Registered with the loop once, through ``add_reader``; when any of its
+    pidfds turns readable, the loop calls :meth:`_ready`, which hands each
+    exited child its notification. Used on the loop's thread only (and, once
+    the loop is closed, by whoever cleans up after it).
 
-def run_put_off(loop: asyncio.AbstractEventLoop) -> None:
-    """Do the put-off unregistering and closing for ``loop`` now (on its thread).
-
-    Called right before an inline fork: a child that has just been forked
-    runs on a CPU shared with the parent's work (on this VM, every microsecond
-    the parent spends after the fork shows up in the child's run time), so
-    work that can go before the fork should.
+    Lifetime: it lives as long as its loop, and is closed when the loop shuts
+    down (``close_watcher``, from aioproc's shutdown hook), when the loop is
+    garbage collected, or after ``fork()`` in the child (where the epoll
+    instance, shared with the parent, must not be touched).
     """
-    pending = _put_off_by_loop.get(loop)
-    if pending:
-        for ref in list(pending.values()):
-            child = ref()
+
+    __slots__ = ("__weakref__", "_children", "_ep", "_fd", "_forked", "_key", "_loop_ref", "_poll")
+
+    # At most this many exits are handled per loop turn; the rest are
+    # reported again in the next turn (the epoll is level-triggered).
+    BATCH = 256
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._ep = select.epoll()  # close-on-exec
+        self._fd = self._ep.fileno()
+        self._poll = self._ep.poll
+        self._children: dict[int, PidfdChild] = {}
+        self._key = id(loop)
+        self._forked = False
+        self._loop_ref = weakref.ref(loop, self._loop_gone)
+        try:
+            loop.add_reader(self._fd, self._ready)
+        except BaseException:
+            self._ep.close()
+            raise
+
+    def add(self, fd: int, child: PidfdChild) -> None:
+        self._ep.register(fd, select.EPOLLIN)
+        self._children[fd] = child
+
+    def remove(self, fd: int) -> None:
+        # Never in a forked child: the epoll instance is the parent's too.
+        if self._children.pop(fd, None) is not None and not self._forked:
+            self._ep.unregister(fd)
+
+    def _ready(self) -> None:
+        children = self._children
+        for fd, _ in self._poll(0, self.BATCH):
+            child = children.get(fd)
             if child is not None:
-                child._unwatch_and_release()
-        pending.clear()
+                child._notify_exited()
+
+    def close(self) -> None:
+        """Stop watching: unregister from the loop, drop every registration."""
+        if self._forked:
+            return
+        loop = self._loop_ref()
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(Exception):
+                loop.remove_reader(self._fd)
+        for child in list(self._children.values()):
+            child._unwatch()
+        self._ep.close()
+
+    def _loop_gone(self, _: object) -> None:
+        if _watchers.get(self._key) is self:
+            del _watchers[self._key]
+        self.close()
 
 
-# The children belong to the parent process; a forked child must not touch them.
-os.register_at_fork(after_in_child=_put_off_by_loop.clear)
+# The watchers, by the loop they serve: looked up on every spawn, so a plain
+# dict keyed by id(loop), checked against the watcher's weak reference (an id
+# may be reused once its loop is gone).
+_watchers: dict[int, _Watcher] = {}
+
+
+def _watcher_for(loop: asyncio.AbstractEventLoop) -> _Watcher:
+    watcher = _watchers.get(id(loop))
+    if watcher is not None and watcher._loop_ref() is loop:
+        return watcher
+    if loop.is_closed():
+        raise RuntimeError("the event loop is closed")
+    watcher = _watchers[id(loop)] = _Watcher(loop)
+    return watcher
+
+
+def close_watcher(loop: asyncio.AbstractEventLoop) -> None:
+    """Close ``loop``'s watcher, if it has one (the loop is shutting down)."""
+    watcher = _watchers.get(id(loop))
+    if watcher is not None and watcher._loop_ref() is loop:
+        del _watchers[id(loop)]
+        watcher.close()
+
+
+def _after_fork_in_child() -> None:
+    # The epoll instances are shared with the parent: registering or removing
+    # a descriptor in the child would change the parent's set. Forget them
+    # without closing anything (the children they hold are the parent's).
+    for watcher in _watchers.values():
+        watcher._forked = True
+    _watchers.clear()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
