@@ -1026,6 +1026,9 @@ def fork_here(
     """
     if not fork_lock.try_acquire_spawning():
         return None
+    # Work that would otherwise run right after the fork, beside the new
+    # child, runs before it instead.
+    _waiting.flush_put_off(loop)
     try:
         return spawn_sync(spec, mode)
     finally:

@@ -15,8 +15,10 @@ Two backends implement it; a process uses one of them for its whole life:
 
 * ``pidfd.py`` (the default on Linux >= 5.3): a pidfd per child, in one epoll
   instance per loop that the loop watches with ``add_reader``; signals and the
-  reap go through the pidfd, which is closed once the child is reaped.
-  :func:`close_watcher` closes a loop's epoll instance when the loop shuts down.
+  reap go through the pidfd, which is closed once the reaped child's waiters
+  have run (:func:`flush_put_off` does it early; the spawn path calls it before
+  forking). :func:`close_watcher` closes a loop's epoll instance when the loop
+  shuts down.
 * ``pid.py`` (the fallback): SIGCHLD through the signal hub, then
   ``waitid(WNOWAIT)``, mark done, reap, all under the signalling lock.
 
@@ -36,12 +38,13 @@ from typing import Literal
 from ._child import Child
 from ._sys import pidfd_supported
 from .pid import PidChild
-from .pidfd import PidfdChild, close_watcher
+from .pidfd import PidfdChild, close_watcher, flush_put_off
 
 __all__ = [
     "Child",
     "WaitMode",
     "close_watcher",
+    "flush_put_off",
     "get_wait_mode",
     "open_pidfd",
     "set_wait_mode",

@@ -23,8 +23,8 @@ held the number, the number could be reopened as some other pidfd (for a
 different process) and the late user would act on that one. So the descriptor
 is reference-counted: one reference for the handle, one while registered with
 the watcher, one for the duration of each use; whoever drops the last closes
-it. The reaped child's references are dropped in the callback that reaped it,
-so the pidfd is closed by the time ``wait()`` returns.
+it. A reaped child's references are dropped right after its waiters have run
+(in the loop turn after the reap; before it, if the loop thread spawns first).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import select
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from .._status import ExitStatus
 from . import _sys
@@ -44,7 +44,7 @@ from ._child import Child, lost_status, status_from_waitid
 
 assert sys.platform == "linux" or not sys.platform.startswith("win")
 
-__all__ = ["PidfdChild", "close_watcher"]
+__all__ = ["PidfdChild", "close_watcher", "flush_put_off"]
 
 
 # Guards every pidfd's reference count. Held for a compare-and-update only, so
@@ -149,8 +149,17 @@ class PidfdChild(Child):
         for fut in waiters:
             if not fut.done():
                 fut.set_result(status)
-        # _unwatch() and _release() in one: the registration's reference and
-        # the handle's go together.
+        watcher = self._watcher
+        if watcher is not None:
+            # Unregistering and closing cost ~10 us (on caches the idle loop
+            # left cold) that the status does not need, so they come after the
+            # woken waiters have run: see _Watcher.put_off.
+            watcher.put_off(self)
+        else:  # pragma: no cover - a watched child is registered until here
+            self._release()
+
+    def _unwatch_and_release(self) -> None:
+        """:meth:`_unwatch` and :meth:`_release` in one: both references go together."""
         watcher = self._watcher
         drop = 1 if self._handle_ref else 0
         self._handle_ref = False
@@ -223,13 +232,24 @@ class _Watcher:
     exited child its notification. Used on the loop's thread only (and, once
     the loop is closed, by whoever cleans up after it).
 
-    Lifetime: it lives as long as its loop, and is closed when the loop shuts
-    down (``close_watcher``, from aioproc's shutdown hook), when the loop is
-    garbage collected, or after ``fork()`` in the child (where the epoll
-    instance, shared with the parent, must not be touched).
+    Lifetime: the loop owns it (through the reader registration; aioproc's
+    registry holds it weakly, since its children hold the loop and would keep
+    it alive). It is closed when the loop shuts down (``close_watcher``, from
+    aioproc's shutdown hook), or when the loop drops it: ``loop.close()``
+    drops its readers, or the loop is garbage collected. After ``fork()`` in
+    the child it is left alone: the epoll instance is shared with the parent.
     """
 
-    __slots__ = ("__weakref__", "_children", "_ep", "_fd", "_forked", "_key", "_loop_ref", "_poll")
+    __slots__ = (
+        "__weakref__",
+        "_children",
+        "_done",
+        "_ep",
+        "_fd",
+        "_forked",
+        "_loop_ref",
+        "_poll",
+    )
 
     # At most this many exits are handled per loop turn; the rest are
     # reported again in the next turn (the epoll is level-triggered).
@@ -240,14 +260,38 @@ class _Watcher:
         self._fd = self._ep.fileno()
         self._poll = self._ep.poll
         self._children: dict[int, PidfdChild] = {}
-        self._key = id(loop)
+        self._done: list[PidfdChild] = []  # reaped, to unregister and close (put_off)
         self._forked = False
-        self._loop_ref = weakref.ref(loop, self._loop_gone)
+        self._loop_ref = weakref.ref(loop)
         try:
             loop.add_reader(self._fd, self._ready)
         except BaseException:
             self._ep.close()
             raise
+
+    def put_off(self, child: PidfdChild) -> None:
+        """Unregister and close a reaped child's pidfd once its waiters have run.
+
+        The waiters' wake-ups are queued already; a flush queued now runs
+        right after them, in the next loop turn. A spawn on this loop's thread
+        flushes first (``flush_put_off``): work left for after a fork would
+        compete with the new child for a CPU.
+        """
+        done = self._done
+        done.append(child)
+        if len(done) == 1:
+            loop = self._loop_ref()
+            if loop is not None and not loop.is_closed():
+                loop.call_soon(self.flush)
+            else:  # pragma: no cover - the loop is running this very callback
+                self.flush()
+
+    def flush(self) -> None:
+        done = self._done
+        if done:
+            self._done = []
+            for child in done:
+                child._unwatch_and_release()
 
     def add(self, fd: int, child: PidfdChild) -> None:
         self._ep.register(fd, select.EPOLLIN)
@@ -267,8 +311,9 @@ class _Watcher:
 
     def close(self) -> None:
         """Stop watching: unregister from the loop, drop every registration."""
-        if self._forked:
+        if self._forked or self._ep.closed:
             return
+        self.flush()
         loop = self._loop_ref()
         if loop is not None and not loop.is_closed():
             with contextlib.suppress(Exception):
@@ -277,32 +322,62 @@ class _Watcher:
             child._unwatch()
         self._ep.close()
 
-    def _loop_gone(self, _: object) -> None:
-        if _watchers.get(self._key) is self:
-            del _watchers[self._key]
+    def __del__(self) -> None:
+        # The loop dropped us (closed without shutting down, or collected):
+        # give back the children's registrations, and close the epoll.
         self.close()
 
 
 # The watchers, by the loop they serve: looked up on every spawn, so a plain
-# dict keyed by id(loop), checked against the watcher's weak reference (an id
-# may be reused once its loop is gone).
-_watchers: dict[int, _Watcher] = {}
+# dict keyed by id(loop), each checked against the watcher's weak reference to
+# its loop (an id may be reused once its loop is gone). Weak references to the
+# watchers themselves: the loop owns each (see _Watcher).
+_watchers: dict[int, weakref.ReferenceType[_Watcher]] = {}
+
+
+def _forget(key: int) -> Callable[[weakref.ReferenceType[_Watcher]], None]:
+    def forget(ref: weakref.ReferenceType[_Watcher]) -> None:
+        if _watchers.get(key) is ref:
+            del _watchers[key]
+
+    return forget
+
+
+def _watcher_of(loop: asyncio.AbstractEventLoop) -> _Watcher | None:
+    ref = _watchers.get(id(loop))
+    watcher = None if ref is None else ref()
+    if watcher is not None and watcher._loop_ref() is loop:
+        return watcher
+    return None
 
 
 def _watcher_for(loop: asyncio.AbstractEventLoop) -> _Watcher:
-    watcher = _watchers.get(id(loop))
-    if watcher is not None and watcher._loop_ref() is loop:
+    watcher = _watcher_of(loop)
+    if watcher is not None:
         return watcher
     if loop.is_closed():
         raise RuntimeError("the event loop is closed")
-    watcher = _watchers[id(loop)] = _Watcher(loop)
+    watcher = _Watcher(loop)
+    _watchers[id(loop)] = weakref.ref(watcher, _forget(id(loop)))
     return watcher
+
+
+def flush_put_off(loop: asyncio.AbstractEventLoop) -> None:
+    """Do the put-off unregistering and closing for ``loop`` now (on its thread).
+
+    Called right before a fork on the loop's thread: a child that has just
+    been forked runs beside whatever the parent does next, so work that can go
+    before the fork should.
+    """
+    watcher = _watcher_of(loop)
+    if watcher is not None and watcher._done:
+        watcher.flush()
 
 
 def close_watcher(loop: asyncio.AbstractEventLoop) -> None:
     """Close ``loop``'s watcher, if it has one (the loop is shutting down)."""
-    watcher = _watchers.get(id(loop))
-    if watcher is not None and watcher._loop_ref() is loop:
+    watcher = _watcher_of(loop)
+    if watcher is not None:
         del _watchers[id(loop)]
         watcher.close()
 
@@ -311,8 +386,10 @@ def _after_fork_in_child() -> None:
     # The epoll instances are shared with the parent: registering or removing
     # a descriptor in the child would change the parent's set. Forget them
     # without closing anything (the children they hold are the parent's).
-    for watcher in _watchers.values():
-        watcher._forked = True
+    for ref in _watchers.values():
+        watcher = ref()
+        if watcher is not None:
+            watcher._forked = True
     _watchers.clear()
 
 
