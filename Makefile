@@ -10,7 +10,8 @@ PYTEST_ARGS ?=
 
 all: test
 
-$(STAMP): pyproject.toml
+# setup.py and the C file: the optional C module is built by the install.
+$(STAMP): pyproject.toml setup.py aioproc/_waiting/_waitid.c
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -22,8 +23,8 @@ demo: $(STAMP)
 	$(BIN)/python examples/supervisor_demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check aioproc tests examples benchmarks tools
-	$(BIN)/ruff format --check aioproc tests examples benchmarks tools
+	$(BIN)/ruff check setup.py aioproc tests examples benchmarks tools
+	$(BIN)/ruff format --check setup.py aioproc tests examples benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy aioproc
@@ -40,4 +41,4 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache aioproc/_waiting/*.so

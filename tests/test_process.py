@@ -8,6 +8,7 @@ asyncio's default loop and on uvloop (see conftest.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import gc
 import os
@@ -402,6 +403,60 @@ async def test_the_pidfd_is_closed_right_after_the_waiters_ran() -> None:
         assert _pidfd_of(fd) == -1, "expected to be put off past the wake-up"
         await asyncio.sleep(0)
         assert _pidfd_of(fd) is None
+    finally:
+        aioproc.set_wait_mode("auto")
+
+
+@pytest.mark.parametrize("awaiting", ["wait_exited", "hold_reap"])
+async def test_a_stale_watcher_report_does_not_mark_a_live_child_exited(awaiting: str) -> None:
+    # With one pidfd registered, the watcher hands a report straight to that
+    # child without asking epoll which pidfd is ready. A report can be stale:
+    # the ready pidfd was unregistered, and this child's added, after the
+    # loop's epoll said "readable". The general exit path (taken while an
+    # exit is awaited without a reap, or a reap is held) marks the child
+    # exited before reaping, so it must first ask the kernel. Without that
+    # check the live child here was marked exited and unwatched, and its
+    # real exit later reached nobody: wait() hung.
+    aioproc.set_wait_mode("pidfd")
+    try:
+        proc = await aioproc.spawn(["sleep", "30"])
+        child = proc._child
+        watcher = child._watcher  # type: ignore[attr-defined]
+        assert list(watcher._children.values()) == [child]
+        with contextlib.ExitStack() as stack:
+            if awaiting == "wait_exited":
+                exited = asyncio.ensure_future(child.wait_exited())
+                await asyncio.sleep(0)
+                assert child._exited_fut is not None
+            else:
+                stack.enter_context(child.hold_reap())
+            watcher._ready()  # the stale report
+            assert not child._exited
+            assert list(watcher._children.values()) == [child], "unwatched while alive"
+            proc.kill()
+            if awaiting == "wait_exited":
+                await asyncio.wait_for(exited, 10)
+            else:
+                await asyncio.wait_for(child.wait_exited(), 10)
+        status = await asyncio.wait_for(proc.wait(), 10)
+        assert status.signal == signal.SIGKILL
+    finally:
+        aioproc.set_wait_mode("auto")
+
+
+async def test_the_watcher_delivers_the_exit_of_its_only_child() -> None:
+    # The single-pidfd shortcut: a report for the one registered child reaps
+    # it, and one that comes while it still runs (a stale one) does nothing.
+    aioproc.set_wait_mode("pidfd")
+    try:
+        proc = await aioproc.spawn(["sleep", "30"])
+        watcher = proc._child._watcher  # type: ignore[attr-defined]
+        assert len(watcher._children) == 1
+        watcher._ready()
+        assert proc.status is None
+        proc.terminate()
+        status = await asyncio.wait_for(proc.wait(), 10)
+        assert status.signal == signal.SIGTERM
     finally:
         aioproc.set_wait_mode("auto")
 

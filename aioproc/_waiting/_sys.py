@@ -5,12 +5,19 @@
 and in pidfd mode we must reap through the pidfd (``P_PIDFD``), never by PID, so
 ``os.wait4`` is not an option there. Where ctypes or the system-call number is
 not available, :func:`waitid` falls back to ``os.waitid`` and reports no rusage.
+
+A small optional C module, ``_waitid`` (``_waitid.c``, built at install time
+where a compiler is at hand), makes the same call without ctypes' per-call
+cost; :func:`waitid` uses it when it was built, unless ``AIOPROC_NO_C_WAITID=1``
+is set in the environment. :func:`waitid_ctypes` is the fallback, kept callable
+so the tests can hold the two to the same results.
 """
 
 from __future__ import annotations
 
 import ctypes
 import errno
+import functools
 import os
 import platform
 import resource
@@ -18,9 +25,19 @@ import signal
 import struct
 import sys
 import threading
+from collections.abc import Callable
 from typing import NamedTuple
 
-__all__ = ["P_PID", "P_PIDFD", "WaitResult", "pidfd_open", "pidfd_send_signal", "waitid"]
+__all__ = [
+    "C_WAITID",
+    "P_PID",
+    "P_PIDFD",
+    "WaitResult",
+    "pidfd_open",
+    "pidfd_send_signal",
+    "waitid",
+    "waitid_ctypes",
+]
 
 P_PID: int = getattr(os, "P_PID", 1)
 P_PIDFD: int = getattr(os, "P_PIDFD", 3)
@@ -128,8 +145,8 @@ def rusage_from_raw(raw: bytes) -> resource.struct_rusage:
     return resource.struct_rusage(values)
 
 
-def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
-    """``waitid(2)``: None when ``WNOHANG`` is given and nothing has exited.
+def waitid_ctypes(idtype: int, ident: int, options: int) -> WaitResult | None:
+    """:func:`waitid` through ctypes, for where the C module was not built.
 
     Never blocks on a non-blocking pidfd; see :func:`wait_pidfd_blocking`.
 
@@ -137,7 +154,8 @@ def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
     ours, i.e. somebody else reaped it. EINTR is retried.
     """
     # The ctypes call keeps the GIL (PyDLL): it must never block.
-    assert options & os.WNOHANG, "waitid() without WNOHANG would block holding the GIL"
+    if not options & os.WNOHANG:
+        raise ValueError("waitid() without WNOHANG would block holding the GIL")
     if _syscall is None:
         try:
             res = os.waitid(idtype, ident, options)
@@ -166,6 +184,36 @@ def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
     # With WNOWAIT the kernel does not fill in rusage.
     rusage = None if options & os.WNOWAIT else buf.rusage.raw
     return WaitResult(pid, code, status, rusage)
+
+
+_c_waitid: Callable[[int, int, int], tuple[int, int, int, bytes | None] | None] | None
+try:
+    from ._waitid import waitid as _c_waitid
+except ImportError:
+    _c_waitid = None
+if os.environ.get("AIOPROC_NO_C_WAITID") == "1":
+    _c_waitid = None
+
+#: Whether :func:`waitid` uses the C module (else ctypes, or ``os.waitid``).
+C_WAITID: bool = _c_waitid is not None
+
+_as_result = functools.partial(tuple.__new__, WaitResult)
+
+
+def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
+    """``waitid(2)``: None when ``WNOHANG`` is given and nothing has exited.
+
+    Never blocks: ``options`` must include ``WNOHANG`` (on a non-blocking pidfd,
+    "not exited yet" is None too); see :func:`wait_pidfd_blocking`. With
+    ``WNOWAIT`` the rusage is None, as the kernel fills none in.
+
+    Raises :class:`ChildProcessError` (ECHILD) when there is no such child of
+    ours, i.e. somebody else reaped it. EINTR is retried.
+    """
+    if _c_waitid is None:
+        return waitid_ctypes(idtype, ident, options)
+    res = _c_waitid(idtype, ident, options)
+    return None if res is None else _as_result(res)
 
 
 def pidfd_open(pid: int) -> int:
