@@ -740,12 +740,23 @@ class SpawnPool:
                 self._exiting += 1
                 self._queue.put(None)
 
-    def submit(self, job: _Job[Any]) -> None:
+    def submit(self, jobs: Sequence[_Job[Any]]) -> None:
+        """Queue ``jobs``, starting workers as needed (up to the size).
+
+        A burst queues all of its jobs at once: one pass under the lock, so
+        the loop thread, which runs this, is not held up for long, nor
+        interrupted by a worker, while it does. Raises BlockingIOError (and
+        queues nothing) when no worker runs and none can be started.
+        """
         with self._lock:
-            self._queued += 1
-            # Items ahead of this job (exit markers included) take idle workers
-            # first; start a worker if none would be left for it.
-            if self._queued > self._idle and len(self._threads) - self._exiting < self._size:
+            self._queued += len(jobs)
+            # Items ahead of these jobs (exit markers included) take idle
+            # workers first; start a worker for each item none would be left
+            # for, up to the size.
+            wanted = min(
+                self._queued - self._idle, self._size - (len(self._threads) - self._exiting)
+            )
+            for _ in range(wanted):
                 thread = threading.Thread(target=self._work, name="aioproc-spawn", daemon=True)
                 self._threads.add(thread)
                 try:
@@ -753,17 +764,20 @@ class SpawnPool:
                         thread.start()
                 except RuntimeError as exc:
                     # Out of processes/threads (RLIMIT_NPROC, a pids cgroup). A
-                    # worker that already runs will take the job; with none,
-                    # the spawn fails the way fork would have.
+                    # worker that already runs will take the jobs; with none,
+                    # the spawns fail the way fork would have.
                     self._threads.discard(thread)
                     if len(self._threads) - self._exiting <= 0:
-                        self._queued -= 1
+                        self._queued -= len(jobs)
                         raise BlockingIOError(
                             errno.EAGAIN,
                             f"cannot start a spawn worker thread ({exc}): the limit on "
                             "processes (RLIMIT_NPROC or a pids cgroup) is reached",
                         ) from exc
-            self._queue.put(job)
+                    break
+            put = self._queue.put
+            for job in jobs:
+                put(job)
 
     def _work(self) -> None:
         # Block every signal in this thread, so that process-directed signals
@@ -1119,14 +1133,15 @@ def _job_ended(loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
-    for job in _batches.pop(loop, ()):
-        if job.state != "queued":
-            continue  # withdrawn before the hand-over: nothing to do
-        try:
-            _pool.submit(job)
-        except Exception as exc:
-            # Nothing was created; the requester gets the error, and the rest
-            # of the batch still gets its chance.
+    # Jobs withdrawn before the hand-over have nothing left to do.
+    jobs = [job for job in _batches.pop(loop, ()) if job.state == "queued"]
+    if not jobs:
+        return
+    try:
+        _pool.submit(jobs)
+    except Exception as exc:
+        # Nothing was created; every requester of the batch gets the error.
+        for job in jobs:
             if job.withdraw():
                 _job_ended(loop)
             if job.future is not None and not job.future.done():

@@ -324,3 +324,43 @@ async def test_a_worker_timing_out_as_a_job_is_queued_does_not_strand_it() -> No
             thread.join(10)
         _spawn._pool._queue = real_queue
         aioproc.set_spawn_workers(before)
+
+
+async def test_a_burst_starts_one_worker_per_queued_job_up_to_the_size() -> None:
+    # A burst's jobs are queued in one pass; workers are started for the jobs
+    # no idle worker will take, never more, and never past the pool's size.
+    from aioproc import _spawn
+
+    loop = asyncio.get_running_loop()
+    pool = _spawn.SpawnPool(3)
+    release = threading.Event()
+    running = threading.Semaphore(0)
+
+    def build() -> _spawn.SpawnSpec:
+        running.release()
+        release.wait(10)  # holds its worker busy
+        raise ValueError("not spawned: this test only counts workers")
+
+    def make_job() -> _spawn._Job[object]:
+        # As enqueue() makes them: counted in flight until delivered.
+        _spawn._inflight[loop] = _spawn._inflight.get(loop, 0) + 1
+        return _spawn._Job(build, "pidfd", loop, lambda spec, res: None)
+
+    jobs = [make_job()]
+    try:
+        pool.submit(jobs[:1])
+        assert len(pool._threads) == 1
+        assert running.acquire(timeout=10)  # that worker is busy now
+        jobs += [make_job(), make_job(), make_job()]
+        pool.submit(jobs[1:])
+        assert len(pool._threads) == 3, "two more, then the size stops it"
+    finally:
+        release.set()
+        outcomes = await asyncio.gather(
+            *(job.future for job in jobs if job.future is not None), return_exceptions=True
+        )
+        pool.resize(0)
+        for thread in list(pool._threads):
+            thread.join(10)
+    assert len(outcomes) == 4
+    assert all(isinstance(o, ValueError) for o in outcomes)
