@@ -73,7 +73,7 @@ STAMP_SOURCES = (
 @dataclasses.dataclass(frozen=True)
 class Peer:
     name: str
-    api: str  # "raw", "popen", "asyncio" or "aioproc"
+    api: str  # "raw", "popen", "floor", "asyncio" or "aioproc"
     loop: str | None  # "asyncio" or "uvloop"; None for the synchronous peers
     mode: str | None  # aioproc's wait mode
     what: str
@@ -83,6 +83,15 @@ class Peer:
 PEERS = (
     Peer("raw", "raw", None, None, "os.posix_spawn + os.waitpid (the floor)"),
     Peer("popen", "popen", None, None, "subprocess.Popen + Popen.wait()"),
+    Peer(
+        "floor",
+        "floor",
+        "asyncio",
+        None,
+        "the least a library can do on the default loop: posix_spawn, pidfd_open, "
+        "add_reader, os.waitid; no checks, no safety, spawns inline",
+    ),
+    Peer("floor-uvloop", "floor", "uvloop", None, "the same on uvloop"),
     Peer("asyncio", "asyncio", "asyncio", None, "asyncio.create_subprocess_exec, default loop"),
     Peer("uvloop", "asyncio", "uvloop", None, "asyncio.create_subprocess_exec on uvloop"),
     Peer("aioproc", "aioproc", "asyncio", "pidfd", "aioproc.spawn, pidfd mode, default loop"),
@@ -273,7 +282,45 @@ def configure_spawn_workers(workers: int | None) -> int | None:
     return None if getter is None else int(getter())
 
 
+def floor_ops() -> tuple[Spawn, Wait]:
+    """The floor of a loop: what any thread-free library on it must at least do.
+
+    Spawn with ``posix_spawn`` (inline), watch the pidfd with ``add_reader``,
+    reap with ``os.waitid``, wake the waiter through a future. Nothing is
+    checked and nothing is safe (no fork lock, no rusage, no cleanup on
+    cancellation): its latency and sequential rate are what the loop itself
+    allows, so aioproc's ``x floor`` is its own cost on that loop.
+    """
+    loop = asyncio.get_running_loop()
+
+    async def spawn(argv: list[str]) -> int:
+        # Inline on purpose: the floor pays no thread hand-off.
+        return os.pidfd_open(os.posix_spawn(argv[0], argv, os.environ))  # noqa: ASYNC221
+
+    async def wait(fd: int) -> int:
+        fut: asyncio.Future[int] = loop.create_future()
+
+        def ready() -> None:
+            try:
+                res = os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+            except BlockingIOError:  # uvloop's non-blocking pidfd, not exited yet
+                return
+            if res is None:
+                return
+            loop.remove_reader(fd)
+            os.close(fd)
+            exited = res.si_code == os.CLD_EXITED
+            fut.set_result(res.si_status if exited else -res.si_status)
+
+        loop.add_reader(fd, ready)
+        return await fut
+
+    return spawn, wait
+
+
 def make_ops(peer: Peer, p: Params, meta: dict[str, Any]) -> tuple[Spawn, Wait]:
+    if peer.api == "floor":
+        return floor_ops()
     if peer.api == "asyncio":
 
         async def spawn(argv: list[str]) -> Any:
@@ -500,13 +547,37 @@ RATIOS = (
 )
 
 
+# Within-round ratios to the floor peer of the same loop: (name, metric).
+FLOOR_RATIOS = (
+    ("seq_x_floor", "seq_per_s"),
+    ("lat_p50_x_floor", "lat_p50_us"),
+)
+FLOOR_OF_LOOP = {"asyncio": "floor", "uvloop": "floor-uvloop"}
+
+
 def add_ratios(round_: dict[str, dict[str, Any]]) -> None:
+    def ratio(value: Any, base: Any) -> float | None:
+        if isinstance(base, (int, float)) and isinstance(value, (int, float)) and base > 0:
+            return value / base
+        return None
+
     for key, metric, base_peer in RATIOS:
         base = round_.get(base_peer, {}).get(metric)
         for res in round_.values():
-            value = res.get(metric)
-            if isinstance(base, (int, float)) and isinstance(value, (int, float)) and base > 0:
-                res[key] = value / base
+            r = ratio(res.get(metric), base)
+            if r is not None:
+                res[key] = r
+    for name, res in round_.items():
+        loop = PEER_BY_NAME[name].loop if name in PEER_BY_NAME else None
+        floor = round_.get(FLOOR_OF_LOOP.get(loop or "", ""), {})
+        for key, metric in FLOOR_RATIOS:
+            r = ratio(res.get(metric), floor.get(metric))
+            if r is not None:
+                res[key] = r
+        # The storm stall beyond what the harness alone stalls (null storm).
+        stall, null = res.get("storm_stall_ms"), res.get("null_storm_stall_ms")
+        if isinstance(stall, (int, float)) and isinstance(null, (int, float)):
+            res["storm_own_stall_ms"] = max(0.0, stall - null)
 
 
 def medians(rounds: list[dict[str, dict[str, Any]]], peers: list[str]) -> dict[str, dict[str, Any]]:
@@ -533,6 +604,7 @@ def medians(rounds: list[dict[str, dict[str, Any]]], peers: list[str]) -> dict[s
 THROUGHPUT = (
     ("seq_per_s", "seq/s", "{:.0f}"),
     ("seq_x_raw", "x raw", "{:.2f}"),
+    ("seq_x_floor", "x floor", "{:.2f}"),
     ("conc_total_s", "conc s", "{:.3f}"),
     ("conc_threads", "conc thr", "{:.0f}"),
     ("conc_rss_kib", "conc RSS KiB", "{:.0f}"),
@@ -544,12 +616,14 @@ THROUGHPUT = (
 LATENCY = (
     ("lat_p50_us", "lat p50 us", "{:.0f}"),
     ("lat_p50_x_raw", "x raw", "{:.2f}"),
+    ("lat_p50_x_floor", "x floor", "{:.2f}"),
     ("lat_p99_us", "lat p99 us", "{:.0f}"),
     ("lat_p99_x_raw", "x raw", "{:.2f}"),
     ("stall_spawn_s", "spawn200 s", "{:.3f}"),
     ("stall_ms", "stall200 ms", "{:.1f}"),
     ("storm_stall_ms", "storm stall ms", "{:.1f}"),
     ("null_storm_stall_ms", "null storm ms", "{:.1f}"),
+    ("storm_own_stall_ms", "own storm ms", "{:.1f}"),
     ("idle_stall_ms", "idle stall ms", "{:.1f}"),
 )
 
