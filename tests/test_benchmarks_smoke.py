@@ -7,7 +7,8 @@
 * ``soak.py`` for a few hundred cycles on each loop: the sampled descriptors,
   children and threads stay equal to the first sample, and the summary says
   ``flat`` (the script's exit status is 1 otherwise);
-* ``signal_latency.py`` with a small N: a p50/p99 line per row.
+* ``signal_latency.py`` with a small N: a p50/p99 line per row;
+* ``storm_floor.py`` with a small storm: a row per loop and kind of task.
 
 No timing is asserted: benchmark numbers belong in docs/benchmarks.md,
 docs/reliability.md and docs/signals.md, not in tests.
@@ -50,13 +51,14 @@ def _json_lines(stdout: str) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(60)
 def test_spawn_wait_quick_prints_tables() -> None:
-    r = _run("spawn_wait.py", "--quick", "--only", "raw,aioproc")
+    r = _run("spawn_wait.py", "--quick", "--only", "raw,floor,aioproc")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     headers = [line for line in lines if line.startswith("peer ")]
     assert len(headers) >= 2, r.stdout  # throughput table, latency table, targets
-    assert any(line.startswith("aioproc ") for line in lines), r.stdout
-    assert any(line.startswith("raw ") for line in lines), r.stdout
+    assert all("x floor" in h for h in headers[:2]), headers
+    for peer in ("aioproc", "raw", "floor"):
+        assert any(line.startswith(peer + " ") for line in lines), r.stdout
 
 
 @pytest.mark.timeout(60)
@@ -131,3 +133,17 @@ def test_signal_latency_small_n_prints_rows() -> None:
     for row in rows[1::2]:  # aioproc's rows, each with its ratio to the bare callback
         assert "aioproc subscribe" in row, r.stdout
         assert "x bare p50)" in row, r.stdout
+
+
+@pytest.mark.timeout(60)
+def test_storm_floor_prints_a_row_per_loop_and_kind() -> None:
+    r = _run("storm_floor.py", "--runs", "1", "--storm", "50")
+    assert r.returncode == 0, r.stderr
+    rows = [line.split() for line in r.stdout.splitlines()[1:]]
+    assert [row[:2] for row in rows] == [
+        ["asyncio", "yield"],
+        ["asyncio", "timer"],
+        ["uvloop", "yield"],
+        ["uvloop", "timer"],
+    ], r.stdout
+    assert all(float(row[2]) >= 0 for row in rows), r.stdout
