@@ -11,6 +11,7 @@ import resource
 import select
 import shutil
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Iterator
 
@@ -173,3 +174,12 @@ def test_the_public_waitid_returns_wait_results(spawn_child: Callable[[str], Chi
     res = _sys.waitid(os.P_PIDFD, child.fd, REAP)
     assert isinstance(res, _sys.WaitResult)
     assert (res.pid, res.code, res.status) == (child.pid, _sys.CLD_EXITED, 0)
+
+
+def test_the_environment_switch_forces_the_ctypes_path() -> None:
+    code = "from aioproc._waiting import _sys; print(_sys.C_WAITID)"
+    env = {**os.environ, "AIOPROC_NO_C_WAITID": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
