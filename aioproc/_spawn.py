@@ -746,7 +746,8 @@ class SpawnPool:
         A burst queues all of its jobs at once: one pass under the lock, so
         the loop thread, which runs this, is not held up for long, nor
         interrupted by a worker, while it does. Raises BlockingIOError (and
-        queues nothing) when no worker runs and none can be started.
+        queues nothing) when no worker runs and none can be started, and
+        RuntimeError when the pool's size is 0.
         """
         with self._lock:
             self._queued += len(jobs)
@@ -775,6 +776,14 @@ class SpawnPool:
                             "processes (RLIMIT_NPROC or a pids cgroup) is reached",
                         ) from exc
                     break
+            if len(self._threads) - self._exiting <= 0:
+                # Resized to 0 after these spawns chose the pool, in the same
+                # loop iteration: queued, they would wait for ever.
+                self._queued -= len(jobs)
+                raise RuntimeError(
+                    "the spawn pool has no workers: set_spawn_workers(0) was called "
+                    "while these spawns waited to be handed to it"
+                )
             put = self._queue.put
             for job in jobs:
                 put(job)

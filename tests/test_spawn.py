@@ -364,3 +364,28 @@ async def test_a_burst_starts_one_worker_per_queued_job_up_to_the_size() -> None
             thread.join(10)
     assert len(outcomes) == 4
     assert all(isinstance(o, ValueError) for o in outcomes)
+
+
+async def test_a_burst_caught_by_a_resize_to_zero_fails_instead_of_hanging() -> None:
+    # set_spawn_workers(0) between a burst's first steps and its hand-over to
+    # the pool (one loop iteration): no worker would ever take those jobs.
+    from aioproc import _spawn
+
+    loop = asyncio.get_running_loop()
+    before = aioproc.get_spawn_workers()
+    if before == 0:
+        pytest.skip("the spawn pool is off")
+    spawns = [asyncio.ensure_future(aioproc.spawn(["true"])) for _ in range(4)]
+    await asyncio.sleep(0)  # their first steps: the jobs wait for the hand-over
+    aioproc.set_spawn_workers(0)
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*spawns, return_exceptions=True), 10)
+    finally:
+        aioproc.set_spawn_workers(before)
+    procs = [r for r in results if isinstance(r, aioproc.Process)]
+    errors = [r for r in results if isinstance(r, BaseException)]
+    for proc in procs:  # the first may have been forked inline before the burst
+        await proc.wait()
+    assert errors, results
+    assert all(isinstance(e, RuntimeError) and "no workers" in str(e) for e in errors), errors
+    assert loop not in _spawn._inflight  # nothing left counted in flight
