@@ -22,7 +22,7 @@ from typing import Any, Literal, NamedTuple, final
 
 import anyio.abc
 
-from . import _waiting
+from . import _procfs, _waiting
 from ._spawn import (
     Redirect,
     Spawned,
@@ -223,10 +223,11 @@ class Process(anyio.abc.Process):
 
         Sends ``stop_signal``, waits up to ``timeout`` (default ``stop_timeout``)
         for it to exit, then sends SIGKILL, then reaps it. With
-        ``kill_group=True`` both signals go to the whole process group, and
-        once the leader has exited, still unreaped, any member left in the
-        group gets SIGKILL, so the group is empty when it returns and the group
-        id could not have been recycled meanwhile.
+        ``kill_group=True`` both signals go to the whole process group, and the
+        timeout covers the group: members still shutting down when the leader
+        exits get the rest of it (the leader is kept unreaped meanwhile, so the
+        group id stays ours). Then whatever is left in the group gets SIGKILL,
+        so the group is empty when this returns.
         """
         child = self._child
         if child.status is not None:
@@ -234,6 +235,8 @@ class Process(anyio.abc.Process):
         timeout = self.stop_timeout if timeout is None else timeout
         if timeout < 0:
             raise ValueError("timeout must not be negative")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         hold = child.hold_reap() if self.kill_group else contextlib.nullcontext()
         with hold:
             with contextlib.suppress(ProcessLookupError):
@@ -243,6 +246,15 @@ class Process(anyio.abc.Process):
             except asyncio.TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     self._signal_target(_signal.SIGKILL)
+            else:
+                if self.kill_group:
+                    # A shell leader often dies of the stop signal at once
+                    # while its workers, which got it too, still shut down
+                    # cleanly: wait for them until the deadline, rather than
+                    # cut them short with the sweep below.
+                    left = deadline - loop.time()
+                    if left > 0:
+                        await _procfs.wait_gone(lambda: _procfs.group_members(self.pid), left)
             if self.kill_group:
                 # The leader is a zombie (or about to die of SIGKILL) and not
                 # reaped: the group id is still ours. Sweep what is left.

@@ -246,9 +246,10 @@ async def test_stop_with_kill_group_leaves_no_group_member(wait_mode: str) -> No
 
 async def test_stop_with_kill_group_sweeps_members_after_leader_exits(wait_mode: str) -> None:
     # The leader obeys SIGTERM at once, a member ignores it: the member must
-    # still be gone, killed while the leader was an unreaped zombie.
+    # still be gone, killed (once the rest of the timeout ran out) while the
+    # leader was an unreaped zombie.
     script = "(trap '' TERM; echo ready; exec sleep 30) & wait"
-    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True, stop_timeout=5)
+    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True, stop_timeout=0.3)
     assert proc.stdout is not None
     assert await proc.stdout.readline() == b"ready\n"
     pidfds = open_pidfds(group_members(proc.pid) - {proc.pid})
@@ -256,6 +257,32 @@ async def test_stop_with_kill_group_sweeps_members_after_leader_exits(wait_mode:
     status = await proc.stop()
     assert status.signal is signal.SIGTERM
     assert wait_gone(pidfds)
+    assert group_members(proc.pid) == set()
+    await proc.aclose()
+
+
+async def test_stop_with_kill_group_lets_members_finish_within_the_timeout(
+    wait_mode: str, tmp_path: Path
+) -> None:
+    # The leader dies of SIGTERM at once; a member takes 0.3 s to shut down
+    # cleanly after its SIGTERM. The timeout (5 s) covers the whole group, so
+    # the member finishes: it is not cut short by the SIGKILL sweep that
+    # follows the leader's exit. (Before, the sweep came right after the
+    # leader's exit, and the member never wrote its file.)
+    done = tmp_path / "member-done"
+    member = (
+        f"trap 'sleep 0.3; echo clean > {done}; exit 0' TERM; "
+        "echo ready; while :; do sleep 0.05; done"
+    )
+    script = '(sh -c "$0") & wait'
+    proc = await aioproc.spawn(
+        ["sh", "-c", script, member], stdout=PIPE, kill_group=True, stop_timeout=5
+    )
+    assert proc.stdout is not None
+    assert await proc.stdout.readline() == b"ready\n"
+    status = await proc.stop()
+    assert status.signal is signal.SIGTERM
+    assert done.read_text() == "clean\n", "the member was killed before it finished"
     assert group_members(proc.pid) == set()
     await proc.aclose()
 

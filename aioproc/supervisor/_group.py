@@ -17,7 +17,10 @@ as long as the leader is unreaped (alive or a zombie). So:
 * :func:`wait_group_empty` waits, without polling when pidfds are available, until
   the leader has exited and no live process is left in the group.
 
-The same /proc scanning serves ``aioproc init`` (:func:`descendants`).
+The /proc scans and the pidfd waits themselves (:func:`group_members`,
+:func:`descendants`, :func:`wait_gone`) live in ``aioproc/_procfs.py``, shared with
+``Process.stop()`` and ``aioproc init``: a leaf module of utilities, the one private
+module the supervisor imports.
 """
 
 from __future__ import annotations
@@ -26,10 +29,19 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager as ContextManager
 
 from .. import Process
+from .._procfs import (
+    GONE,
+    UNSUPPORTED,
+    descendants,
+    group_members,
+    pidfd_open_ex,
+    pidfd_or_none,
+    wait_gone,
+)
 
 __all__ = [
     "LeaderWatch",
@@ -40,10 +52,6 @@ __all__ = [
     "wait_gone",
     "wait_group_empty",
 ]
-
-#: Switch for the tests: False forces the polling fallback used where pidfd_open is
-#: refused (old kernels, seccomp filters).
-use_pidfd = True
 
 
 def hold_reap(proc: Process) -> ContextManager[None]:
@@ -73,54 +81,6 @@ def signal_group(proc: Process, sig: int) -> bool:
     return True
 
 
-# ----------------------------------------------------------------------- /proc
-
-
-def _stat(pid: int | str) -> list[str] | None:
-    """The fields of /proc/PID/stat after the command name (state is [0]), or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    return data.rsplit(b")", 1)[1].decode().split()
-
-
-def _live(fields: list[str]) -> bool:
-    return fields[0] not in ("Z", "X", "x")
-
-
-def group_members(pgid: int) -> set[int]:
-    """Live (not zombie) processes of process group ``pgid``."""
-    out = set()
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(entry)
-            if fields is not None and int(fields[2]) == pgid and _live(fields):
-                out.add(int(entry))
-    return out
-
-
-def descendants(root: int) -> set[int]:
-    """Live processes below ``root`` in the process tree (not ``root`` itself)."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(entry)
-            if fields is not None and _live(fields):
-                parent[int(entry)] = int(fields[1])
-    out: set[int] = set()
-    for pid in parent:
-        chain = []
-        p = pid
-        while p in parent and p not in out and p != root:
-            chain.append(p)
-            p = parent[p]
-        if p == root or p in out:
-            out.update(chain)
-    return out
-
-
 # ------------------------------------------------------------------ waiting
 
 
@@ -141,7 +101,7 @@ class LeaderWatch:
             return
         # Safe to open by PID: the child is ours and held unreaped, so its PID
         # cannot name another process yet.
-        fd = _pidfd_open(proc.pid)
+        fd = pidfd_or_none(proc.pid)
         if fd is None:
             self._task = loop.create_task(self._poll(proc))
         else:
@@ -186,96 +146,6 @@ class LeaderWatch:
             self._task = None
 
 
-_GONE = -1
-_UNSUPPORTED = -2
-
-
-def _pidfd_open_ex(pid: int) -> int:
-    """A pidfd for ``pid``, or _GONE (no such process) or _UNSUPPORTED."""
-    if not use_pidfd:
-        return _UNSUPPORTED
-    try:
-        return os.pidfd_open(pid)
-    except ProcessLookupError:
-        return _GONE
-    except OSError:  # ENOSYS, or refused by a seccomp filter
-        return _UNSUPPORTED
-
-
-def _pidfd_open(pid: int) -> int | None:
-    fd = _pidfd_open_ex(pid)
-    return fd if fd >= 0 else None
-
-
-@contextlib.contextmanager
-def _pidfds(pids: Iterable[int]) -> Iterator[list[int]]:
-    """Open pidfds for those of ``pids`` that can be watched; closed on exit."""
-    fds = []
-    try:
-        for pid in pids:
-            fd = _pidfd_open(pid)
-            if fd is not None:
-                fds.append(fd)
-        yield fds
-    finally:
-        for fd in fds:
-            os.close(fd)
-
-
-async def _all_readable(fds: list[int], timeout: float | None) -> bool:
-    """Wait until every pidfd is readable (its process exited); False on timeout."""
-    if not fds:
-        return True
-    loop = asyncio.get_running_loop()
-    done: asyncio.Future[None] = loop.create_future()
-    pending = set(fds)
-
-    def ready(fd: int) -> None:
-        loop.remove_reader(fd)
-        pending.discard(fd)
-        if not pending and not done.done():
-            done.set_result(None)
-
-    for fd in fds:
-        loop.add_reader(fd, ready, fd)
-    try:
-        await asyncio.wait_for(asyncio.shield(done), timeout)
-        return True
-    except asyncio.TimeoutError:
-        return False
-    finally:
-        for fd in pending:
-            loop.remove_reader(fd)
-
-
-async def wait_gone(scan: Callable[[], set[int]], timeout: float | None) -> bool:
-    """Wait until ``scan()`` finds no process; False if ``timeout`` runs out first.
-
-    Event-driven where pidfds can be opened: open one for each process found, wait
-    until all of them have exited, scan again (a member may have forked meanwhile),
-    and so on. A PID may be reused between the scan and ``pidfd_open``; then we wait
-    for an unrelated process, which costs time but never signals anybody, and the
-    rescan does not find it any more. Without pidfds it polls, backing off to 50 ms.
-    """
-    loop = asyncio.get_running_loop()
-    deadline = None if timeout is None else loop.time() + timeout
-    delay = 0.002
-    while True:
-        found = scan()
-        if not found:
-            return True
-        left = None if deadline is None else deadline - loop.time()
-        if left is not None and left <= 0:
-            return False
-        with _pidfds(found) as fds:
-            if fds:
-                if not await _all_readable(fds, left):
-                    return False
-                continue
-        await asyncio.sleep(delay if left is None else min(delay, left))
-        delay = min(delay * 2, 0.05)
-
-
 async def wait_group_empty(pgid: int, leader: LeaderWatch, timeout: float | None) -> bool:
     """Wait until the leader has exited and no live process is left in group ``pgid``."""
     loop = asyncio.get_running_loop()
@@ -298,10 +168,10 @@ def kill_pids(pids: Iterable[int], sig: int, still_ours: Callable[[int], bool]) 
     """
     sent = 0
     for pid in pids:
-        fd = _pidfd_open_ex(pid)
-        if fd == _GONE:
+        fd = pidfd_open_ex(pid)
+        if fd == GONE:
             continue
-        if fd == _UNSUPPORTED:
+        if fd == UNSUPPORTED:
             if still_ours(pid):  # no pidfds: best effort by PID
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)

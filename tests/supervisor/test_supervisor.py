@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from aioproc import _procfs
 from aioproc.supervisor import (
     BackingOff,
     Backoff,
@@ -27,7 +28,6 @@ from aioproc.supervisor import (
     Stopped,
     Stopping,
     Supervisor,
-    _group,
 )
 
 from ..helpers import group_members, open_pidfds, process_state, wait_gone
@@ -239,11 +239,11 @@ def test_cycle_and_unknown_dependency_are_errors_at_construction() -> None:
 @pytest.fixture(params=["pidfd", "poll"])
 def group_wait(request: pytest.FixtureRequest) -> Iterator[str]:
     """Run with pidfds, and with the polling fallback (pidfd_open refused)."""
-    _group.use_pidfd = request.param == "pidfd"
+    _procfs.use_pidfd = request.param == "pidfd"
     try:
         yield request.param
     finally:
-        _group.use_pidfd = True
+        _procfs.use_pidfd = True
 
 
 async def test_stop_leaves_no_process_of_the_tree(group_wait: str) -> None:
