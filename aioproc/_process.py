@@ -424,6 +424,9 @@ class _SpawnArgs(NamedTuple):
     pdeathsig: int | None
 
 
+_new_args = tuple.__new__
+
+
 class _Spawning:
     """What :func:`spawn` returns: await it, or use it as an async context manager.
 
@@ -441,7 +444,11 @@ class _Spawning:
         self._stop_signal = 0
 
     def __await__(self) -> Generator[Any, None, Process]:
-        return self._begin().__await__()
+        # _begin(), inlined: one call less on a burst's first step.
+        if self._started:
+            raise RuntimeError("this spawn() has already been started")
+        self._started = True
+        return self._start().__await__()
 
     async def __aenter__(self) -> Process:
         return await self._begin()
@@ -616,26 +623,32 @@ def spawn(
     cwd, ``PermissionError``...).
     In every case nothing is left behind.
     """
+    # tuple.__new__ rather than _SpawnArgs(...): the named tuple's own
+    # __new__ is a Python function, and a burst calls this once per task in
+    # a single loop iteration (see _Spawning).
     return _Spawning(
-        _SpawnArgs(
-            argv,
-            stdin,
-            stdout,
-            stderr,
-            cwd,
-            env,
-            shell,
-            start_new_session,
-            process_group,
-            pass_fds,
-            user,
-            group,
-            umask,
-            stop_signal,
-            stop_timeout,
-            kill_group,
-            limit,
-            pdeathsig,
+        _new_args(
+            _SpawnArgs,
+            (
+                argv,
+                stdin,
+                stdout,
+                stderr,
+                cwd,
+                env,
+                shell,
+                start_new_session,
+                process_group,
+                pass_fds,
+                user,
+                group,
+                umask,
+                stop_signal,
+                stop_timeout,
+                kill_group,
+                limit,
+                pdeathsig,
+            ),
         )
     )
 
