@@ -479,7 +479,7 @@ class _Spawning:
 
         # A burst: hand the step to the spawn pool. Kept short on purpose, as
         # it runs once per spawning task in a single loop iteration.
-        job = enqueue(build, mode, self._finish)
+        job = enqueue(build, mode, self._finish, loop)
         future = job.future
         assert future is not None
         try:
@@ -538,14 +538,10 @@ class _Spawning:
             pdeathsig=a.pdeathsig,
         )
 
-    def _finish(
-        self, spec: SpawnSpec, res: Spawned, loop: asyncio.AbstractEventLoop | None = None
-    ) -> Process:
+    def _finish(self, spec: SpawnSpec, res: Spawned, loop: asyncio.AbstractEventLoop) -> Process:
         # On the loop thread, right after the fork/exec step: start watching
         # the child and wrap its pipes. If that fails, nothing is left behind.
         a = self._args
-        if loop is None:
-            loop = asyncio.get_running_loop()
         _ensure_loop_hook(loop)
         try:
             child = _waiting.watch_child(res.pid, res.pidfd, loop)

@@ -641,6 +641,8 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
 # --------------------------------------------------------------- the worker pool
 SpecBuilder = Callable[[], SpawnSpec]
 T = TypeVar("T")
+# Turns a step's outcome into the requester's result, on the loop thread.
+Finisher = Callable[[SpawnSpec, Spawned, asyncio.AbstractEventLoop], T]
 
 
 # One lock for every job's queued -> running / withdrawn transition: held for
@@ -653,7 +655,8 @@ class _Job(Generic[T]):
     """One fork/exec step for the pool: queued -> running -> delivered, or withdrawn.
 
     ``finish`` turns the step's outcome into what the requester awaits (a
-    ``Process``); it runs on the loop thread when the outcome is delivered.
+    ``Process``); it runs on the loop thread when the outcome is delivered,
+    and is given the loop (asking asyncio for it costs a system call, getpid).
     """
 
     __slots__ = ("abandoned", "build", "finish", "future", "loop", "mode", "state")
@@ -663,7 +666,7 @@ class _Job(Generic[T]):
         build: SpecBuilder,
         mode: Literal["pidfd", "pid"],
         loop: asyncio.AbstractEventLoop,
-        finish: Callable[[SpawnSpec, Spawned], T],
+        finish: Finisher[T],
     ) -> None:
         # build, finish and future are dropped once the outcome is delivered
         # (see _deliver): the worker thread that ran the job may still hold
@@ -671,7 +674,7 @@ class _Job(Generic[T]):
         self.build: SpecBuilder | None = build
         self.mode = mode
         self.loop = loop
-        self.finish: Callable[[SpawnSpec, Spawned], T] | None = finish
+        self.finish: Finisher[T] | None = finish
         self.future: asyncio.Future[Any] | None = loop.create_future()
         self.state = "queued"
         # Set when the requester was cancelled while a worker ran the step:
@@ -942,7 +945,7 @@ def _deliver(
         return
     assert result is not None
     try:
-        value = finish(*result)
+        value = finish(result[0], result[1], job.loop)
     except BaseException as err:  # finish() has discarded the child
         future.set_exception(err)
     else:
@@ -1075,17 +1078,18 @@ async def fork_here_locked(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Sp
 def enqueue(
     build: SpecBuilder,
     mode: Literal["pidfd", "pid"],
-    finish: Callable[[SpawnSpec, Spawned], T],
+    finish: Finisher[T],
+    loop: asyncio.AbstractEventLoop,
 ) -> _Job[T]:
-    """Queue the step for the pool; ``job.future`` resolves to ``finish(spec, spawned)``.
+    """Queue the step for the pool; ``job.future`` resolves to ``finish(spec, spawned, loop)``.
 
     This is all a spawn costs the loop in a burst, and a burst runs it once
     per task within a single loop iteration, so it does as little as it can:
     argument checking runs on the worker, and the jobs of one iteration are
     handed to the pool together once it is over (waking a worker mid-burst
-    would have it compete with the loop thread for the GIL).
+    would have it compete with the loop thread for the GIL). ``loop`` is the
+    running loop, which the caller has at hand already.
     """
-    loop = asyncio.get_running_loop()
     job = _Job(build, mode, loop, finish)
     _inflight[loop] = _inflight.get(loop, 0) + 1
     batch = _batches.get(loop)

@@ -344,7 +344,7 @@ async def test_a_burst_starts_one_worker_per_queued_job_up_to_the_size() -> None
     def make_job() -> _spawn._Job[object]:
         # As enqueue() makes them: counted in flight until delivered.
         _spawn._inflight[loop] = _spawn._inflight.get(loop, 0) + 1
-        return _spawn._Job(build, "pidfd", loop, lambda spec, res: None)
+        return _spawn._Job(build, "pidfd", loop, lambda spec, res, loop: None)
 
     jobs = [make_job()]
     try:
