@@ -179,6 +179,28 @@ class Process(anyio.abc.Process):
         """
         return await self._child.wait()
 
+    async def wait_exited(self) -> None:
+        """Wait until the child has exited, reaped or not.
+
+        The same moment as :meth:`wait` unless the reap is held
+        (:meth:`hold_reap`): then this returns as soon as the child has
+        exited, while it is still an unreaped zombie.
+        """
+        await self._child.wait_exited()
+
+    def hold_reap(self) -> contextlib.AbstractContextManager[None]:
+        """Keep the child unreaped inside the ``with`` block.
+
+        Once it exits, the child stays a zombie until the block is left (then
+        it is reaped, and :meth:`wait` returns). A zombie keeps its PID, and
+        the id of the process group it leads, from being reused: inside the
+        block :meth:`signal_group` can only reach the child's own group, and
+        members left behind by a leader that has already exited can still be
+        found by that id and signalled. :meth:`stop` does this with
+        ``kill_group=True``; holds may nest.
+        """
+        return self._child.hold_reap()
+
     # ---------------------------------------------------------------- signals
     def send_signal(self, sig: int) -> None:
         """Send ``sig`` to the child (not its group).

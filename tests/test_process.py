@@ -287,6 +287,38 @@ async def test_stop_with_kill_group_lets_members_finish_within_the_timeout(
     await proc.aclose()
 
 
+async def test_hold_reap_keeps_an_exited_child_a_zombie(wait_mode: str) -> None:
+    # The public hold: wait_exited() returns while the child is a zombie whose
+    # PID (and group id) stay pinned; leaving the block reaps it.
+    script = "sleep 30 & echo ready; exit 3"
+    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True)
+    assert proc.stdout is not None
+    with proc.hold_reap():
+        assert await proc.stdout.readline() == b"ready\n"
+        await asyncio.wait_for(proc.wait_exited(), 10)
+        assert proc.status is None
+        assert process_state(proc.pid) == "Z"
+        members = group_members(proc.pid)
+        assert len(members) == 1, members  # the sleep, left behind by the leader
+        proc.signal_group(signal.SIGKILL)  # still allowed: the group id is ours
+        pidfds = open_pidfds(members)
+        assert wait_gone(pidfds)
+        assert proc.status is None
+    status = await asyncio.wait_for(proc.wait(), 10)
+    assert status.exit_code == 3
+    assert process_state(proc.pid) is None
+    with pytest.raises(ProcessLookupError):
+        proc.signal_group(signal.SIGKILL)
+    await proc.aclose()
+
+
+async def test_wait_exited_without_a_hold_is_the_exit(wait_mode: str) -> None:
+    proc = await aioproc.spawn(["sh", "-c", "exit 4"])
+    await asyncio.wait_for(proc.wait_exited(), 10)
+    assert (await proc.wait()).exit_code == 4
+    await proc.wait_exited()  # at once, once reaped
+
+
 async def test_group_kill_after_reap_raises_instead_of_guessing(wait_mode: str) -> None:
     proc = await aioproc.spawn(["true"], kill_group=True)
     await proc.wait()

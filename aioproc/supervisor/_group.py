@@ -7,9 +7,7 @@ while that id cannot name another group, and the id is pinned by the leader's PI
 as long as the leader is unreaped (alive or a zombie). So:
 
 * :func:`hold_reap` keeps the leader unreaped from the moment it is spawned until its
-  group is empty. It is the only place the supervisor reaches below aioproc's public
-  API (the hold on the Process's private child handle): the core has no public way
-  to say "exited, but do not reap yet".
+  group is empty (``Process.hold_reap()``).
 * :class:`LeaderWatch` tells when the held leader has exited. ``Process.wait()``
   cannot, since it returns once the child is reaped; a pidfd of our own, opened while
   the child is ours and unreaped, becomes readable when it exits (zombie or not).
@@ -57,11 +55,10 @@ __all__ = [
 def hold_reap(proc: Process) -> ContextManager[None]:
     """Keep ``proc`` unreaped (a zombie once it exits) inside the ``with`` block.
 
-    The one use of aioproc's private API in the supervisor: while the leader is
-    unreaped its PID, and with it the id of the group it leads, cannot be reused,
-    so :func:`signal_group` cannot reach an unrelated group.
+    While the leader is unreaped its PID, and with it the id of the group it leads,
+    cannot be reused, so :func:`signal_group` cannot reach an unrelated group.
     """
-    return proc._child.hold_reap()
+    return proc.hold_reap()
 
 
 def signal_group(proc: Process, sig: int) -> bool:

@@ -19,7 +19,6 @@ def test_all_is_complete_and_public_names_live_in_the_package() -> None:
 
 
 def test_the_supervisor_uses_only_the_public_api_below_it() -> None:
-    # One exception, wrapped in _group.hold_reap: Process._child.hold_reap().
     import pathlib
     import re
 
@@ -31,5 +30,4 @@ def test_the_supervisor_uses_only_the_public_api_below_it() -> None:
         # the core's, shared with Process.stop().
         text = text.replace("from .._procfs import", "")
         assert not re.search(r"from \.\._|from aioproc\._|import aioproc\._", text), path
-        uses = text.count("._child")
-        assert uses == (1 if path.name == "_group.py" else 0), path
+        assert "._child" not in text, path  # Process's private handle
