@@ -9,8 +9,7 @@ as long as the leader is unreaped (alive or a zombie). So:
 * :func:`hold_reap` keeps the leader unreaped from the moment it is spawned until its
   group is empty (``Process.hold_reap()``).
 * :class:`LeaderWatch` tells when the held leader has exited. ``Process.wait()``
-  cannot, since it returns once the child is reaped; a pidfd of our own, opened while
-  the child is ours and unreaped, becomes readable when it exits (zombie or not).
+  cannot, since it returns once the child is reaped; ``Process.wait_exited()`` does.
 * :func:`signal_group` signals the group, only while the hold is in force.
 * :func:`wait_group_empty` waits, without polling when pidfds are available, until
   the leader has exited and no live process is left in the group.
@@ -37,7 +36,6 @@ from .._procfs import (
     descendants,
     group_members,
     pidfd_open_ex,
-    pidfd_or_none,
     wait_gone,
 )
 
@@ -84,60 +82,28 @@ def signal_group(proc: Process, sig: int) -> bool:
 class LeaderWatch:
     """Completes :attr:`exited` when ``proc`` exits, even while its reap is held.
 
-    ``held=False`` (no hold, no group): simply ``proc.wait()``.
+    ``held=True``: ``Process.wait_exited()``, which returns while the leader is
+    still an unreaped zombie. ``held=False`` (no hold, no group): ``proc.wait()``.
     """
 
     def __init__(self, proc: Process, held: bool) -> None:
         loop = asyncio.get_running_loop()
-        self._loop = loop
         self.exited: asyncio.Future[None] = loop.create_future()
-        self._fd: int | None = None
-        self._task: asyncio.Task[None] | None = None
-        if not held:
-            self._task = loop.create_task(self._wait_reaped(proc))
-            return
-        # Safe to open by PID: the child is ours and held unreaped, so its PID
-        # cannot name another process yet.
-        fd = pidfd_or_none(proc.pid)
-        if fd is None:
-            self._task = loop.create_task(self._poll(proc))
-        else:
-            self._fd = fd
-            loop.add_reader(fd, self._set)
+        self._task: asyncio.Task[None] | None = loop.create_task(self._watch(proc, held))
 
-    def _set(self) -> None:
+    async def _watch(self, proc: Process, held: bool) -> None:
+        if held:
+            await proc.wait_exited()
+        else:
+            await proc.wait()
         if not self.exited.done():
             self.exited.set_result(None)
-        if self._fd is not None:
-            self._loop.remove_reader(self._fd)
-
-    async def _wait_reaped(self, proc: Process) -> None:
-        await proc.wait()
-        self._set()
-
-    async def _poll(self, proc: Process) -> None:
-        # The fallback: signal 0 raises ProcessLookupError once the child has
-        # exited (aioproc checks with waitid(WNOWAIT), which does not reap).
-        delay = 0.001
-        while True:
-            try:
-                proc.send_signal(0)
-            except ProcessLookupError:
-                self._set()
-                return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
 
     @property
     def done(self) -> bool:
         return self.exited.done()
 
     def close(self) -> None:
-        if self._fd is not None:
-            if not self.exited.done() and not self._loop.is_closed():
-                self._loop.remove_reader(self._fd)
-            os.close(self._fd)
-            self._fd = None
         if self._task is not None:
             self._task.cancel()
             self._task = None
