@@ -13,7 +13,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import sysconfig
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
@@ -94,6 +96,9 @@ def test_the_c_module_is_built_where_a_compiler_is_at_hand() -> None:
     # CI installs gcc, so a silently failed build (optional=True) shows here.
     if shutil.which("gcc") is None and shutil.which("cc") is None:
         pytest.skip("no C compiler on this machine: the ctypes fallback is in use")
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if not headers.exists():
+        pytest.skip(f"no Python headers ({headers}): the ctypes fallback is in use")
     assert c_module is not None, "aioproc._waiting._waitid was not built by the install"
     if os.environ.get("AIOPROC_NO_C_WAITID") != "1":
         assert _sys.C_WAITID
