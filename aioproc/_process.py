@@ -16,7 +16,7 @@ import signal as _signal
 import sys
 import threading
 import weakref
-from collections.abc import AsyncGenerator, Callable, Coroutine, Generator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Literal, NamedTuple, final
 
@@ -257,7 +257,7 @@ class Process(anyio.abc.Process):
         timeout = self.stop_timeout if timeout is None else timeout
         if timeout < 0:
             raise ValueError("timeout must not be negative")
-        loop = asyncio.get_running_loop()
+        loop = child.loop
         deadline = loop.time() + timeout
         hold = child.hold_reap() if self.kill_group else contextlib.nullcontext()
         with hold:
@@ -466,20 +466,15 @@ class _Spawning:
         self._stop_signal = 0
 
     def __await__(self) -> Generator[Any, None, Process]:
-        # _begin(), inlined: one call less on a burst's first step.
+        # The one entry: `async with` comes here too. Kept flat (no helper
+        # call), as a burst runs it once per task in a single loop iteration.
         if self._started:
             raise RuntimeError("this spawn() has already been started")
         self._started = True
         return self._start().__await__()
 
     async def __aenter__(self) -> Process:
-        return await self._begin()
-
-    def _begin(self) -> Coroutine[Any, Any, Process]:
-        if self._started:
-            raise RuntimeError("this spawn() has already been started")
-        self._started = True
-        return self._start()
+        return await self
 
     async def _start(self) -> Process:
         mode = _waiting.get_wait_mode()

@@ -25,7 +25,6 @@ __all__ = [
     "descendants",
     "group_members",
     "pidfd_open_ex",
-    "pidfd_or_none",
     "use_pidfd",
     "wait_gone",
 ]
@@ -99,7 +98,7 @@ def pidfd_open_ex(pid: int) -> int:
         return UNSUPPORTED
 
 
-def pidfd_or_none(pid: int) -> int | None:
+def _pidfd_or_none(pid: int) -> int | None:
     """A pidfd for ``pid``, or None (gone, or pidfds unavailable)."""
     fd = pidfd_open_ex(pid)
     return fd if fd >= 0 else None
@@ -111,7 +110,7 @@ def _pidfds(pids: Iterable[int]) -> Iterator[list[int]]:
     fds = []
     try:
         for pid in pids:
-            fd = pidfd_or_none(pid)
+            fd = _pidfd_or_none(pid)
             if fd is not None:
                 fds.append(fd)
         yield fds

@@ -760,6 +760,7 @@ class SpawnPool:
             wanted = min(
                 self._queued - self._idle, self._size - (len(self._threads) - self._exiting)
             )
+            failed: RuntimeError | None = None
             for _ in range(wanted):
                 thread = threading.Thread(target=self._work, name="aioproc-spawn", daemon=True)
                 self._threads.add(thread)
@@ -768,21 +769,21 @@ class SpawnPool:
                         thread.start()
                 except RuntimeError as exc:
                     # Out of processes/threads (RLIMIT_NPROC, a pids cgroup). A
-                    # worker that already runs will take the jobs; with none,
-                    # the spawns fail the way fork would have.
+                    # worker that already runs will take the jobs.
                     self._threads.discard(thread)
-                    if len(self._threads) - self._exiting <= 0:
-                        self._queued -= len(jobs)
-                        raise BlockingIOError(
-                            errno.EAGAIN,
-                            f"cannot start a spawn worker thread ({exc}): the limit on "
-                            "processes (RLIMIT_NPROC or a pids cgroup) is reached",
-                        ) from exc
+                    failed = exc
                     break
             if len(self._threads) - self._exiting <= 0:
-                # Resized to 0 after these spawns chose the pool, in the same
-                # loop iteration: queued, they would wait for ever.
+                # No worker will ever take these jobs: fail them, queue nothing.
                 self._queued -= len(jobs)
+                if failed is not None:  # the way fork would have failed
+                    raise BlockingIOError(
+                        errno.EAGAIN,
+                        f"cannot start a spawn worker thread ({failed}): the limit on "
+                        "processes (RLIMIT_NPROC or a pids cgroup) is reached",
+                    ) from failed
+                # Resized to 0 after these spawns chose the pool, in the same
+                # loop iteration.
                 raise RuntimeError(
                     "the spawn pool has no workers: set_spawn_workers(0) was called "
                     "while these spawns waited to be handed to it"

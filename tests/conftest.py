@@ -62,3 +62,13 @@ def no_leaks() -> Iterator[None]:
 def _threads() -> int:
     # Spawn workers are bounded, and retire on their own after 10 s without work.
     return sum(1 for t in threading.enumerate() if not t.name.startswith("aioproc-spawn"))
+
+
+@pytest.fixture
+def pidfd_mode() -> Iterator[None]:
+    """Run a test in pidfd mode only (it looks at the pidfd machinery itself)."""
+    aioproc.set_wait_mode("pidfd")
+    try:
+        yield
+    finally:
+        aioproc.set_wait_mode("auto")

@@ -450,22 +450,20 @@ def _pidfd_of(fd: int) -> int | None:
     return None
 
 
+@pytest.mark.usefixtures("pidfd_mode")
 async def test_the_pidfd_is_closed_right_after_the_waiters_ran() -> None:
     # Unregistering and closing the pidfd of a reaped child is put off until
     # its waiters have run (it would delay their wake-up), but no longer.
-    aioproc.set_wait_mode("pidfd")
-    try:
-        proc = await aioproc.spawn(["true"])
-        fd = proc._child.fileno()
-        assert _pidfd_of(fd) == proc.pid
-        assert (await proc.wait()).success
-        assert _pidfd_of(fd) == -1, "expected to be put off past the wake-up"
-        await asyncio.sleep(0)
-        assert _pidfd_of(fd) is None
-    finally:
-        aioproc.set_wait_mode("auto")
+    proc = await aioproc.spawn(["true"])
+    fd = proc._child.fileno()
+    assert _pidfd_of(fd) == proc.pid
+    assert (await proc.wait()).success
+    assert _pidfd_of(fd) == -1, "expected to be put off past the wake-up"
+    await asyncio.sleep(0)
+    assert _pidfd_of(fd) is None
 
 
+@pytest.mark.usefixtures("pidfd_mode")
 @pytest.mark.parametrize("awaiting", ["wait_exited", "hold_reap"])
 async def test_a_stale_watcher_report_does_not_mark_a_live_child_exited(awaiting: str) -> None:
     # With one pidfd registered, the watcher hands a report straight to that
@@ -476,65 +474,55 @@ async def test_a_stale_watcher_report_does_not_mark_a_live_child_exited(awaiting
     # exited before reaping, so it must first ask the kernel. Without that
     # check the live child here was marked exited and unwatched, and its
     # real exit later reached nobody: wait() hung.
-    aioproc.set_wait_mode("pidfd")
-    try:
-        proc = await aioproc.spawn(["sleep", "30"])
-        child = proc._child
-        watcher = child._watcher  # type: ignore[attr-defined]
-        assert list(watcher._children.values()) == [child]
-        with contextlib.ExitStack() as stack:
-            if awaiting == "wait_exited":
-                exited = asyncio.ensure_future(child.wait_exited())
-                await asyncio.sleep(0)
-                assert child._exited_fut is not None
-            else:
-                stack.enter_context(child.hold_reap())
-            watcher._ready()  # the stale report
-            assert not child._exited
-            assert list(watcher._children.values()) == [child], "unwatched while alive"
-            proc.kill()
-            if awaiting == "wait_exited":
-                await asyncio.wait_for(exited, 10)
-            else:
-                await asyncio.wait_for(child.wait_exited(), 10)
-        status = await asyncio.wait_for(proc.wait(), 10)
-        assert status.signal == signal.SIGKILL
-    finally:
-        aioproc.set_wait_mode("auto")
+    proc = await aioproc.spawn(["sleep", "30"])
+    child = proc._child
+    watcher = child._watcher  # type: ignore[attr-defined]
+    assert list(watcher._children.values()) == [child]
+    with contextlib.ExitStack() as stack:
+        if awaiting == "wait_exited":
+            exited = asyncio.ensure_future(child.wait_exited())
+            await asyncio.sleep(0)
+            assert child._exited_fut is not None
+        else:
+            stack.enter_context(child.hold_reap())
+        watcher._ready()  # the stale report
+        assert not child._exited
+        assert list(watcher._children.values()) == [child], "unwatched while alive"
+        proc.kill()
+        if awaiting == "wait_exited":
+            await asyncio.wait_for(exited, 10)
+        else:
+            await asyncio.wait_for(child.wait_exited(), 10)
+    status = await asyncio.wait_for(proc.wait(), 10)
+    assert status.signal == signal.SIGKILL
 
 
+@pytest.mark.usefixtures("pidfd_mode")
 async def test_the_watcher_delivers_the_exit_of_its_only_child() -> None:
     # The single-pidfd shortcut: a report for the one registered child reaps
     # it, and one that comes while it still runs (a stale one) does nothing.
-    aioproc.set_wait_mode("pidfd")
-    try:
-        proc = await aioproc.spawn(["sleep", "30"])
-        watcher = proc._child._watcher  # type: ignore[attr-defined]
-        assert len(watcher._children) == 1
-        watcher._ready()
-        assert proc.status is None
-        proc.terminate()
-        status = await asyncio.wait_for(proc.wait(), 10)
-        assert status.signal == signal.SIGTERM
-    finally:
-        aioproc.set_wait_mode("auto")
+    proc = await aioproc.spawn(["sleep", "30"])
+    watcher = proc._child._watcher  # type: ignore[attr-defined]
+    assert len(watcher._children) == 1
+    watcher._ready()
+    assert proc.status is None
+    proc.terminate()
+    status = await asyncio.wait_for(proc.wait(), 10)
+    assert status.signal == signal.SIGTERM
 
 
+@pytest.mark.usefixtures("pidfd_mode")
 async def test_an_inline_spawn_first_does_the_put_off_closing() -> None:
     # A spawn in the turn after a reap closes the reaped child's pidfd before
     # it forks, not right after (where it would compete with the new child).
-    aioproc.set_wait_mode("pidfd")
-    try:
-        first = await aioproc.spawn(["true"])
-        fd = first._child.fileno()
-        await first.wait()
-        assert _pidfd_of(fd) == -1  # open still, for a reaped process
-        second = await aioproc.spawn(["true"])
-        # Closed before the fork: the number is free, or the new child's now.
-        assert _pidfd_of(fd) == (second.pid if second._child.fileno() == fd else None)
-        assert (await second.wait()).success
-    finally:
-        aioproc.set_wait_mode("auto")
+    first = await aioproc.spawn(["true"])
+    fd = first._child.fileno()
+    await first.wait()
+    assert _pidfd_of(fd) == -1  # open still, for a reaped process
+    second = await aioproc.spawn(["true"])
+    # Closed before the fork: the number is free, or the new child's now.
+    assert _pidfd_of(fd) == (second.pid if second._child.fileno() == fd else None)
+    assert (await second.wait()).success
 
 
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
