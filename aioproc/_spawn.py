@@ -5,7 +5,10 @@ thread, and raises a clear ``TypeError``/``ValueError`` with nothing created.
 The fork/exec step itself (:func:`spawn_sync`) is a plain blocking function so
 it can run inline on the loop or on a spawn worker thread; it either returns a
 child with its pidfd open and its pipes set up, or raises after closing every
-descriptor it made and reaping any child it forked.
+descriptor it made and reaping any child it forked. Spawn workers run it in
+its two halves (:func:`spawn_start` forks, :func:`spawn_finish` learns whether
+the exec happened), so that a worker can fork its next child while an earlier
+one is still on its way through the exec (see ``_Started``).
 
 The fork/exec primitive is CPython's own ``_posixsubprocess.fork_exec`` (what
 ``subprocess.Popen`` uses): it uses ``vfork`` where that is safe, closes every
@@ -58,6 +61,8 @@ __all__ = [
     "make_spec",
     "must_stay_inline",
     "set_spawn_workers",
+    "spawn_finish",
+    "spawn_start",
     "spawn_sync",
 ]
 
@@ -579,9 +584,32 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
     On failure, every descriptor made here is closed and a forked child is
     killed (if it got that far) and reaped before the exception propagates.
     """
+    result = spawn_finish(spawn_start(spec, nonblocking=False), spec, mode, wait=True)
+    assert result is not None  # wait=True
+    return result
+
+
+class Forked(NamedTuple):
+    """A child :func:`spawn_start` forked; whether it exec'd is not known yet."""
+
+    pid: int
+    err_read: int  # the error pipe: a report of a failed exec, or EOF once exec'd
+    stdin: int | None  # our ends of its pipes, as in Spawned
+    stdout: int | None
+    stderr: int | None
+
+
+def spawn_start(spec: SpawnSpec, *, nonblocking: bool) -> Forked:
+    """Make the child's pipes and fork it; :func:`spawn_finish` does the rest.
+
+    With ``nonblocking``, the error pipe's read end is non-blocking, so that
+    :func:`spawn_finish` can look without waiting. On failure, every
+    descriptor made here is closed before the exception propagates (a fork
+    that failed left no child).
+    """
     ours: list[int] = []  # parent ends, kept on success
     theirs: list[int] = []  # child ends and helpers, always closed here
-    pid = -1
+    err_read = -1
     try:
         if spec.stdin is None and spec.stdout is None and spec.stderr is None:
             p2cread = c2pwrite = errwrite = -1
@@ -590,17 +618,54 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
             p2cread, c2pwrite, errwrite, stdin_end, stdout_end, stderr_end = _make_stdio(
                 spec, ours, theirs
             )
-        err_read, err_write = os.pipe2(os.O_CLOEXEC)
-        theirs.append(err_read)
+        # O_NONBLOCK applies to both ends; the child writes at most one short
+        # report into the empty pipe, which never blocks either way.
+        err_read, err_write = os.pipe2(os.O_CLOEXEC | (os.O_NONBLOCK if nonblocking else 0))
         try:
             pid = _fork_exec(spec, p2cread, c2pwrite, errwrite, err_read, err_write)
         finally:
             os.close(err_write)
-        # With vfork we resume only after the child exec'd or gave up; with
-        # fork, the read blocks until exec closes the close-on-exec write end.
-        part = os.read(err_read, 50000)
+        return Forked(pid, err_read, stdin_end, stdout_end, stderr_end)
+    except BaseException:
+        _close_all(ours)
+        if err_read != -1:
+            os.close(err_read)
+        raise
+    finally:
+        for fd in theirs:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def spawn_finish(
+    forked: Forked, spec: SpawnSpec, mode: Literal["pidfd", "pid"], *, wait: bool
+) -> Spawned | None:
+    """Learn whether ``forked`` exec'd; if so, open its pidfd and return it.
+
+    Returns None, changing nothing, when the child has neither exec'd nor
+    failed yet and ``wait`` is false (only for a non-blocking error pipe).
+    Otherwise the error pipe is closed, and on failure our pipe ends are
+    closed and the child reaped (killed first if it got past the exec) before
+    the exception propagates.
+    """
+    pid, err_read = forked.pid, forked.err_read
+    try:
+        # With vfork we resume only after the child exec'd or gave up, but the
+        # exec closes the close-on-exec write end a little later (the kernel
+        # lets the parent go on at the point of no return, before it closes
+        # descriptors). With fork, EOF waits for the exec itself.
+        try:
+            part = os.read(err_read, 50000)
+        except BlockingIOError:
+            if not wait:
+                return None
+            os.set_blocking(err_read, True)
+            part = os.read(err_read, 50000)
         if part:
             chunks = [part]
+            os.set_blocking(err_read, True)  # the child is writing or gone: no long wait
             while part := os.read(err_read, 50000):
                 chunks.append(part)
             _reap_failed(pid)
@@ -622,20 +687,17 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
                 f"pidfd_open failed after the fork ({exc.strerror}); "
                 "the child was killed and reaped",
             ) from exc
+        ours = [fd for fd in (forked.stdin, forked.stdout, forked.stderr) if fd is not None]
         for fd in ours:
             os.set_blocking(fd, False)
-        return Spawned(pid, pidfd, stdin_end, stdout_end, stderr_end)
+        os.close(err_read)
+        return Spawned(forked.pid, pidfd, forked.stdin, forked.stdout, forked.stderr)
     except BaseException:
-        _close_all(ours)
+        _close_all([fd for fd in (forked.stdin, forked.stdout, forked.stderr) if fd is not None])
+        os.close(err_read)
         if pid > 0:  # pragma: no cover - every path above reaps first
             _reap_failed(pid)
         raise
-    finally:
-        for fd in theirs:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------- the worker pool
@@ -696,6 +758,24 @@ class _Job(Generic[T]):
                 return False
             self.state = "withdrawn"
             return True
+
+
+class _Started(NamedTuple):
+    """A pooled spawn whose child is forked but whose exec is not confirmed.
+
+    Confirming takes the child past its exec: with vfork the worker resumes
+    when the exec has gone past its point of no return, but the error pipe's
+    close-on-exec write end closes a little later, and on a busy machine the
+    child can be preempted in between (the worker then waited ~0.15 ms per
+    spawn on average in a 1,000-child storm on 2 cores, with a long tail). A
+    worker forks its next job meanwhile and confirms both afterwards. The
+    spawning side of the fork lock stays held until the confirmation.
+    """
+
+    job: _Job[Any]
+    spec: SpawnSpec
+    forked: Forked
+    release: Callable[[], None]  # ends this spawn's hold on the fork lock
 
 
 class SpawnPool:
@@ -801,49 +881,113 @@ class SpawnPool:
         # most). Only the fork itself runs with the normal mask (_fork_exec).
         _worker.normal_mask = c_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
         me = threading.current_thread()
+        # Children forked by this worker whose exec is not confirmed yet (see
+        # _Started): the worker forks the next one meanwhile.
+        started: list[_Started] = []
         while True:
-            with self._lock:
-                self._idle += 1
-            try:
-                job = self._queue.get(timeout=self.IDLE_TIMEOUT)
-            except queue.Empty:
+            if started:
+                self._settle(started, wait=False)
+            if started:
+                # Busy: take a job only if one is there, else wait for the exec.
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    self._settle(started, wait=True)
+                    continue
+                if job is None:
+                    self._settle(started, wait=True)
+                was_idle = 0
+            else:
                 with self._lock:
-                    self._idle -= 1
-                    # Retire unless that would strand an item: submit() counts
-                    # a job in _queued (under this lock) before putting it,
-                    # and starts no thread for it while it counts enough idle
-                    # workers, this one included. So stay while the other idle
-                    # workers cannot take every item counted.
-                    if self._queued <= self._idle:
-                        self._threads.discard(me)
-                        return
-                continue
+                    self._idle += 1
+                try:
+                    job = self._queue.get(timeout=self.IDLE_TIMEOUT)
+                except queue.Empty:
+                    with self._lock:
+                        self._idle -= 1
+                        # Retire unless that would strand an item: submit()
+                        # counts a job in _queued (under this lock) before
+                        # putting it, and starts no thread for it while it
+                        # counts enough idle workers, this one included. So
+                        # stay while the other idle workers cannot take every
+                        # item counted.
+                        if self._queued <= self._idle:
+                            self._threads.discard(me)
+                            return
+                    continue
+                was_idle = 1
             with self._lock:
-                self._idle -= 1
+                self._idle -= was_idle
                 self._queued -= 1
                 if job is None:
+                    # Nothing of this worker's is left unconfirmed (above).
                     self._exiting -= 1
                     self._threads.discard(me)
                     return
-            self._run(job)
+            self._run(job, started)
             # Drop the job before idling: its future holds the finished
             # Process, which must be freed as soon as its owner drops it (its
             # pipes are closed then), not when this worker's next job comes.
             del job
 
-    @staticmethod
-    def _run(job: _Job[Any]) -> None:
+    # At most this many children per worker wait for their exec to be
+    # confirmed; with more, the worker waits for the oldest first.
+    MAX_STARTED = 4
+
+    def _run(self, job: _Job[Any], started: list[_Started]) -> None:
         if not job.claim():
             return  # withdrawn: its requester was cancelled before we got to it
         try:
             assert job.build is not None  # dropped only after delivery
             spec = job.build()
-            with fork_lock.spawning_sync():
-                result = spawn_sync(spec, job.mode)
+            if len(started) >= self.MAX_STARTED:
+                self._settle(started, wait=True)
+            if fork_lock.try_acquire_spawning():
+                release: Callable[[], None] = fork_lock.release_spawning
+            else:
+                # An exclusive holder or waiter is in the way. The spawns this
+                # worker started still hold the spawning side, and an
+                # exclusive waiter waits for them: confirm them first, or
+                # this wait and that one would wait on each other for ever.
+                self._settle(started, wait=True)
+                hold = fork_lock.spawning_sync()
+                hold.__enter__()
+
+                def release() -> None:
+                    hold.__exit__(None, None, None)
+
+            try:
+                forked = spawn_start(spec, nonblocking=True)
+            except BaseException:
+                release()
+                raise
         except BaseException as exc:
             _hand_over(job, None, exc)
-        else:
+            return
+        started.append(_Started(job, spec, forked, release))
+
+    @staticmethod
+    def _settle(started: list[_Started], wait: bool) -> None:
+        """Hand over the outcome of every started spawn whose exec is confirmed.
+
+        With ``wait``, wait for each one, leaving ``started`` empty.
+        """
+        left = []
+        for item in started:
+            job, spec, forked, release = item
+            try:
+                result = spawn_finish(forked, spec, job.mode, wait=wait)
+            except BaseException as exc:
+                release()
+                _hand_over(job, None, exc)
+                continue
+            if result is None:
+                left.append(item)
+                continue
+            # The child exec'd and its pidfd is open: the spawning hold ends.
+            release()
             _hand_over(job, (spec, result), None)
+        started[:] = left
 
     def _after_fork_in_child(self) -> None:
         # The workers did not survive the fork; start afresh.

@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Iterator
 
@@ -285,6 +286,9 @@ class _RacyQueue:
             except queue.Empty:
                 continue
 
+    def get_nowait(self) -> object:
+        return self._inner.get_nowait()
+
     def put(self, item: object) -> None:
         if self._arm_put:
             self._arm_put = False
@@ -389,3 +393,99 @@ async def test_a_burst_caught_by_a_resize_to_zero_fails_instead_of_hanging() -> 
     assert errors, results
     assert all(isinstance(e, RuntimeError) and "no workers" in str(e) for e in errors), errors
     assert loop not in _spawn._inflight  # nothing left counted in flight
+
+
+async def test_a_worker_does_not_wait_for_one_childs_exec_before_forking_the_next(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A pooled spawn is done when the child's exec closes the error pipe; on a
+    # busy machine the child can be preempted between the point where a vfork
+    # parent resumes and that close. The worker forks its next job meanwhile
+    # (_spawn._Started) instead of blocking on the pipe. Made deterministic:
+    # the first child is held before its exec (a preexec_fn, so a real fork,
+    # that waits on a pipe) and the second spawn, queued behind it on the only
+    # worker, must complete while the first is still held.
+    from aioproc import _process, _spawn
+
+    gate_r, gate_w = os.pipe()
+    real_fork_exec = _spawn._fork_exec
+
+    def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:
+        if spec.args[-1] == b"held":
+            # The preexec_fn path of _fork_exec_args (that of pdeathsig).
+            monkeypatch.setattr(_spawn, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
+            spec = spec._replace(pdeathsig=int(signal.SIGTERM))
+        return real_fork_exec(spec, *fds)
+
+    monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
+    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False: None)
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(1)
+    try:
+        # One loop turn: both jobs reach the pool together, "held" first.
+        held = asyncio.ensure_future(aioproc.spawn(["true", "held"]))
+        other = asyncio.ensure_future(aioproc.spawn(["true", "other"]))
+        try:
+            proc = await asyncio.wait_for(asyncio.shield(other), 10)
+            assert not held.done(), "the held child cannot have exec'd yet"
+            assert (await proc.wait()).success
+        finally:
+            os.write(gate_w, b"x")
+            await asyncio.gather(held, other, return_exceptions=True)
+        assert (await held.result().wait()).success
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+        aioproc.set_spawn_workers(before)
+
+
+async def test_a_worker_confirms_its_started_spawns_before_queuing_behind_exclusive(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A started spawn keeps its spawning hold until its exec is confirmed, and
+    # an exclusive waiter waits for that hold. If the worker then blocked for
+    # its next job's hold (queued behind the exclusive waiter) without first
+    # confirming what it started, each would wait on the other for ever.
+    from aioproc import _process, _spawn
+
+    gate_r, gate_w = os.pipe()
+    real_fork_exec = _spawn._fork_exec
+    lock = aioproc.fork_lock
+    had_exclusive = threading.Event()
+
+    def exclusive_user() -> None:
+        with lock.exclusive_sync(timeout=20):
+            had_exclusive.set()
+
+    user = threading.Thread(target=exclusive_user)
+
+    def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:
+        if spec.args[-1] != b"held":
+            return real_fork_exec(spec, *fds)
+        monkeypatch.setattr(_spawn, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
+        pid = real_fork_exec(spec._replace(pdeathsig=int(signal.SIGTERM)), *fds)
+        # The exclusive waiter queues behind this spawn's hold before the
+        # worker looks at its next job (no event says "queued": poll).
+        user.start()
+        deadline = time.monotonic() + 10
+        while lock.waiting_count == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        os.write(gate_w, b"x")  # the held child may exec now
+        return pid
+
+    monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
+    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False: None)
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(1)
+    try:
+        procs = await asyncio.wait_for(
+            asyncio.gather(aioproc.spawn(["true", "held"]), aioproc.spawn(["true", "next"])), 10
+        )
+        assert all([(await p.wait()).success for p in procs])
+        user.join(10)
+        assert had_exclusive.is_set()
+    finally:
+        os.write(gate_w, b"x")  # in case the test failed before (one byte more is harmless)
+        os.close(gate_r)
+        os.close(gate_w)
+        aioproc.set_spawn_workers(before)
