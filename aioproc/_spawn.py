@@ -1254,8 +1254,9 @@ async def cancelled(
     cancellation (for a ``Process``: kill and reap the child, close its pipes).
 
     If no worker has started the step, withdraw it: nothing was created. If
-    one has, the child may exist any moment now: wait for the outcome (it
-    takes well under a millisecond), kill and reap the child, close its
+    one has, the child may exist any moment now: wait for the outcome (as
+    long as the child's exec takes, usually under a millisecond, longer on a
+    busy machine; see ``_Started``), kill and reap the child, close its
     pipes, and only then let the cancellation through, so that a cancelled
     spawn() never leaves anything behind, not even for a moment. (Outcomes
     are delivered on the loop thread, so the state checked here cannot
