@@ -127,7 +127,7 @@ class Process(anyio.abc.Process):
         self.stop_timeout = stop_timeout
         self.kill_group = kill_group
         self._leads_group = leads_group or kill_group
-        _live[id(self)] = self
+        _live[id(self)] = weakref.ref(self)
         return self
 
     # ------------------------------------------------------------- attributes
@@ -371,6 +371,7 @@ class Process(anyio.abc.Process):
     def __del__(self) -> None:
         # A dropped Process must not leave an orphan or a zombie behind, nor
         # print anything: kill and reap synchronously.
+        _live.pop(id(self), None)
         try:
             if self._child._status is None:
                 self._close_sync()
@@ -667,9 +668,11 @@ def spawn(
 
 
 # ------------------------------------------------- children outliving their loop
-# Processes that may still have a running child, by id (strong refs would keep
-# dropped processes alive; a WeakValueDictionary lets __del__ run).
-_live: weakref.WeakValueDictionary[int, Process] = weakref.WeakValueDictionary()
+# Processes that may still have a running child, by id. Weak references, so
+# that a dropped process is freed (and its __del__ runs); __del__ takes its own
+# entry out, so a plain dict of plain weak references does: a
+# WeakValueDictionary's Python-level bookkeeping cost ~3 us per spawn.
+_live: dict[int, weakref.ReferenceType[Process]] = {}
 # The loops whose shutdown we watch for, by id: a weak reference each, checked
 # on every spawn (an id may be reused once its loop is gone).
 _hooked: dict[int, weakref.ReferenceType[asyncio.AbstractEventLoop]] = {}
@@ -680,8 +683,9 @@ _FOREVER = 10 * 365 * 24 * 3600.0
 
 def _reap_orphans(loop: asyncio.AbstractEventLoop | None) -> None:
     """Kill and reap, synchronously, every live child of ``loop`` (all if None)."""
-    for proc in list(_live.values()):
-        if loop is None or proc._child.loop is loop:
+    for ref in list(_live.values()):
+        proc = ref()
+        if proc is not None and (loop is None or proc._child.loop is loop):
             with contextlib.suppress(Exception):
                 proc._close_sync()
 

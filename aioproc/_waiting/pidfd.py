@@ -54,11 +54,16 @@ __all__ = ["PidfdChild", "close_watcher", "flush_put_off"]
 _refs_lock = threading.Lock()
 
 _P_PIDFD = _sys.P_PIDFD
+# One-shot: the epoll reports a pidfd's exit once, after which the registration
+# is disabled and needs no EPOLL_CTL_DEL before the close (_Watcher.remove).
+# The single-child shortcut of _Watcher._ready takes no event, so that case
+# still unregisters as before.
+_EVENTS = select.EPOLLIN | select.EPOLLONESHOT
 _REAP = os.WEXITED | os.WNOHANG
 
 
 class PidfdChild(Child):
-    __slots__ = ("_fd", "_handle_ref", "_refs", "_watcher")
+    __slots__ = ("_fd", "_handle_ref", "_refs", "_spent", "_watcher")
 
     mode = "pidfd"
 
@@ -68,6 +73,8 @@ class PidfdChild(Child):
         self._refs = 1  # the handle's own reference
         self._handle_ref = True
         self._watcher: _Watcher | None = None
+        # The watcher took this pidfd's one-shot readiness event (_Watcher._ready).
+        self._spent = False
 
     # ------------------------------------------------------------ the descriptor
     def _acquire_fd(self) -> int | None:
@@ -147,8 +154,9 @@ class PidfdChild(Child):
                 else:
                     if res is None:
                         # Readable but not yet waitable: not seen on any kernel
-                        # we know of. Stay registered; the watcher's epoll is
-                        # level-triggered and reports the pidfd again.
+                        # we know of. Stay registered: the watcher arms a spent
+                        # one-shot registration again, and the epoll is
+                        # level-triggered, so it reports the pidfd again.
                         return
                     self._status = status_from_waitid(res)
             status = self._status
@@ -173,7 +181,7 @@ class PidfdChild(Child):
         self._handle_ref = False
         if watcher is not None:
             self._watcher = None
-            watcher.remove(self._fd)
+            watcher.remove(self._fd, self._spent)
             drop += 1
         if drop:
             with _refs_lock:
@@ -302,12 +310,21 @@ class _Watcher:
                 child._unwatch_and_release()
 
     def add(self, fd: int, child: PidfdChild) -> None:
-        self._ep.register(fd, select.EPOLLIN)
+        self._ep.register(fd, _EVENTS)
         self._children[fd] = child
 
-    def remove(self, fd: int) -> None:
+    def remove(self, fd: int, spent: bool = False) -> None:
+        """Stop watching ``fd``; ``spent``: its one-shot event was taken already.
+
+        A spent registration is disabled: it can never report again, so it is
+        left for the kernel to drop when the pidfd is closed, one system call
+        less per exit. It could only linger if a copy of the descriptor lived
+        on (a child forked with ``os.fork()`` that has not closed it yet), and
+        then it lingers disabled, and a new pidfd given the same number is a
+        different registration (epoll keys them by open file and number).
+        """
         # Never in a forked child: the epoll instance is the parent's too.
-        if self._children.pop(fd, None) is not None and not self._forked:
+        if self._children.pop(fd, None) is not None and not self._forked and not spent:
             self._ep.unregister(fd)
 
     def _ready(self) -> None:
@@ -325,7 +342,15 @@ class _Watcher:
         for fd, _ in self._poll(0, self.BATCH):
             child = children.get(fd)
             if child is not None:
+                child._spent = True
                 child._notify_exited()
+                if not child._exited:
+                    # Reported, yet not exited (the held-reap path's stale
+                    # report, or readable before waitable; see _notify_exited):
+                    # the one-shot registration is spent, so arm it again, or
+                    # the real exit would never be reported.
+                    child._spent = False
+                    self._ep.modify(fd, _EVENTS)
 
     def close(self) -> None:
         """Stop watching: unregister from the loop, drop every registration."""
