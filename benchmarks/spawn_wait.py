@@ -73,7 +73,7 @@ STAMP_SOURCES = (
 @dataclasses.dataclass(frozen=True)
 class Peer:
     name: str
-    api: str  # "raw", "popen", "floor", "asyncio" or "aioproc"
+    api: str  # "raw", "popen", "floor", "floor-pool", "asyncio" or "aioproc"
     loop: str | None  # "asyncio" or "uvloop"; None for the synchronous peers
     mode: str | None  # aioproc's wait mode
     what: str
@@ -92,6 +92,16 @@ PEERS = (
         "add_reader, os.waitid; no checks, no safety, spawns inline",
     ),
     Peer("floor-uvloop", "floor", "uvloop", None, "the same on uvloop"),
+    Peer(
+        "floor-pool",
+        "floor-pool",
+        "asyncio",
+        None,
+        "the floor with the fork/exec in a pool of threads (as many as aioproc's pool): "
+        "_posixsubprocess.fork_exec (vfork, GIL released), one wake-up per batch of "
+        "outcomes; the storm's floor for a library that keeps its loop free",
+    ),
+    Peer("floor-pool-uvloop", "floor-pool", "uvloop", None, "the same on uvloop"),
     Peer("asyncio", "asyncio", "asyncio", None, "asyncio.create_subprocess_exec, default loop"),
     Peer("uvloop", "asyncio", "uvloop", None, "asyncio.create_subprocess_exec on uvloop"),
     Peer("aioproc", "aioproc", "asyncio", "pidfd", "aioproc.spawn, pidfd mode, default loop"),
@@ -318,9 +328,81 @@ def floor_ops() -> tuple[Spawn, Wait]:
     return spawn, wait
 
 
+def _fork_exec(args: list[bytes], err_read: int, err_write: int) -> int:
+    """``_posixsubprocess.fork_exec`` with nothing but close_fds, in this Python's signature."""
+    import _posixsubprocess
+
+    fork_exec: Any = _posixsubprocess.fork_exec  # the stubs know one signature only
+    common: tuple[Any, ...] = (args, args[:1], True, (err_write,), None, None, -1, -1, -1, -1)
+    common += (-1, -1, err_read, err_write, True, False)  # ... restore_signals, call_setsid
+    if sys.version_info >= (3, 11):  # process_group ... allow_vfork
+        return int(fork_exec(*common, -1, None, None, None, -1, None, True))
+    return int(fork_exec(*common, None, None, None, -1, None))  # gid ... preexec_fn
+
+
+def floor_pool_ops(p: Params, meta: dict[str, Any]) -> tuple[Spawn, Wait]:
+    """The storm's floor for a library that forks off the loop, as aioproc's pool does.
+
+    As many threads as aioproc's default pool run ``_posixsubprocess.fork_exec``
+    (vfork; the GIL is released around it on 3.11+), read the error pipe and
+    open the pidfd; outcomes reach the loop in batches, one
+    ``call_soon_threadsafe`` per batch. Waiting is :func:`floor_ops`'s. No checks
+    and no safety (no fork lock, no signal mask, no cleanup on cancellation):
+    its storm rate is what a thread-free-waiting library with a pool can reach
+    on this loop and machine.
+    """
+    import queue
+
+    loop = asyncio.get_running_loop()
+    workers = p.spawn_workers or min(4, os.cpu_count() or 1)
+    meta["spawn_workers"] = workers
+    jobs: queue.SimpleQueue[tuple[asyncio.Future[int], list[str]]] = queue.SimpleQueue()
+    done: list[tuple[asyncio.Future[int], int]] = []
+    lock = threading.Lock()
+
+    def deliver() -> None:
+        with lock:
+            items = done[:]
+            done.clear()
+        for fut, fd in items:
+            fut.set_result(fd)
+
+    def work() -> None:
+        while True:
+            fut, argv = jobs.get()
+            args = [os.fsencode(a) for a in argv]
+            err_read, err_write = os.pipe2(os.O_CLOEXEC)
+            try:
+                pid = _fork_exec(args, err_read, err_write)
+            finally:
+                os.close(err_write)
+            if os.read(err_read, 1000):  # pragma: no cover - /bin/true always execs
+                raise SystemExit(f"exec failed: {argv}")
+            os.close(err_read)
+            fd = os.pidfd_open(pid)
+            with lock:
+                done.append((fut, fd))
+                wake = len(done) == 1
+            if wake:
+                loop.call_soon_threadsafe(deliver)
+
+    for _ in range(workers):
+        threading.Thread(target=work, name="floor-pool", daemon=True).start()
+    _, wait = floor_ops()
+
+    async def spawn(argv: list[str]) -> int:
+        fut: asyncio.Future[int] = loop.create_future()
+        jobs.put((fut, argv))
+        return await fut
+
+    return spawn, wait
+
+
 def make_ops(peer: Peer, p: Params, meta: dict[str, Any]) -> tuple[Spawn, Wait]:
     if peer.api == "floor":
         return floor_ops()
+    if peer.api == "floor-pool":
+        return floor_pool_ops(p, meta)
     if peer.api == "asyncio":
 
         async def spawn(argv: list[str]) -> Any:

@@ -51,13 +51,13 @@ def _json_lines(stdout: str) -> list[dict[str, Any]]:
 
 @pytest.mark.timeout(60)
 def test_spawn_wait_quick_prints_tables() -> None:
-    r = _run("spawn_wait.py", "--quick", "--only", "raw,floor,aioproc")
+    r = _run("spawn_wait.py", "--quick", "--only", "raw,floor,floor-pool,aioproc")
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     headers = [line for line in lines if line.startswith("peer ")]
     assert len(headers) >= 2, r.stdout  # throughput table, latency table, targets
     assert all("x floor" in h for h in headers[:2]), headers
-    for peer in ("aioproc", "raw", "floor"):
+    for peer in ("aioproc", "raw", "floor", "floor-pool"):
         assert any(line.startswith(peer + " ") for line in lines), r.stdout
 
 
