@@ -489,3 +489,48 @@ async def test_a_worker_confirms_its_started_spawns_before_queuing_behind_exclus
         os.close(gate_r)
         os.close(gate_w)
         aioproc.set_spawn_workers(before)
+
+
+async def test_a_worker_told_to_exit_finishes_the_spawns_it_started(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # set_spawn_workers(0) while a worker has a child forked and not yet
+    # confirmed: the worker confirms it (and hands it over) before it exits,
+    # instead of leaving the spawn unanswered and the child unowned.
+    from aioproc import _process, _spawn
+
+    gate_r, gate_w = os.pipe()
+    real_fork_exec = _spawn._fork_exec
+    forked = threading.Event()
+
+    def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:
+        if spec.args[-1] != b"held":
+            return real_fork_exec(spec, *fds)
+        monkeypatch.setattr(_spawn, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
+        pid = real_fork_exec(spec._replace(pdeathsig=int(signal.SIGTERM)), *fds)
+        # The worker's exit marker goes in behind the held spawn, before the
+        # worker looks at the queue again.
+        aioproc.set_spawn_workers(0)
+        forked.set()
+        return pid
+
+    monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
+    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False: None)
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(0)  # start from no worker at all
+    for thread in _spawn_workers():
+        thread.join(10)
+    aioproc.set_spawn_workers(1)
+    try:
+        held = asyncio.ensure_future(aioproc.spawn(["true", "held"]))
+        assert await asyncio.to_thread(forked.wait, 10)
+        os.write(gate_w, b"x")
+        proc = await asyncio.wait_for(held, 10)
+        assert (await proc.wait()).success
+        for thread in _spawn_workers():
+            thread.join(10)
+        assert not _spawn_workers()
+    finally:
+        os.close(gate_r)
+        os.close(gate_w)
+        aioproc.set_spawn_workers(before)
