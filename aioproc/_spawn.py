@@ -785,8 +785,10 @@ class SpawnPool:
     microseconds each (longer for big parents, or without vfork); a thousand
     concurrent spawns done on the loop thread stall it for most of a second.
     The workers take that off the loop, and, since ``fork_exec`` releases the
-    GIL around the fork, several spawns proceed at once. Only this step runs
-    in the pool: waiting for children stays thread-free.
+    GIL while a vfork parent waits for the exec (Python 3.12, and 3.11 since
+    late 2023; not 3.10, see docs/processes.md), several spawns proceed at
+    once. Only this step runs in the pool: waiting for children stays
+    thread-free.
 
     Threads start lazily, one per queued job up to ``size``, and retire after
     ``IDLE_TIMEOUT`` seconds without work, so a process that spawned a burst
