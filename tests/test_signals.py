@@ -495,6 +495,14 @@ def _is_uvloop(loop: asyncio.AbstractEventLoop) -> bool:
     return type(loop).__module__.startswith("uvloop")
 
 
+# pytest-timeout's default method here is a timer thread, which blocks no signal. A
+# process-directed signal goes to that thread whenever the main thread blocks it for a
+# hand-over or already has one pending, and then its C handler runs whenever that thread
+# is next scheduled: on a loaded machine, after the fence below has drained. That signal
+# then trails the "final" one (seen once in CI on 3.10). With SIGALRM instead, the
+# process has no thread that takes signals but the main one (spawn workers block all),
+# and a signal the main thread blocks waits in the kernel until it unblocks it.
+@pytest.mark.timeout(120, method="signal")
 async def test_storm(monkeypatch: pytest.MonkeyPatch) -> None:
     """10,000 signals from a child while subscribers come and go.
 
