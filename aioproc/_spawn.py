@@ -651,6 +651,7 @@ def spawn_finish(
     the exception propagates.
     """
     pid, err_read = forked.pid, forked.err_read
+    ours = [fd for fd in (forked.stdin, forked.stdout, forked.stderr) if fd is not None]
     try:
         # With vfork we resume only after the child exec'd or gave up, but the
         # exec closes the close-on-exec write end a little later (the kernel
@@ -687,13 +688,12 @@ def spawn_finish(
                 f"pidfd_open failed after the fork ({exc.strerror}); "
                 "the child was killed and reaped",
             ) from exc
-        ours = [fd for fd in (forked.stdin, forked.stdout, forked.stderr) if fd is not None]
         for fd in ours:
             os.set_blocking(fd, False)
         os.close(err_read)
         return Spawned(forked.pid, pidfd, forked.stdin, forked.stdout, forked.stderr)
     except BaseException:
-        _close_all([fd for fd in (forked.stdin, forked.stdout, forked.stderr) if fd is not None])
+        _close_all(ours)
         os.close(err_read)
         if pid > 0:  # pragma: no cover - every path above reaps first
             _reap_failed(pid)

@@ -10,7 +10,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -395,6 +395,32 @@ async def test_a_burst_caught_by_a_resize_to_zero_fails_instead_of_hanging() -> 
     assert loop not in _spawn._inflight  # nothing left counted in flight
 
 
+def _hold_before_exec(
+    monkeypatch: pytest.MonkeyPatch, gate_r: int, after_fork: Callable[[], None] = lambda: None
+) -> None:
+    """Hold the spawn whose last argument is "held" before its exec; pool every spawn.
+
+    Its child is forked with a preexec_fn (the path of pdeathsig, so a real
+    fork, not vfork) that reads one byte from ``gate_r`` first: it execs only
+    once the test writes to the gate. ``after_fork`` runs on the worker right
+    after that fork.
+    """
+    from aioproc import _process, _spawn
+
+    real_fork_exec = _spawn._fork_exec
+
+    def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:
+        if spec.args[-1] != b"held":
+            return real_fork_exec(spec, *fds)
+        monkeypatch.setattr(_spawn, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
+        pid = real_fork_exec(spec._replace(pdeathsig=int(signal.SIGTERM)), *fds)
+        after_fork()
+        return pid
+
+    monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
+    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False: None)
+
+
 async def test_a_worker_does_not_wait_for_one_childs_exec_before_forking_the_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -405,20 +431,8 @@ async def test_a_worker_does_not_wait_for_one_childs_exec_before_forking_the_nex
     # the first child is held before its exec (a preexec_fn, so a real fork,
     # that waits on a pipe) and the second spawn, queued behind it on the only
     # worker, must complete while the first is still held.
-    from aioproc import _process, _spawn
-
     gate_r, gate_w = os.pipe()
-    real_fork_exec = _spawn._fork_exec
-
-    def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:
-        if spec.args[-1] == b"held":
-            # The preexec_fn path of _fork_exec_args (that of pdeathsig).
-            monkeypatch.setattr(_spawn, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
-            spec = spec._replace(pdeathsig=int(signal.SIGTERM))
-        return real_fork_exec(spec, *fds)
-
-    monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
-    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False: None)
+    _hold_before_exec(monkeypatch, gate_r)
     before = aioproc.get_spawn_workers()
     aioproc.set_spawn_workers(1)
     try:
@@ -446,10 +460,7 @@ async def test_a_worker_confirms_its_started_spawns_before_queuing_behind_exclus
     # an exclusive waiter waits for that hold. If the worker then blocked for
     # its next job's hold (queued behind the exclusive waiter) without first
     # confirming what it started, each would wait on the other for ever.
-    from aioproc import _process, _spawn
-
     gate_r, gate_w = os.pipe()
-    real_fork_exec = _spawn._fork_exec
     lock = aioproc.fork_lock
     had_exclusive = threading.Event()
 
@@ -459,11 +470,7 @@ async def test_a_worker_confirms_its_started_spawns_before_queuing_behind_exclus
 
     user = threading.Thread(target=exclusive_user)
 
-    def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:
-        if spec.args[-1] != b"held":
-            return real_fork_exec(spec, *fds)
-        monkeypatch.setattr(_spawn, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
-        pid = real_fork_exec(spec._replace(pdeathsig=int(signal.SIGTERM)), *fds)
+    def queue_exclusive_then_open_gate() -> None:
         # The exclusive waiter queues behind this spawn's hold before the
         # worker looks at its next job (no event says "queued": poll).
         user.start()
@@ -471,10 +478,8 @@ async def test_a_worker_confirms_its_started_spawns_before_queuing_behind_exclus
         while lock.waiting_count == 0 and time.monotonic() < deadline:
             time.sleep(0.001)
         os.write(gate_w, b"x")  # the held child may exec now
-        return pid
 
-    monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
-    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False: None)
+    _hold_before_exec(monkeypatch, gate_r, queue_exclusive_then_open_gate)
     before = aioproc.get_spawn_workers()
     aioproc.set_spawn_workers(1)
     try:
@@ -497,25 +502,16 @@ async def test_a_worker_told_to_exit_finishes_the_spawns_it_started(
     # set_spawn_workers(0) while a worker has a child forked and not yet
     # confirmed: the worker confirms it (and hands it over) before it exits,
     # instead of leaving the spawn unanswered and the child unowned.
-    from aioproc import _process, _spawn
-
     gate_r, gate_w = os.pipe()
-    real_fork_exec = _spawn._fork_exec
     forked = threading.Event()
 
-    def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:
-        if spec.args[-1] != b"held":
-            return real_fork_exec(spec, *fds)
-        monkeypatch.setattr(_spawn, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
-        pid = real_fork_exec(spec._replace(pdeathsig=int(signal.SIGTERM)), *fds)
+    def tell_the_worker_to_exit() -> None:
         # The worker's exit marker goes in behind the held spawn, before the
         # worker looks at the queue again.
         aioproc.set_spawn_workers(0)
         forked.set()
-        return pid
 
-    monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
-    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False: None)
+    _hold_before_exec(monkeypatch, gate_r, tell_the_worker_to_exit)
     before = aioproc.get_spawn_workers()
     aioproc.set_spawn_workers(0)  # start from no worker at all
     for thread in _spawn_workers():

@@ -181,7 +181,7 @@ class PidfdChild(Child):
         self._handle_ref = False
         if watcher is not None:
             self._watcher = None
-            watcher.remove(self._fd, self._spent)
+            watcher.remove(self._fd)
             drop += 1
         if drop:
             with _refs_lock:
@@ -313,18 +313,20 @@ class _Watcher:
         self._ep.register(fd, _EVENTS)
         self._children[fd] = child
 
-    def remove(self, fd: int, spent: bool = False) -> None:
-        """Stop watching ``fd``; ``spent``: its one-shot event was taken already.
+    def remove(self, fd: int) -> None:
+        """Stop watching ``fd``.
 
-        A spent registration is disabled: it can never report again, so it is
-        left for the kernel to drop when the pidfd is closed, one system call
-        less per exit. It could only linger if a copy of the descriptor lived
-        on (a child forked with ``os.fork()`` that has not closed it yet), and
-        then it lingers disabled, and a new pidfd given the same number is a
+        A child whose one-shot event was taken already (``_spent``) has a
+        disabled registration: it can never report again, so it is left for
+        the kernel to drop when the pidfd is closed, one system call less per
+        exit. It could only linger if a copy of the descriptor lived on (a
+        child forked with ``os.fork()`` that has not closed it yet), and then
+        it lingers disabled, and a new pidfd given the same number is a
         different registration (epoll keys them by open file and number).
         """
+        child = self._children.pop(fd, None)
         # Never in a forked child: the epoll instance is the parent's too.
-        if self._children.pop(fd, None) is not None and not self._forked and not spent:
+        if child is not None and not child._spent and not self._forked:
             self._ep.unregister(fd)
 
     def _ready(self) -> None:
