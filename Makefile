@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 all: test
 
 # setup.py and the C file: the optional C module is built by the install.
-$(STAMP): pyproject.toml setup.py aioproc/_waiting/_waitid.c
+$(STAMP): pyproject.toml setup.py aioproc/_waiting/_waitid.c aioproc/_clone_exec.c
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
@@ -41,4 +41,4 @@ docs: $(STAMP)
 	$(BIN)/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache aioproc/_waiting/*.so
+	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache aioproc/_waiting/*.so aioproc/*.so

@@ -5,16 +5,25 @@ thread, and raises a clear ``TypeError``/``ValueError`` with nothing created.
 The fork/exec step itself (:func:`spawn_sync`) is a plain blocking function so
 it can run inline on the loop or on a spawn worker thread; it either returns a
 child with its pidfd open and its pipes set up, or raises after closing every
-descriptor it made and reaping any child it forked. Spawn workers run it in
-its two halves (:func:`spawn_start` forks, :func:`spawn_finish` learns whether
-the exec happened), so that a worker can fork its next child while an earlier
-one is still on its way through the exec (see ``_Started``).
+descriptor it made and reaping any child it forked. Spawn workers run
+the fallback in its two halves (:func:`spawn_start` forks,
+:func:`spawn_finish` learns whether the exec happened), so that a worker can
+fork its next child while an earlier one is still on its way through the exec
+(see ``_Started``).
 
-The fork/exec primitive is CPython's own ``_posixsubprocess.fork_exec`` (what
+The fork/exec primitive is aioproc's C module ``_clone_exec`` where it is
+built (``_clone_exec.c``): one call, with the GIL released throughout, makes
+the pipes, clones the child (``CLONE_VM | CLONE_VFORK | CLONE_PIDFD``), and
+learns the outcome of the exec from memory the child shares, so it returns a
+child that has exec'd, with its pidfd. Spawns it does not cover (user and group
+changes, PID-mode waiting), and every spawn where it is not built, where the
+kernel refuses it, or with ``AIOPROC_NO_C_SPAWN=1`` in the environment, use
+CPython's own ``_posixsubprocess.fork_exec`` (what
 ``subprocess.Popen`` uses): it uses ``vfork`` where that is safe, closes every
 descriptor but the ones asked for (``close_range``), and reports a failed
-``exec``/``chdir``/``dup2`` back through a close-on-exec error pipe. Its
-signature differs between Python versions; :func:`_fork_exec` adapts.
+``exec``/``chdir``/``dup2`` back through a close-on-exec error pipe; then
+``pidfd_open``. Its signature differs between Python versions;
+:func:`_fork_exec` adapts.
 """
 
 from __future__ import annotations
@@ -45,6 +54,14 @@ try:
     from _posixsubprocess import fork_exec as _posix_fork_exec
 except ImportError:  # pragma: no cover - not CPython on POSIX
     _posix_fork_exec = None
+
+_clone_exec: Any
+try:
+    from . import _clone_exec
+except ImportError:  # pragma: no cover - not built (no compiler at install time)
+    _clone_exec = None
+if os.environ.get("AIOPROC_NO_C_SPAWN") == "1":
+    _clone_exec = None
 
 __all__ = [
     "DEVNULL",
@@ -513,8 +530,18 @@ def _child_error(data: bytes, spec: SpawnSpec) -> BaseException:
         # CPython reports which only for chdir (":chdir"), and only on some
         # versions; with a cwd, the errors chdir can give point at it.
         if spec.cwd is not None and (msg == "noexec:chdir" or err in _CHDIR_ERRNOS):
-            cwd = os.fsdecode(spec.cwd)
-            return OSError(err, f"{os.strerror(err)}: cannot use it as the working directory", cwd)
+            return _child_failure("chdir", err, spec)
+        return _child_failure("noexec", err, spec)
+    return _child_failure("exec", err, spec)
+
+
+def _child_failure(stage: str, err: int, spec: SpawnSpec) -> OSError:
+    """The exception for a child that failed at ``stage``: "chdir", "noexec" (some
+    other step before the exec) or "exec"."""
+    if stage == "chdir" and spec.cwd is not None:
+        cwd = os.fsdecode(spec.cwd)
+        return OSError(err, f"{os.strerror(err)}: cannot use it as the working directory", cwd)
+    if stage != "exec":
         return OSError(err, f"{os.strerror(err)} (in the child, before exec)")
     return OSError(err, os.strerror(err), spec.display)
 
@@ -584,9 +611,62 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
     On failure, every descriptor made here is closed and a forked child is
     killed (if it got that far) and reaped before the exception propagates.
     """
+    if _clone_exec is not None and mode == "pidfd" and _direct_covers(spec):
+        result = _spawn_direct(spec)
+        if result is not None:
+            return result
     result = spawn_finish(spawn_start(spec, nonblocking=False), spec, mode, wait=True)
     assert result is not None  # wait=True
     return result
+
+
+def _direct_covers(spec: SpawnSpec) -> bool:
+    """Whether :func:`_spawn_direct` can run ``spec`` (when ``_clone_exec`` is built)."""
+    # glibc makes setuid/setgid/setgroups apply to every thread with a signal
+    # broadcast, which must not run in a child that shares our memory.
+    return spec.uid is None and spec.gid is None and spec.extra_groups is None
+
+
+# Errors that mean "this kernel (or a seccomp filter) refuses clone with these
+# flags, or close_range": the fallback is used from then on.
+_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.EPERM)
+
+
+def _spawn_direct(spec: SpawnSpec) -> Spawned | None:
+    """The fork/exec step in one GIL-free call of ``_clone_exec``; see that module.
+
+    Returns a child that has exec'd, with its pidfd, or None when the kernel
+    refused the call for lack of support (nothing was created; the caller
+    uses the fallback, and so does every later spawn).
+    """
+    global _clone_exec
+    try:
+        out = _clone_exec.spawn(
+            spec.args,
+            spec.executable_list,
+            spec.env_list,
+            spec.cwd,
+            spec.stdin,
+            spec.stdout,
+            spec.stderr,
+            spec.pass_fds,
+            spec.start_new_session,
+            spec.process_group,
+            spec.umask,
+            spec.pdeathsig,
+        )
+    except OSError as exc:
+        if exc.errno not in _UNSUPPORTED:
+            raise
+        _clone_exec = None  # clone refused CLONE_PIDFD (before Linux 5.2) or clone3 is filtered
+        return None
+    if len(out) == 5:
+        return Spawned(*out)
+    stage, err = out
+    if stage == "noexec" and err == errno.ENOSYS:
+        _clone_exec = None  # no close_range (before Linux 5.9); the child was reaped
+        return None
+    raise _child_failure(stage, err, spec)
 
 
 class Forked(NamedTuple):
@@ -882,6 +962,8 @@ class SpawnPool:
         # worker in that moment would get the default action (death, for
         # most). Only the fork itself runs with the normal mask (_fork_exec).
         _worker.normal_mask = c_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
+        if _clone_exec is not None:
+            _clone_exec.set_child_mask(_worker.normal_mask)
         me = threading.current_thread()
         # Children forked by this worker whose exec is not confirmed yet (see
         # _Started): the worker forks the next one meanwhile.
@@ -959,12 +1041,20 @@ class SpawnPool:
                     hold.__exit__(None, None, None)
 
             try:
-                forked = spawn_start(spec, nonblocking=True)
+                done = None
+                if _clone_exec is not None and job.mode == "pidfd" and _direct_covers(spec):
+                    done = _spawn_direct(spec)  # exec'd already: nothing to confirm
+                if done is None:
+                    forked = spawn_start(spec, nonblocking=True)
             except BaseException:
                 release()
                 raise
         except BaseException as exc:
             _hand_over(job, None, exc)
+            return
+        if done is not None:
+            release()
+            _hand_over(job, (spec, done), None)
             return
         started.append(_Started(job, spec, forked, release))
 

@@ -115,9 +115,13 @@ async def spawn_works() -> None:
 
 
 # ------------------------------------------------------ descriptor exhaustion
-# With stdin, stdout and stderr all pipes, spawn opens, in order: three pipes
-# (two descriptors each), the error pipe (two), and after the fork, with the
-# error pipe's write end closed again, the pidfd (one, pidfd mode only).
+# With stdin, stdout and stderr all pipes, spawn opens, in order, three pipes
+# (two descriptors each), then:
+# - with _clone_exec (pidfd mode): the pidfd, which clone makes with the child;
+#   seven in all;
+# - on the fallback (_posixsubprocess): the error pipe (two), and after the
+#   fork, with the error pipe's write end closed again, the pidfd (pidfd mode
+#   only); eight at the peak.
 STEPS = {
     0: "stdin pipe",
     1: "stdin pipe",
@@ -125,16 +129,33 @@ STEPS = {
     3: "stdout pipe",
     4: "stderr pipe",
     5: "stderr pipe",
-    6: "error pipe",
+    6: "pidfd or error pipe",
     7: "error pipe",
 }
 
 
+@pytest.fixture(params=["clone_exec", "posixsubprocess"])
+def fork_exec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which fork/exec step spawns use: aioproc's C module or the fallback."""
+    from aioproc import _spawn
+
+    if request.param == "posixsubprocess":
+        monkeypatch.setattr(_spawn, "_clone_exec", None)
+    elif _spawn._clone_exec is None:
+        pytest.skip("aioproc._clone_exec is not in use (not built, or AIOPROC_NO_C_SPAWN=1)")
+    return str(request.param)
+
+
 @pytest.mark.parametrize("free", sorted(STEPS), ids=[f"{n}-free-{s}" for n, s in STEPS.items()])
-async def test_out_of_descriptors_at_each_step(wait_mode: str, free: int) -> None:
+async def test_out_of_descriptors_at_each_step(wait_mode: str, fork_exec: str, free: int) -> None:
     await spawn_works()  # the loop's own descriptors exist before we count
     children = children_of()
     fds = really_open_fds()
+    if free == 7 and fork_exec == "clone_exec" and wait_mode == "pidfd":
+        with fd_limit_leaving(free):  # exactly enough
+            proc = await aioproc.spawn(["sh", "-c", "cat"], stdin=PIPE, stdout=PIPE, stderr=PIPE)
+            assert await proc.communicate(b"x") == (b"x", b"")
+        return
     with fd_limit_leaving(free), pytest.raises(OSError, match="Too many open files") as info:
         await aioproc.spawn(["true"], stdin=PIPE, stdout=PIPE, stderr=PIPE)
     assert info.value.errno == errno.EMFILE, info.value
@@ -145,7 +166,8 @@ async def test_out_of_descriptors_at_each_step(wait_mode: str, free: int) -> Non
 
 async def test_exactly_enough_descriptors(wait_mode: str) -> None:
     await spawn_works()
-    # Eight free descriptors is the peak a spawn with three pipes needs.
+    # Eight free descriptors is the peak a spawn with three pipes needs (on the
+    # fallback; _clone_exec needs seven, see STEPS).
     with fd_limit_leaving(8):
         proc = await aioproc.spawn(["sh", "-c", "cat"], stdin=PIPE, stdout=PIPE, stderr=PIPE)
         assert await proc.communicate(b"x") == (b"x", b"")

@@ -635,8 +635,11 @@ def test_children_do_not_outlive_a_closed_loop(loop_name: str, mode: str) -> Non
 
 @pytest.mark.skipif(os.uname().machine not in ("x86_64", "aarch64"), reason="seccomp helper")
 def test_pidfd_open_failing_after_fork_kills_and_reaps_the_child() -> None:
+    # The fallback path (_posixsubprocess, then pidfd_open); _clone_exec gets
+    # the pidfd from clone itself (tests/test_clone_exec.py).
     code = """
         import asyncio, errno, os, aioproc
+        aioproc._spawn._clone_exec = None
         aioproc.set_wait_mode("pidfd")
         async def main():
             before = set(os.listdir("/proc/self/fd"))

@@ -404,9 +404,13 @@ def _hold_before_exec(
     fork, not vfork) that reads one byte from ``gate_r`` first: it execs only
     once the test writes to the gate. ``after_fork`` runs on the worker right
     after that fork.
+
+    This is the fallback path (``_posixsubprocess``): ``_clone_exec`` returns only
+    once the exec is done, so a worker using it has nothing started to confirm.
     """
     from aioproc import _process, _spawn
 
+    monkeypatch.setattr(_spawn, "_clone_exec", None)
     real_fork_exec = _spawn._fork_exec
 
     def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:

@@ -1,0 +1,674 @@
+/* aioproc._clone_exec: the whole fork/exec step of a spawn in one call, GIL released.
+ *
+ * An optional accelerator for aioproc/_spawn.py, which falls back to CPython's
+ * _posixsubprocess.fork_exec (plus an error pipe and pidfd_open) when this
+ * module is not built, or for what it does not cover (user/group changes, and
+ * spawns waited on by PID).
+ *
+ * Why it exists: in a storm of concurrent spawns on a small machine the CPU is
+ * the bottleneck, and the Python around fork_exec (pipes, the error pipe and
+ * its read, pidfd_open, the signal-mask switches, argument conversion) cost a
+ * spawn worker about as much CPU as the fork itself, all of it holding the
+ * GIL the event loop needs. Here one call makes the pipes, clones the child
+ * and learns the outcome of its exec with the GIL released throughout, and
+ * without the error pipe:
+ *
+ *  - clone(CLONE_VM | CLONE_VFORK): the child runs in our memory until its
+ *    exec, as with vfork, and we resume when the exec has passed its point of
+ *    no return or the child has exited. A failure before that point is written
+ *    into a struct in our shared memory (as glibc's posix_spawn does), so it is
+ *    known the moment we resume. An error pipe's close-on-exec write end, in
+ *    contrast, closes a little after that point, and a preempted child made
+ *    the parent wait for it (see _Started in _spawn.py).
+ *  - CLONE_PIDFD: the pidfd comes with the child, atomically; no pidfd_open,
+ *    and no moment in which the child exists without one.
+ *  - The parent-death signal and the process group are set in the child here,
+ *    so they need no preexec_fn (which costs CPython its vfork) on any Python.
+ *
+ * The child shares our memory, our TLS and (until it execs) our signal
+ * handlers' code, so between clone and exec it may only make system calls:
+ * no malloc, no locks, nothing glibc might have half-updated in another
+ * thread. It resets every caught signal to SIG_DFL before it unblocks any,
+ * since a handler run in the child would write into the parent's memory
+ * (CPython's handler sets flags and writes to the wakeup fd).
+ *
+ * Not covered, and left to the fallback: setuid/setgid/setgroups. glibc
+ * applies those to every thread of the process with a signal broadcast, which
+ * is wrong in a child that shares the parent's memory but not its threads.
+ */
+#define _GNU_SOURCE
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <limits.h>
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef CLONE_PIDFD
+#define CLONE_PIDFD 0x00001000
+#endif
+#ifndef P_PIDFD
+#define P_PIDFD 3
+#endif
+#ifndef SYS_close_range
+#define SYS_close_range 436
+#endif
+
+extern char **environ;
+
+/* Where the child failed, for the message the parent builds. */
+enum stage { STAGE_NONE = 0, STAGE_NOEXEC, STAGE_CHDIR, STAGE_EXEC };
+
+/* Everything the child needs, prepared by the parent while it holds the GIL,
+   plus the report the child leaves behind when it fails. The parent reads the
+   report only after clone returned, that is after the child exec'd or exited. */
+struct job {
+    char *const *argv;
+    char *const *executables;
+    Py_ssize_t n_executables;
+    char *const *envp; /* NULL: the parent's environ */
+    const char *cwd;
+    int p2cread, c2pwrite, errwrite; /* -1: inherit */
+    const int *pass_fds;             /* sorted, no duplicates */
+    Py_ssize_t n_pass_fds;
+    int start_new_session;
+    int process_group; /* -1: leave alone */
+    int umask;         /* -1: leave alone */
+    int pdeathsig;     /* 0: none */
+    pid_t parent;
+    sigset_t child_mask;
+    volatile int fail_stage;
+    volatile int fail_errno;
+};
+
+/* The mask a child of this thread starts with. A spawn worker keeps every
+   signal blocked, so its children must be given the process's normal mask
+   instead of inheriting the worker's; set_child_mask() records it. Other
+   threads (the event loop's, for inline spawns) leave it unset: their
+   children get the mask the thread had when it called spawn(). */
+static __thread sigset_t thread_child_mask;
+static __thread int thread_child_mask_set;
+
+static int
+clear_cloexec(int fd)
+{
+    int flags = fcntl(fd, F_GETFD);
+    if (flags < 0) {
+        return -1;
+    }
+    if (flags & FD_CLOEXEC) {
+        return fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC);
+    }
+    return 0;
+}
+
+static int
+close_range_raw(unsigned int first, unsigned int last)
+{
+    return (int)syscall(SYS_close_range, first, last, 0);
+}
+
+static void
+reset_caught_signals(const sigset_t *stays_blocked)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof dfl);
+    dfl.sa_handler = SIG_DFL;
+    for (int sig = 1; sig < _NSIG; sig++) {
+        if (sig == SIGKILL || sig == SIGSTOP) {
+            continue;
+        }
+        /* Python ignores these two at startup; a child gets them back at
+           their defaults (subprocess's restore_signals). */
+        if (sig == SIGPIPE || sig == SIGXFSZ) {
+            (void)sigaction(sig, &dfl, NULL);
+            continue;
+        }
+        /* A signal that stays blocked up to the exec cannot run a handler
+           here, and the exec resets its disposition itself. */
+        if (sigismember(stays_blocked, sig) == 1) {
+            continue;
+        }
+        struct sigaction old;
+        /* glibc answers EINVAL for the signals it uses internally. */
+        if (sigaction(sig, NULL, &old) != 0) {
+            continue;
+        }
+        void *handler = (old.sa_flags & SA_SIGINFO) ? (void *)old.sa_sigaction
+                                                    : (void *)old.sa_handler;
+        if (handler == (void *)SIG_IGN || handler == (void *)SIG_DFL) {
+            continue;
+        }
+        (void)sigaction(sig, &dfl, NULL);
+    }
+}
+
+/* The child, on its own small stack, in our memory. System calls only. */
+static int
+child_main(void *arg)
+{
+    struct job *job = arg;
+    int p2cread = job->p2cread, c2pwrite = job->c2pwrite, errwrite = job->errwrite;
+    int stage = STAGE_NOEXEC;
+
+    reset_caught_signals(&job->child_mask);
+    if (sigprocmask(SIG_SETMASK, &job->child_mask, NULL) != 0) {
+        goto fail;
+    }
+    if (job->pdeathsig) {
+        if (prctl(PR_SET_PDEATHSIG, job->pdeathsig, 0, 0, 0) != 0) {
+            goto fail;
+        }
+        /* The parent may have died before the prctl, and then the kernel
+           never sends the signal: send it ourselves, as the kernel would have
+           (the handlers are at their defaults now; a blocked signal stays
+           pending into the new program, as it would have). */
+        if (getppid() != job->parent) {
+            (void)kill(getpid(), job->pdeathsig);
+        }
+    }
+
+    /* Stdio, as CPython's child does it: move a descriptor that sits where
+       another one must go out of the way first (dup clears close-on-exec on
+       the copy; the original is closed below with the rest). */
+    if (c2pwrite == 0) {
+        if ((c2pwrite = dup(c2pwrite)) < 0) {
+            goto fail;
+        }
+    }
+    while (errwrite == 0 || errwrite == 1) {
+        if ((errwrite = dup(errwrite)) < 0) {
+            goto fail;
+        }
+    }
+    if (p2cread == 0) {
+        if (clear_cloexec(0) != 0) {
+            goto fail;
+        }
+    } else if (p2cread != -1 && dup2(p2cread, 0) < 0) {
+        goto fail;
+    }
+    if (c2pwrite == 1) {
+        if (clear_cloexec(1) != 0) {
+            goto fail;
+        }
+    } else if (c2pwrite != -1 && dup2(c2pwrite, 1) < 0) {
+        goto fail;
+    }
+    if (errwrite == 2) {
+        if (clear_cloexec(2) != 0) {
+            goto fail;
+        }
+    } else if (errwrite != -1 && dup2(errwrite, 2) < 0) {
+        goto fail;
+    }
+
+    if (job->cwd != NULL && chdir(job->cwd) != 0) {
+        stage = STAGE_CHDIR;
+        goto fail;
+    }
+    if (job->umask >= 0) {
+        (void)umask((mode_t)job->umask);
+    }
+    if (job->start_new_session && setsid() < 0) {
+        goto fail;
+    }
+    if (job->process_group >= 0 && setpgid(0, job->process_group) != 0) {
+        goto fail;
+    }
+
+    /* close_fds: everything from 3 up except pass_fds, which become
+       inheritable. Our own descriptors, the pipes' originals included, go
+       here; the sorted list makes the gaps. */
+    unsigned int next = 3;
+    for (Py_ssize_t i = 0; i < job->n_pass_fds; i++) {
+        int fd = job->pass_fds[i];
+        if (clear_cloexec(fd) != 0) {
+            goto fail;
+        }
+        if (fd < 3) {
+            continue;
+        }
+        if ((unsigned int)fd > next && close_range_raw(next, (unsigned int)fd - 1) != 0) {
+            goto fail;
+        }
+        next = (unsigned int)fd + 1;
+    }
+    if (close_range_raw(next, ~0U) != 0) {
+        goto fail;
+    }
+
+    /* The PATH search of subprocess and os.execvpe: report the first error
+       that is not "not there", else the last. */
+    stage = STAGE_EXEC;
+    char *const *envp = job->envp != NULL ? job->envp : environ;
+    int saved = 0;
+    for (Py_ssize_t i = 0; i < job->n_executables; i++) {
+        execve(job->executables[i], job->argv, envp);
+        if (errno != ENOENT && errno != ENOTDIR && saved == 0) {
+            saved = errno;
+        }
+    }
+    if (saved != 0) {
+        errno = saved;
+    }
+
+fail:
+    job->fail_errno = errno ? errno : EINVAL;
+    job->fail_stage = stage;
+    _exit(127);
+    return 0;
+}
+
+static int as_int(PyObject *o);
+
+/* Holds references and C arrays for the duration of one call. */
+struct buffers {
+    PyObject *args_fast, *exe_fast, *env_fast;
+    char **argv, **executables, **envp;
+    int *pass_fds;
+};
+
+static void
+buffers_free(struct buffers *b)
+{
+    Py_XDECREF(b->args_fast);
+    Py_XDECREF(b->exe_fast);
+    Py_XDECREF(b->env_fast);
+    PyMem_Free(b->argv);
+    PyMem_Free(b->executables);
+    PyMem_Free(b->envp);
+    PyMem_Free(b->pass_fds);
+}
+
+/* A NULL-terminated char *[] pointing into the bytes of `seq`. A tuple copy of
+   `seq` (kept in *fast) holds the bytes objects: the call runs without the
+   GIL, and another thread could change a list meanwhile. */
+static char **
+to_cstrings(PyObject *seq, PyObject **fast, Py_ssize_t *count, const char *what)
+{
+    *fast = PySequence_Tuple(seq);
+    if (*fast == NULL) {
+        return NULL;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(*fast);
+    char **out = PyMem_New(char *, n + 1);
+    if (out == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PySequence_Fast_GET_ITEM(*fast, i);
+        if (!PyBytes_Check(item)) {
+            PyMem_Free(out);
+            PyErr_Format(PyExc_TypeError, "%s must hold bytes", what);
+            return NULL;
+        }
+        out[i] = PyBytes_AS_STRING(item);
+    }
+    out[n] = NULL;
+    if (count != NULL) {
+        *count = n;
+    }
+    return out;
+}
+
+/* A redirect as subprocess spells it, and None (inherit) as R_INHERIT. */
+#define R_INHERIT (-100)
+#define R_PIPE (-1)
+#define R_STDOUT (-2)
+#define R_DEVNULL (-3)
+
+static int
+redirect_value(PyObject *o, int *out)
+{
+    if (o == Py_None) {
+        *out = R_INHERIT;
+        return 0;
+    }
+    int v = as_int(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+/* PyLong_AsInt is public from 3.13 only. */
+static int
+as_int(PyObject *o)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return -1;
+    }
+    return (int)v;
+}
+
+static void
+close_if(int fd)
+{
+    if (fd >= 0) {
+        (void)close(fd);
+    }
+}
+
+/* One child stream: the descriptor the child gets (-1: inherit) and our end
+   (-1: none). Pipes and /dev/null are made here; `theirs` collects what the
+   parent closes after the clone. */
+static int
+make_stream(int redirect, int child_reads, int *devnull, int *child_fd, int *our_end,
+            int *theirs, int *n_theirs)
+{
+    *our_end = -1;
+    if (redirect == R_INHERIT) {
+        *child_fd = -1;
+        return 0;
+    }
+    if (redirect == R_DEVNULL) {
+        if (*devnull < 0) {
+            *devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+            if (*devnull < 0) {
+                return -1;
+            }
+            theirs[(*n_theirs)++] = *devnull;
+        }
+        *child_fd = *devnull;
+        return 0;
+    }
+    if (redirect == R_PIPE) {
+        int p[2];
+        if (pipe2(p, O_CLOEXEC) != 0) {
+            return -1;
+        }
+        if (child_reads) {
+            *child_fd = p[0];
+            *our_end = p[1];
+        } else {
+            *child_fd = p[1];
+            *our_end = p[0];
+        }
+        theirs[(*n_theirs)++] = *child_fd;
+        return 0;
+    }
+    *child_fd = redirect; /* a descriptor of the caller's */
+    return 0;
+}
+
+#define CHILD_STACK_SIZE (64 * 1024)
+
+PyDoc_STRVAR(spawn_doc,
+"spawn(args, executables, env, cwd, stdin, stdout, stderr, pass_fds,\n"
+"      start_new_session, process_group, umask, pdeathsig, /)\n"
+"    -> (pid, pidfd, stdin_end, stdout_end, stderr_end) | (stage, errno)\n"
+"\n"
+"Make the child's pipes, clone it with CLONE_VM | CLONE_VFORK | CLONE_PIDFD\n"
+"and exec it, with the GIL released. args, executables and env hold bytes\n"
+"(env None: inherit); stdin/stdout/stderr are None (inherit), PIPE (-1),\n"
+"STDOUT (-2, stderr only), DEVNULL (-3) or a descriptor. Our pipe ends are\n"
+"non-blocking and close-on-exec. When the child failed before its exec ran,\n"
+"it has been reaped and everything made here closed, and the result is\n"
+"(stage, errno) with stage 'noexec', 'chdir' or 'exec'. Failures in the\n"
+"parent (pipe2, clone) raise OSError, with nothing left behind.");
+
+static PyObject *
+aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 12) {
+        PyErr_Format(PyExc_TypeError, "spawn() takes 12 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    struct buffers b;
+    memset(&b, 0, sizeof b);
+    struct job job;
+    memset(&job, 0, sizeof job);
+    int redirect[3];
+    PyObject *result = NULL;
+
+    b.argv = to_cstrings(a[0], &b.args_fast, NULL, "args");
+    if (b.argv == NULL) {
+        goto done;
+    }
+    if (b.argv[0] == NULL) {
+        PyErr_SetString(PyExc_ValueError, "args must not be empty");
+        goto done;
+    }
+    b.executables = to_cstrings(a[1], &b.exe_fast, &job.n_executables, "executables");
+    if (b.executables == NULL) {
+        goto done;
+    }
+    if (a[2] != Py_None) {
+        b.envp = to_cstrings(a[2], &b.env_fast, NULL, "env");
+        if (b.envp == NULL) {
+            goto done;
+        }
+    }
+    if (a[3] != Py_None) {
+        if (!PyBytes_Check(a[3])) {
+            PyErr_SetString(PyExc_TypeError, "cwd must be bytes or None");
+            goto done;
+        }
+        job.cwd = PyBytes_AS_STRING(a[3]);
+    }
+    for (int i = 0; i < 3; i++) {
+        if (redirect_value(a[4 + i], &redirect[i]) != 0) {
+            goto done;
+        }
+    }
+    {
+        PyObject *fds = a[7];
+        if (!PyTuple_Check(fds)) {
+            PyErr_SetString(PyExc_TypeError, "pass_fds must be a tuple");
+            goto done;
+        }
+        Py_ssize_t n = PyTuple_GET_SIZE(fds);
+        b.pass_fds = PyMem_New(int, n > 0 ? n : 1);
+        if (b.pass_fds == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int fd = as_int(PyTuple_GET_ITEM(fds, i));
+            if (fd == -1 && PyErr_Occurred()) {
+                goto done;
+            }
+            if (fd < 0 || (i > 0 && fd <= b.pass_fds[i - 1])) {
+                PyErr_SetString(PyExc_ValueError, "pass_fds must be sorted, distinct and >= 0");
+                goto done;
+            }
+            b.pass_fds[i] = fd;
+        }
+        job.n_pass_fds = n;
+    }
+    job.start_new_session = PyObject_IsTrue(a[8]);
+    job.process_group = as_int(a[9]);
+    job.umask = as_int(a[10]);
+    job.pdeathsig = as_int(a[11]);
+    if (job.start_new_session < 0 || PyErr_Occurred()) {
+        goto done;
+    }
+    job.argv = b.argv;
+    job.executables = b.executables;
+    job.envp = b.envp;
+    job.pass_fds = b.pass_fds;
+
+    int theirs[4], n_theirs = 0, devnull = -1;
+    int ours[3] = {-1, -1, -1};
+    int pidfd = -1, failed_errno = 0;
+    pid_t pid = -1;
+    const char *failed_call = NULL;
+
+    Py_BEGIN_ALLOW_THREADS
+    int child_fd[3];
+    if (make_stream(redirect[0], 1, &devnull, &child_fd[0], &ours[0], theirs, &n_theirs) != 0 ||
+        make_stream(redirect[1], 0, &devnull, &child_fd[1], &ours[1], theirs, &n_theirs) != 0) {
+        failed_errno = errno;
+        failed_call = "pipe";
+    } else if (redirect[2] == R_STDOUT) {
+        child_fd[2] = child_fd[1] != -1 ? child_fd[1] : 1;
+    } else if (make_stream(redirect[2], 0, &devnull, &child_fd[2], &ours[2], theirs,
+                           &n_theirs) != 0) {
+        failed_errno = errno;
+        failed_call = "pipe";
+    }
+    void *stack = MAP_FAILED;
+    if (failed_call == NULL) {
+        stack = mmap(NULL, CHILD_STACK_SIZE, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK | MAP_NORESERVE, -1, 0);
+        if (stack == MAP_FAILED) {
+            failed_errno = errno;
+            failed_call = "mmap";
+        }
+    }
+    if (failed_call == NULL) {
+        job.p2cread = child_fd[0];
+        job.c2pwrite = child_fd[1];
+        job.errwrite = child_fd[2];
+        job.parent = getpid();
+        sigset_t all, old;
+        sigfillset(&all);
+        /* Nothing may interrupt the child before its handlers are reset, nor
+           this thread while the child borrows its memory. */
+        pthread_sigmask(SIG_SETMASK, &all, &old);
+        job.child_mask = thread_child_mask_set ? thread_child_mask : old;
+        pid = clone(child_main, (char *)stack + CHILD_STACK_SIZE,
+                    CLONE_VM | CLONE_VFORK | CLONE_PIDFD | SIGCHLD, &job, &pidfd);
+        if (pid < 0) {
+            failed_errno = errno;
+            failed_call = "clone";
+        }
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        (void)munmap(stack, CHILD_STACK_SIZE);
+    }
+    for (int i = 0; i < n_theirs; i++) {
+        close(theirs[i]);
+    }
+    if (failed_call == NULL && job.fail_stage != STAGE_NONE) {
+        /* The child reported its failure and exited: reap it through the
+           pidfd (no PID is named, so nothing else can be hit). */
+        siginfo_t info;
+        while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED) != 0 && errno == EINTR) {
+        }
+        close(pidfd);
+    }
+    if (failed_call != NULL || job.fail_stage != STAGE_NONE) {
+        for (int i = 0; i < 3; i++) {
+            close_if(ours[i]);
+        }
+    } else {
+        for (int i = 0; i < 3; i++) {
+            if (ours[i] >= 0) {
+                (void)fcntl(ours[i], F_SETFL, O_NONBLOCK);
+            }
+        }
+    }
+    Py_END_ALLOW_THREADS
+
+    if (failed_call != NULL) {
+        errno = failed_errno;
+        PyErr_SetFromErrno(PyExc_OSError);
+        goto done;
+    }
+    if (job.fail_stage != STAGE_NONE) {
+        const char *stage = job.fail_stage == STAGE_CHDIR  ? "chdir"
+                            : job.fail_stage == STAGE_EXEC ? "exec"
+                                                           : "noexec";
+        result = Py_BuildValue("(si)", stage, job.fail_errno);
+        goto done;
+    }
+    {
+        PyObject *ends[3];
+        for (int i = 0; i < 3; i++) {
+            if (ours[i] >= 0) {
+                ends[i] = PyLong_FromLong(ours[i]);
+            } else {
+                ends[i] = Py_NewRef(Py_None);
+            }
+        }
+        result = Py_BuildValue("(iiNNN)", (int)pid, pidfd, ends[0], ends[1], ends[2]);
+    }
+
+done:
+    buffers_free(&b);
+    return result;
+}
+
+PyDoc_STRVAR(set_child_mask_doc,
+"set_child_mask(signals, /)\n"
+"\n"
+"The signal mask that children spawned from this thread start with (by\n"
+"default, the thread's mask at the time of the spawn). For spawn workers,\n"
+"which keep every signal blocked.");
+
+static PyObject *
+aioproc_set_child_mask(PyObject *module, PyObject *signals)
+{
+    (void)module;
+    PyObject *it = PyObject_GetIter(signals);
+    if (it == NULL) {
+        return NULL;
+    }
+    sigset_t mask;
+    sigemptyset(&mask);
+    PyObject *item;
+    while ((item = PyIter_Next(it)) != NULL) {
+        int sig = as_int(item);
+        Py_DECREF(item);
+        if (sig == -1 && PyErr_Occurred()) {
+            Py_DECREF(it);
+            return NULL;
+        }
+        if (sigaddset(&mask, sig) != 0) {
+            Py_DECREF(it);
+            PyErr_Format(PyExc_ValueError, "invalid signal number %d", sig);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    thread_child_mask = mask;
+    thread_child_mask_set = 1;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"spawn", (PyCFunction)(void (*)(void))aioproc_spawn, METH_FASTCALL, spawn_doc},
+    {"set_child_mask", aioproc_set_child_mask, METH_O, set_child_mask_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module_def = {
+    PyModuleDef_HEAD_INIT,
+    "aioproc._clone_exec",
+    "A spawn's fork/exec step in one GIL-free call (see _spawn.py).",
+    0,
+    methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__clone_exec(void)
+{
+    return PyModuleDef_Init(&module_def);
+}
