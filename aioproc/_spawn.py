@@ -843,6 +843,8 @@ class _Job(Generic[T]):
 class _Started(NamedTuple):
     """A pooled spawn whose child is forked but whose exec is not confirmed.
 
+    Only on the fallback: ``_clone_exec`` returns once the exec is done.
+
     Confirming takes the child past its exec: with vfork the worker resumes
     when the exec has gone past its point of no return, but the error pipe's
     close-on-exec write end closes a little later, and on a busy machine the
@@ -864,11 +866,11 @@ class SpawnPool:
     Forking and exec'ing block the calling thread for a few hundred
     microseconds each (longer for big parents, or without vfork); a thousand
     concurrent spawns done on the loop thread stall it for most of a second.
-    The workers take that off the loop, and, since ``fork_exec`` releases the
-    GIL while a vfork parent waits for the exec (Python 3.12, and 3.11 since
-    late 2023; not 3.10, see docs/processes.md), several spawns proceed at
-    once. Only this step runs in the pool: waiting for children stays
-    thread-free.
+    The workers take that off the loop, and, since ``_clone_exec`` releases
+    the GIL for the whole step (and the fallback's ``fork_exec`` while a vfork
+    parent waits for the exec: Python 3.12, and 3.11 since late 2023; not
+    3.10, see docs/processes.md), several spawns proceed at once. Only this
+    step runs in the pool: waiting for children stays thread-free.
 
     Threads start lazily, one per queued job up to ``size``, and retire after
     ``IDLE_TIMEOUT`` seconds without work, so a process that spawned a burst
