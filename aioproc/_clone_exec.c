@@ -470,6 +470,12 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
         if (redirect_value(a[4 + i], &redirect[i]) != 0) {
             goto done;
         }
+        int r = redirect[i];
+        if (r < 0 && r != R_INHERIT && r != R_PIPE && r != R_DEVNULL &&
+            !(r == R_STDOUT && i == 2)) {
+            PyErr_Format(PyExc_ValueError, "invalid redirect %d for descriptor %d", r, i);
+            goto done;
+        }
     }
     {
         PyObject *fds = a[7];
@@ -563,7 +569,15 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
         /* The child reported its failure and exited: reap it through the
            pidfd (no PID is named, so nothing else can be hit). */
         siginfo_t info;
-        while (waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED) != 0 && errno == EINTR) {
+        int rc;
+        while ((rc = waitid((idtype_t)P_PIDFD, (id_t)pidfd, &info, WEXITED)) != 0 &&
+               errno == EINTR) {
+        }
+        if (rc != 0 && errno == EINVAL) {
+            /* Linux 5.2 and 5.3 have CLONE_PIDFD but not P_PIDFD. The child is
+               ours and unreaped, so its PID still names it. */
+            while (waitpid(pid, NULL, 0) < 0 && errno == EINTR) {
+            }
         }
         close(pidfd);
     }

@@ -658,7 +658,7 @@ def _spawn_direct(spec: SpawnSpec) -> Spawned | None:
     except OSError as exc:
         if exc.errno not in _UNSUPPORTED:
             raise
-        _clone_exec = None  # clone refused CLONE_PIDFD (before Linux 5.2) or clone3 is filtered
+        _clone_exec = None  # no CLONE_PIDFD (before Linux 5.2), or a seccomp filter
         return None
     if len(out) == 5:
         return Spawned(*out)
@@ -962,7 +962,9 @@ class SpawnPool:
         # to its previous disposition with the loop's remove_signal_handler,
         # which leaves SIG_DFL in place for a moment; a signal taken by a
         # worker in that moment would get the default action (death, for
-        # most). Only the fork itself runs with the normal mask (_fork_exec).
+        # most). The children get the normal mask: _clone_exec gives it to
+        # them (set_child_mask); on the fallback, the fork itself runs with it
+        # (_fork_exec).
         _worker.normal_mask = c_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
         if _clone_exec is not None:
             _clone_exec.set_child_mask(_worker.normal_mask)

@@ -138,6 +138,24 @@ def test_the_child_gets_only_stdio_and_pass_fds(no_leaks: None) -> None:
     assert not listed & {kept_w, other_r, other_w}
 
 
+def test_environment_umask_session_and_group(no_leaks: None) -> None:
+    script = b'echo "$FOO"; grep Umask /proc/self/status; cut -d" " -f5,6 /proc/self/stat'
+    for session, group in [(True, -1), (False, 0)]:
+        pid, pidfd, _, stdout, _ = ok(
+            spawn([b"/bin/sh", b"-c", script], env=[b"FOO=bar"], umask=0o27, stdout=-1,
+                  start_new_session=session, process_group=group)
+        )  # fmt: skip
+        assert stdout is not None
+        foo, umask, ids = read_all(stdout).decode().splitlines()
+        reap(pidfd)
+        assert foo == "bar"
+        assert umask.split() == ["Umask:", "0027"]
+        # cut runs in the shell's process group and session: the child's own
+        pgid, sid = map(int, ids.split())
+        assert pgid == pid
+        assert (sid == pid) is session
+
+
 @pytest.mark.parametrize(
     ("kwargs", "stage", "err"),
     [
@@ -161,7 +179,12 @@ def test_a_child_that_fails_before_its_exec_is_reported_and_reaped(
     # no_leaks: the child was reaped and every pipe closed.
 
 
-async def test_spawn_raises_what_the_failed_stage_means(no_leaks: None) -> None:
+async def test_spawn_raises_what_the_failed_stage_means(
+    no_leaks: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from aioproc import _spawn
+
+    monkeypatch.setattr(_spawn, "_clone_exec", ce)  # even with AIOPROC_NO_C_SPAWN=1
     with pytest.raises(FileNotFoundError, match="working directory") as info:
         await aioproc.spawn(["true"], cwd="/nonexistent")
     assert info.value.filename == "/nonexistent"
@@ -224,6 +247,10 @@ def test_bad_arguments_raise_before_anything_is_made(no_leaks: None) -> None:
         spawn(["true"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="args must not be empty"):
         spawn([], (b"/bin/true",))
+    with pytest.raises(ValueError, match="invalid redirect -2 for descriptor 1"):
+        spawn([b"/bin/true"], stdout=-2)  # STDOUT is for stderr only
+    with pytest.raises(ValueError, match="invalid redirect -7 for descriptor 0"):
+        spawn([b"/bin/true"], stdin=-7)
     with pytest.raises(ValueError, match="pass_fds must be sorted"):
         spawn([b"/bin/true"], pass_fds=(5, 4))
     with pytest.raises(TypeError, match="takes 12 arguments"):
