@@ -124,6 +124,9 @@ def test_the_child_gets_only_stdio_and_pass_fds(no_leaks: None) -> None:
     kept_r, kept_w = os.pipe()  # close-on-exec, like every descriptor Python makes
     other_r, other_w = os.pipe()
     os.set_inheritable(other_r, True)  # inheritable, but not passed: closed all the same
+    # Descriptors above the highest one the child keeps (the child's private
+    # table is copied only up to that one) and below it.
+    high = os.dup2(other_r, 900, inheritable=True)
     try:
         _, pidfd, _, stdout, _ = ok(
             spawn([b"/bin/sh", b"-c", b"ls /proc/self/fd"], stdout=-1, pass_fds=(kept_r,))
@@ -132,12 +135,38 @@ def test_the_child_gets_only_stdio_and_pass_fds(no_leaks: None) -> None:
         listed = {int(fd) for fd in read_all(stdout).split()}
         reap(pidfd)
     finally:
-        for fd in (kept_r, kept_w, other_r, other_w):
+        for fd in (kept_r, kept_w, other_r, other_w, high):
             os.close(fd)
     # ls's own directory descriptor is the one extra.
     assert {0, 1, 2, kept_r} <= listed
     assert len(listed - {0, 1, 2, kept_r}) == 1
-    assert not listed & {kept_w, other_r, other_w}
+    assert not listed & {kept_w, other_r, other_w, high}
+
+
+def test_the_childs_descriptor_changes_never_reach_our_table(no_leaks: None) -> None:
+    # The child starts on our descriptor table (CLONE_FILES) and must take a
+    # private copy before its first dup2: otherwise it would put its pipes in
+    # our stdin, stdout and stderr.
+    def ours() -> list[tuple[int, int, int]]:
+        return [(st.st_dev, st.st_ino, os.get_inheritable(fd)) for fd, st in
+                ((fd, os.fstat(fd)) for fd in (0, 1, 2))]  # fmt: skip
+
+    before = ours()
+    pass_r, pass_w = os.pipe()  # close-on-exec here; the child makes its copy inheritable
+    try:
+        for _ in range(20):
+            _, pidfd, stdin, stdout, stderr = ok(
+                spawn([b"/bin/true"], stdin=-1, stdout=-1, stderr=-1, pass_fds=(pass_r,))
+            )
+            for fd in (stdin, stdout, stderr):
+                assert fd is not None
+                os.close(fd)
+            reap(pidfd)
+            assert ours() == before
+            assert os.get_inheritable(pass_r) is False
+    finally:
+        os.close(pass_r)
+        os.close(pass_w)
 
 
 def test_environment_umask_session_and_group(no_leaks: None) -> None:
