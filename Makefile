@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 
 all: test
 
-# setup.py and the C file: the optional C module is built by the install.
+# setup.py and the C files: the optional C modules are built by the install.
 $(STAMP): pyproject.toml setup.py aioproc/_waiting/_waitid.c aioproc/_clone_exec.c
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
