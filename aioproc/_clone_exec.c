@@ -76,7 +76,7 @@
 extern char **environ;
 
 /* Where the child failed, for the message the parent builds. */
-enum stage { STAGE_NONE = 0, STAGE_NOEXEC, STAGE_CHDIR, STAGE_EXEC };
+enum stage { STAGE_NONE = 0, STAGE_NOEXEC, STAGE_CHDIR, STAGE_EXEC, STAGE_CLOSE_RANGE };
 
 /* Everything the child needs, prepared by the parent while it holds the GIL,
    plus the report the child leaves behind when it fails. The parent reads the
@@ -192,6 +192,7 @@ child_main(void *arg)
         keep_max = job->pass_fds[job->n_pass_fds - 1];
     }
     if (syscall(SYS_close_range, (unsigned int)keep_max + 1, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
+        stage = STAGE_CLOSE_RANGE; /* the caller falls back if it is not supported */
         goto fail;
     }
 
@@ -274,11 +275,13 @@ child_main(void *arg)
             continue;
         }
         if ((unsigned int)fd > next && close_range_raw(next, (unsigned int)fd - 1) != 0) {
+            stage = STAGE_CLOSE_RANGE;
             goto fail;
         }
         next = (unsigned int)fd + 1;
     }
     if (close_range_raw(next, ~0U) != 0) {
+        stage = STAGE_CLOSE_RANGE;
         goto fail;
     }
 
@@ -507,7 +510,8 @@ PyDoc_STRVAR(spawn_doc,
 "STDOUT (-2, stderr only), DEVNULL (-3) or a descriptor. Our pipe ends are\n"
 "non-blocking and close-on-exec. When the child failed before its exec ran,\n"
 "it has been reaped and everything made here closed, and the result is\n"
-"(stage, errno) with stage 'noexec', 'chdir' or 'exec'. Failures in the\n"
+"(stage, errno) with stage 'chdir', 'exec', 'close_range' or 'noexec' (the\n"
+"other steps before the exec). Failures in the\n"
 "parent (pipe2, clone) raise OSError, with nothing left behind.");
 
 static PyObject *
@@ -686,9 +690,10 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
         goto done;
     }
     if (job.fail_stage != STAGE_NONE) {
-        const char *stage = job.fail_stage == STAGE_CHDIR  ? "chdir"
-                            : job.fail_stage == STAGE_EXEC ? "exec"
-                                                           : "noexec";
+        const char *stage = job.fail_stage == STAGE_CHDIR         ? "chdir"
+                            : job.fail_stage == STAGE_EXEC        ? "exec"
+                            : job.fail_stage == STAGE_CLOSE_RANGE ? "close_range"
+                                                                  : "noexec";
         result = Py_BuildValue("(si)", stage, job.fail_errno);
         goto done;
     }

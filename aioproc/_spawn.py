@@ -536,8 +536,8 @@ def _child_error(data: bytes, spec: SpawnSpec) -> BaseException:
 
 
 def _child_failure(stage: str, err: int, spec: SpawnSpec) -> OSError:
-    """The exception for a child that failed at ``stage``: "chdir", "noexec" (some
-    other step before the exec) or "exec"."""
+    """The exception for a child that failed at ``stage``: "chdir", "exec", or
+    another step before the exec ("noexec", "close_range")."""
     if stage == "chdir" and spec.cwd is not None:
         cwd = os.fsdecode(spec.cwd)
         return OSError(err, f"{os.strerror(err)}: cannot use it as the working directory", cwd)
@@ -628,7 +628,8 @@ def _direct_covers(spec: SpawnSpec) -> bool:
 
 
 # Errors that mean "this kernel (or a seccomp filter) refuses clone with these
-# flags, or close_range": the fallback is used from then on.
+# flags, or close_range with CLOSE_RANGE_UNSHARE": the fallback is used from
+# then on.
 _UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.EPERM)
 
 
@@ -663,8 +664,10 @@ def _spawn_direct(spec: SpawnSpec) -> Spawned | None:
     if len(out) == 5:
         return Spawned(*out)
     stage, err = out
-    if stage == "noexec" and err == errno.ENOSYS:
-        _clone_exec = None  # no close_range (before Linux 5.9); the child was reaped
+    if stage == "close_range" and err in _UNSUPPORTED:
+        # No close_range (before Linux 5.9), or no CLOSE_RANGE_UNSHARE (a
+        # sandbox's own kernel); the child was reaped.
+        _clone_exec = None
         return None
     raise _child_failure(stage, err, spec)
 

@@ -409,12 +409,14 @@ def test_a_clone_that_fails_for_want_of_processes_raises_and_leaves_nothing(
 
 
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
-def test_a_kernel_without_close_range_gets_the_fallback(loop_name: str) -> None:
-    # Before Linux 5.9 the child's close_range fails with ENOSYS: it is reaped,
-    # and the spawn runs again on the fallback, which closes descriptors by
+@pytest.mark.parametrize("err", [errno.ENOSYS, errno.EINVAL, errno.EPERM])
+def test_a_kernel_without_close_range_gets_the_fallback(loop_name: str, err: int) -> None:
+    # Before Linux 5.9 the child's close_range fails with ENOSYS (EINVAL where
+    # CLOSE_RANGE_UNSHARE is unknown, EPERM in a sandbox): it is reaped, and
+    # the spawn runs again on the fallback, which closes descriptors by
     # listing /proc/self/fd. The child still gets only its stdio.
     code = FALLBACK_PROGRAM.replace("sys.argv[1]", repr(loop_name))
-    res = run_denied(SYS_CLOSE_RANGE, errno.ENOSYS, code)
+    res = run_denied(SYS_CLOSE_RANGE, err, code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["[0, 1, 2, 3] 0", "False", "''", "[]"]
 
