@@ -122,9 +122,24 @@ clear_cloexec(int fd)
 }
 
 static int
-close_range_raw(unsigned int first, unsigned int last)
+close_range_raw(unsigned int first, unsigned int last, unsigned int flags)
 {
-    return (int)syscall(SYS_close_range, first, last, 0);
+    return (int)syscall(SYS_close_range, first, last, flags);
+}
+
+/* Put `fd` at `target` for the exec: dup2 it there (the copy is not
+   close-on-exec), or, when it is there already, clear its close-on-exec flag.
+   -1: leave `target` alone. */
+static int
+move_to(int fd, int target)
+{
+    if (fd == -1) {
+        return 0;
+    }
+    if (fd == target) {
+        return clear_cloexec(target);
+    }
+    return dup2(fd, target) < 0 ? -1 : 0;
 }
 
 static void
@@ -191,7 +206,7 @@ child_main(void *arg)
     if (job->n_pass_fds > 0 && job->pass_fds[job->n_pass_fds - 1] > keep_max) {
         keep_max = job->pass_fds[job->n_pass_fds - 1];
     }
-    if (syscall(SYS_close_range, (unsigned int)keep_max + 1, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
+    if (close_range_raw((unsigned int)keep_max + 1, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
         stage = STAGE_CLOSE_RANGE; /* the caller falls back if it is not supported */
         goto fail;
     }
@@ -226,25 +241,7 @@ child_main(void *arg)
             goto fail;
         }
     }
-    if (p2cread == 0) {
-        if (clear_cloexec(0) != 0) {
-            goto fail;
-        }
-    } else if (p2cread != -1 && dup2(p2cread, 0) < 0) {
-        goto fail;
-    }
-    if (c2pwrite == 1) {
-        if (clear_cloexec(1) != 0) {
-            goto fail;
-        }
-    } else if (c2pwrite != -1 && dup2(c2pwrite, 1) < 0) {
-        goto fail;
-    }
-    if (errwrite == 2) {
-        if (clear_cloexec(2) != 0) {
-            goto fail;
-        }
-    } else if (errwrite != -1 && dup2(errwrite, 2) < 0) {
+    if (move_to(p2cread, 0) != 0 || move_to(c2pwrite, 1) != 0 || move_to(errwrite, 2) != 0) {
         goto fail;
     }
 
@@ -274,13 +271,13 @@ child_main(void *arg)
         if (fd < 3) {
             continue;
         }
-        if ((unsigned int)fd > next && close_range_raw(next, (unsigned int)fd - 1) != 0) {
+        if ((unsigned int)fd > next && close_range_raw(next, (unsigned int)fd - 1, 0) != 0) {
             stage = STAGE_CLOSE_RANGE;
             goto fail;
         }
         next = (unsigned int)fd + 1;
     }
-    if (close_range_raw(next, ~0U) != 0) {
+    if (close_range_raw(next, ~0U, 0) != 0) {
         stage = STAGE_CLOSE_RANGE;
         goto fail;
     }
@@ -307,7 +304,20 @@ fail:
     return 0;
 }
 
-static int as_int(PyObject *o);
+/* PyLong_AsInt is public from 3.13 only. */
+static int
+as_int(PyObject *o)
+{
+    long v = PyLong_AsLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < INT_MIN || v > INT_MAX) {
+        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
+        return -1;
+    }
+    return (int)v;
+}
 
 /* Holds references and C arrays for the duration of one call. */
 struct buffers {
@@ -379,21 +389,6 @@ redirect_value(PyObject *o, int *out)
     }
     *out = v;
     return 0;
-}
-
-/* PyLong_AsInt is public from 3.13 only. */
-static int
-as_int(PyObject *o)
-{
-    long v = PyLong_AsLong(o);
-    if (v == -1 && PyErr_Occurred()) {
-        return -1;
-    }
-    if (v < INT_MIN || v > INT_MAX) {
-        PyErr_SetString(PyExc_OverflowError, "Python int too large to convert to C int");
-        return -1;
-    }
-    return (int)v;
 }
 
 static void

@@ -611,20 +611,12 @@ def spawn_sync(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned:
     On failure, every descriptor made here is closed and a forked child is
     killed (if it got that far) and reaped before the exception propagates.
     """
-    if _clone_exec is not None and mode == "pidfd" and _direct_covers(spec):
-        result = _spawn_direct(spec)
-        if result is not None:
-            return result
+    result = _spawn_direct(spec, mode)
+    if result is not None:
+        return result
     result = spawn_finish(spawn_start(spec, nonblocking=False), spec, mode, wait=True)
     assert result is not None  # wait=True
     return result
-
-
-def _direct_covers(spec: SpawnSpec) -> bool:
-    """Whether :func:`_spawn_direct` can run ``spec`` (when ``_clone_exec`` is built)."""
-    # glibc makes setuid/setgid/setgroups apply to every thread with a signal
-    # broadcast, which must not run in a child that shares our memory.
-    return spec.uid is None and spec.gid is None and spec.extra_groups is None
 
 
 # Errors that mean "this kernel (or a seccomp filter) refuses clone with these
@@ -633,14 +625,25 @@ def _direct_covers(spec: SpawnSpec) -> bool:
 _UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.EPERM)
 
 
-def _spawn_direct(spec: SpawnSpec) -> Spawned | None:
+def _spawn_direct(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned | None:
     """The fork/exec step in one GIL-free call of ``_clone_exec``; see that module.
 
-    Returns a child that has exec'd, with its pidfd, or None when the kernel
-    refused the call for lack of support (nothing was created; the caller
-    uses the fallback, and so does every later spawn).
+    Returns a child that has exec'd, with its pidfd, or None, having created
+    nothing, when the fallback must do it: ``_clone_exec`` is not in use, does
+    not cover ``spec`` (pid mode; user and group changes, since glibc applies
+    setuid/setgid/setgroups to every thread with a signal broadcast, which
+    must not run in a child that shares our memory), or the kernel refused the
+    call for lack of support (then every later spawn uses the fallback too).
     """
     global _clone_exec
+    if (
+        _clone_exec is None
+        or mode != "pidfd"
+        or spec.uid is not None
+        or spec.gid is not None
+        or spec.extra_groups is not None
+    ):
+        return None
     try:
         out = _clone_exec.spawn(
             spec.args,
@@ -1048,9 +1051,7 @@ class SpawnPool:
                     hold.__exit__(None, None, None)
 
             try:
-                done = None
-                if _clone_exec is not None and job.mode == "pidfd" and _direct_covers(spec):
-                    done = _spawn_direct(spec)  # exec'd already: nothing to confirm
+                done = _spawn_direct(spec, job.mode)  # exec'd already: nothing to confirm
                 if done is None:
                     forked = spawn_start(spec, nonblocking=True)
             except BaseException:

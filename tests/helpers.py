@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 import time
+from collections.abc import Mapping
+from pathlib import Path
 
-__all__ = ["children_of", "group_members", "open_fds", "open_pidfds", "process_state", "wait_gone"]
+__all__ = [
+    "children_of",
+    "group_members",
+    "open_fds",
+    "open_pidfds",
+    "process_state",
+    "run_denied",
+    "wait_gone",
+]
 
 
 def children_of(pid: int | None = None) -> set[int]:
@@ -90,3 +103,17 @@ def wait_gone(pidfds: list[int], timeout: float = 10.0) -> bool:
     finally:
         for fd in pidfds:
             os.close(fd)
+
+
+def run_denied(
+    nr: int, err: int, code: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh interpreter where system call ``nr`` fails with ``err``.
+
+    A real seccomp filter (``programs/seccomp_deny.py``), not a mock.
+    """
+    return subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "programs" / "seccomp_deny.py"), str(nr),
+         str(err), textwrap.dedent(code)],
+        capture_output=True, text=True, timeout=30, env=env,
+    )  # fmt: skip

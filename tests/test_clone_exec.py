@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import errno
 import os
-import select
 import signal
 import subprocess
 import sys
-import textwrap
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 import aioproc
+
+from . import helpers
 
 ce: Any
 try:
@@ -31,7 +30,6 @@ except ImportError:  # pragma: no cover - no C compiler at install time
     ce = None
 pytestmark = pytest.mark.skipif(ce is None, reason="aioproc._clone_exec is not built")
 
-PROGRAMS = Path(__file__).parent / "programs"
 SYS_CLONE = {"x86_64": 56}.get(os.uname().machine)
 SYS_CLOSE_RANGE = 436  # the unified syscall table: the same everywhere
 
@@ -304,10 +302,7 @@ def thread_gone(tid: int) -> None:
             assert time.monotonic() < deadline, f"thread {tid} did not end"
             time.sleep(0.001)
         return
-    try:
-        assert select.select([fd], [], [], 10)[0], f"thread {tid} did not end"
-    finally:
-        os.close(fd)
+    assert helpers.wait_gone([fd]), f"thread {tid} did not end"
 
 
 def test_signals_ignored_by_python_are_restored_for_the_child(no_leaks: None) -> None:
@@ -341,13 +336,9 @@ def test_bad_arguments_raise_before_anything_is_made(no_leaks: None) -> None:
 
 # ------------------------------------------------------ falling back, for real
 def run_denied(nr: int, err: int, code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter where system call ``nr`` fails with ``err``."""
+    """helpers.run_denied, with spawns free to use _clone_exec."""
     env = {k: v for k, v in os.environ.items() if k != "AIOPROC_NO_C_SPAWN"}
-    return subprocess.run(
-        [sys.executable, str(PROGRAMS / "seccomp_deny.py"), str(nr), str(err),
-         textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=30, env=env,
-    )  # fmt: skip
+    return helpers.run_denied(nr, err, code, env)
 
 
 # After a single spawn on an idle loop (inline: no thread is started), print

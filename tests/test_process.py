@@ -26,11 +26,17 @@ import pytest
 import aioproc
 from aioproc import PIPE, ExitStatus
 
-from .helpers import children_of, group_members, open_pidfds, process_state, wait_gone
+from .helpers import (
+    children_of,
+    group_members,
+    open_pidfds,
+    process_state,
+    run_denied,
+    wait_gone,
+)
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
-PROGRAMS = Path(__file__).parent / "programs"
 PIDFD_OPEN_NR = 434  # the same on every architecture (the unified syscall table)
 
 
@@ -131,11 +137,7 @@ def test_pid_mode_is_chosen_when_pidfd_open_is_blocked(err: int) -> None:
             print(p.mode, aioproc.get_wait_mode(), s.returncode)
         asyncio.run(main())
     """
-    res = subprocess.run(
-        [sys.executable, str(PROGRAMS / "seccomp_deny.py"), str(PIDFD_OPEN_NR), str(err),
-         textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    res = run_denied(PIDFD_OPEN_NR, err, code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.split() == ["pid", "pid", "3"]
     assert res.stderr == ""
@@ -652,11 +654,7 @@ def test_pidfd_open_failing_after_fork_kills_and_reaps_the_child() -> None:
             print(set(os.listdir("/proc/self/fd")) == before)
         asyncio.run(main())
     """
-    res = subprocess.run(
-        [sys.executable, str(PROGRAMS / "seccomp_deny.py"), str(PIDFD_OPEN_NR),
-         str(errno.EMFILE), textwrap.dedent(code)],
-        capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+    res = run_denied(PIDFD_OPEN_NR, errno.EMFILE, code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["True True", "''", "True"]
 
