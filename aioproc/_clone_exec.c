@@ -39,6 +39,10 @@
  * Not covered, and left to the fallback: setuid/setgid/setgroups. glibc
  * applies those to every thread of the process with a signal broadcast, which
  * is wrong in a child that shares the parent's memory but not its threads.
+ * Raw system calls would change only the child's credentials, but the kernel
+ * (commit_creds) then marks the *mm* non-dumpable, and until the exec that mm
+ * is ours: the parent would lose core dumps and ptrace access for good
+ * (PR_GET_DUMPABLE went from 1 to 0 in a test here). A real fork is needed.
  */
 #define _GNU_SOURCE
 #define PY_SSIZE_T_CLEAN

@@ -617,7 +617,10 @@ def spawn(
     object; None inherits ours. ``cwd``, ``env``, ``start_new_session``,
     ``process_group``, ``pass_fds``, ``user``, ``group`` and ``umask`` mean what
     they mean for :class:`subprocess.Popen`; every other descriptor is closed
-    in the child. ``stop_signal`` and ``stop_timeout`` configure
+    in the child. One difference: as root, a ``user`` does not keep root's
+    groups. A user in the password database gets its own primary group
+    (unless ``group`` is given) and supplementary groups; a bare uid gets no
+    supplementary groups. ``stop_signal`` and ``stop_timeout`` configure
     :meth:`Process.stop` and the context manager's exit. ``kill_group=True``
     makes the child lead a new process group (unless ``start_new_session``)
     and makes ``stop()``/``kill()`` signal the whole group. ``limit`` bounds

@@ -337,12 +337,20 @@ def make_spec(
     if user is not None or group is not None:
         uid, pw_entry = _resolve_user(user)
         gid = _resolve_group(group)
-        if pw_entry is not None and gid is None and os.geteuid() == 0:
-            # Running as a named user means its primary and supplementary
-            # groups too (as runuser/setpriv --init-groups do); otherwise the
-            # child would keep root's groups.
-            gid = pw_entry.pw_gid
-            extra_groups = os.getgrouplist(pw_entry.pw_name, pw_entry.pw_gid)
+        if uid is not None and os.geteuid() == 0:
+            # As root, running as another user means that user's groups, not
+            # root's: a child keeping ours (group 0 among them) would keep
+            # root's access to everything group-readable. A user in the
+            # password database gets its primary group (unless ``group`` names
+            # another) and its supplementary groups, as runuser does; a bare
+            # uid gets no supplementary groups, and keeps our primary group
+            # unless ``group`` is given.
+            if pw_entry is not None:
+                if gid is None:
+                    gid = pw_entry.pw_gid
+                extra_groups = os.getgrouplist(pw_entry.pw_name, gid)
+            else:
+                extra_groups = []
     return SpawnSpec(
         args,
         executable_list,
@@ -632,8 +640,10 @@ def _spawn_direct(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned | N
     nothing, when the fallback must do it: ``_clone_exec`` is not in use, does
     not cover ``spec`` (pid mode; user and group changes, since glibc applies
     setuid/setgid/setgroups to every thread with a signal broadcast, which
-    must not run in a child that shares our memory), or the kernel refused the
-    call for lack of support (then every later spawn uses the fallback too).
+    must not run in a child that shares our memory, and any credential change
+    there would make our memory non-dumpable; see _clone_exec.c), or the
+    kernel refused the call for lack of support (then every later spawn uses
+    the fallback too).
     """
     global _clone_exec
     if (

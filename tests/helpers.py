@@ -11,14 +11,27 @@ from collections.abc import Mapping
 from pathlib import Path
 
 __all__ = [
+    "DROP_ROOT",
     "children_of",
     "group_members",
     "open_fds",
     "open_pidfds",
     "process_state",
     "run_denied",
+    "run_python",
     "wait_gone",
 ]
+
+#: Source lines for a child interpreter run as root (after its imports, with
+#: ``os`` among them): become a uid of its own (no other process has it,
+#: unlike "nobody") with no groups, and leave /root, which that uid cannot read.
+DROP_ROOT = """
+    uid = 3_000_000 + os.getpid()
+    os.setgroups([])
+    os.setresgid(uid, uid, uid)
+    os.setresuid(uid, uid, uid)
+    os.chdir("/")
+"""
 
 
 def children_of(pid: int | None = None) -> set[int]:
@@ -117,3 +130,13 @@ def run_denied(
          str(err), textwrap.dedent(code)],
         capture_output=True, text=True, timeout=30, env=env,
     )  # fmt: skip
+
+
+def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` (dedented) in a fresh interpreter, with ``args`` as its ``sys.argv[1:]``."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

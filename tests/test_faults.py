@@ -25,8 +25,6 @@ import json
 import os
 import resource
 import signal
-import subprocess
-import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
@@ -37,7 +35,7 @@ import pytest
 import aioproc
 from aioproc import PIPE
 
-from .helpers import children_of, open_fds, process_state
+from .helpers import DROP_ROOT, children_of, open_fds, process_state, run_python
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -92,15 +90,6 @@ def core_limit(limit: int) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_CORE, (soft, hard))
-
-
-def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 async def spawn_works() -> None:
@@ -177,18 +166,14 @@ async def test_exactly_enough_descriptors(wait_mode: str) -> None:
 # ---------------------------------------------------- process-count exhaustion
 # RLIMIT_NPROC does not bind root, so a child interpreter drops to an unused
 # uid first (after importing everything: /root is not readable to it).
-NPROC_PROGRAM = """
+# A uid of its own, so the count RLIMIT_NPROC checks is its alone.
+NPROC_PROGRAM = (
+    """
     import asyncio, errno, fcntl, json, os, resource, select, sys
     import uvloop, aioproc
-
-    # A uid of our own (no other process has it, unlike "nobody"), so the
-    # count RLIMIT_NPROC checks is ours alone.
-    uid = 3_000_000 + os.getpid()
-    os.setgroups([])
-    os.setresgid(uid, uid, uid)
-    os.setresuid(uid, uid, uid)
-    os.chdir("/")
-
+"""
+    + DROP_ROOT
+    + """
     def tasks_of_uid():
         n = 0
         for entry in os.listdir("/proc"):
@@ -253,6 +238,7 @@ NPROC_PROGRAM = """
     run = uvloop.run if sys.argv[1] == "uvloop" else asyncio.run
     print(json.dumps(run(case())))
 """
+)
 
 
 def nproc(loop: str, case: str) -> dict[str, Any]:

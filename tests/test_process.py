@@ -14,9 +14,6 @@ import gc
 import os
 import select
 import signal
-import subprocess
-import sys
-import textwrap
 import threading
 from pathlib import Path
 
@@ -32,21 +29,13 @@ from .helpers import (
     open_pidfds,
     process_state,
     run_denied,
+    run_python,
     wait_gone,
 )
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
 PIDFD_OPEN_NR = 434  # the same on every architecture (the unified syscall table)
-
-
-def run_python(code: str, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 # ------------------------------------------------------------------ spawning

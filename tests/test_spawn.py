@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import errno
 import gc
+import json
 import os
+import pwd
 import signal
 import sys
 import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
 import aioproc
 from aioproc import PIPE
 
-from .helpers import children_of
+from .helpers import DROP_ROOT, children_of, run_python
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -534,3 +539,159 @@ async def test_a_worker_told_to_exit_finishes_the_spawns_it_started(
         os.close(gate_r)
         os.close(gate_w)
         aioproc.set_spawn_workers(before)
+
+
+# --------------------------------------------------------------- user and group
+# Changing the child's credentials needs a real fork (see _clone_exec.c), so
+# these spawns take the fallback step. The child reports its credentials
+# itself: /proc/self/status lists the real, effective, saved and filesystem
+# ids, and the supplementary groups.
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="changing a child's user needs root")
+OUR_EXTRA_GROUP = 4242  # a supplementary group we give ourselves, to see it is not kept
+
+
+def _nobody() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody' in the password database")
+
+
+def _unknown_uid() -> int:
+    uid = 3_000_000 + os.getpid()
+    with pytest.raises(KeyError):
+        pwd.getpwuid(uid)
+    return uid
+
+
+@pytest.fixture
+def our_groups() -> Iterator[list[int]]:
+    """Give this process a supplementary group for the test, as root often has."""
+    before = os.getgroups()
+    os.setgroups([OUR_EXTRA_GROUP])
+    try:
+        yield [OUR_EXTRA_GROUP]
+    finally:
+        os.setgroups(before)
+
+
+async def _child_credentials(**kwargs: Any) -> tuple[list[int], list[int], set[int]]:
+    proc = await aioproc.spawn(["cat", "/proc/self/status"], stdout=PIPE, **kwargs)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0
+    assert out is not None
+    fields = dict(line.split(":", 1) for line in out.decode().splitlines())
+    uids = [int(x) for x in fields["Uid"].split()]
+    gids = [int(x) for x in fields["Gid"].split()]
+    return uids, gids, {int(x) for x in fields["Groups"].split()}
+
+
+@needs_root
+@pytest.mark.parametrize("by", ["name", "id"])
+async def test_a_known_user_runs_with_its_own_groups(by: str, our_groups: list[int]) -> None:
+    nobody = _nobody()
+    user = nobody.pw_name if by == "name" else nobody.pw_uid
+    uids, gids, groups = await _child_credentials(user=user)
+    assert uids == [nobody.pw_uid] * 4
+    assert gids == [nobody.pw_gid] * 4
+    assert groups == set(os.getgrouplist(nobody.pw_name, nobody.pw_gid))
+    assert OUR_EXTRA_GROUP not in groups
+
+
+@needs_root
+async def test_a_known_user_with_a_group_keeps_its_supplementary_groups_not_ours(
+    our_groups: list[int],
+) -> None:
+    # Before the fix, naming a group as well skipped the supplementary groups
+    # altogether: the child kept ours.
+    nobody = _nobody()
+    gid = 4243
+    uids, gids, groups = await _child_credentials(user=nobody.pw_name, group=gid)
+    assert uids == [nobody.pw_uid] * 4
+    assert gids == [gid] * 4
+    assert groups == set(os.getgrouplist(nobody.pw_name, gid))
+    assert OUR_EXTRA_GROUP not in groups
+
+
+@needs_root
+@pytest.mark.parametrize("group", [None, 4243])
+async def test_a_bare_uid_runs_with_no_supplementary_groups(
+    group: int | None, our_groups: list[int]
+) -> None:
+    # A uid with no password entry: there is no group list to take, and
+    # keeping ours would keep root's access.
+    uid = _unknown_uid()
+    uids, gids, groups = await _child_credentials(user=uid, group=group)
+    assert uids == [uid] * 4
+    assert gids == [os.getegid() if group is None else group] * 4
+    assert groups == set()
+
+
+@needs_root
+async def test_a_group_alone_changes_only_the_primary_group(our_groups: list[int]) -> None:
+    uids, gids, groups = await _child_credentials(group=4243)
+    assert uids == [os.geteuid()] * 4
+    assert gids == [4243] * 4
+    assert groups == set(our_groups)
+
+
+@needs_root
+async def test_running_a_child_as_another_user_leaves_our_memory_dumpable() -> None:
+    # A credential change marks the memory it runs in non-dumpable, for good;
+    # a child made with CLONE_VM runs in ours until its exec (_clone_exec.c
+    # leaves user and group to a real fork for this reason). A non-dumpable
+    # process loses its core dumps and, to anyone but root, ptrace access.
+    libc = ctypes.CDLL(None, use_errno=True)
+    pr_get_dumpable = 3
+    if libc.prctl(pr_get_dumpable, 0, 0, 0, 0) != 1:
+        pytest.skip("this process is not dumpable to begin with")
+    uids, _, _ = await _child_credentials(user=_nobody().pw_uid)
+    assert uids[0] != os.geteuid()
+    assert libc.prctl(pr_get_dumpable, 0, 0, 0, 0) == 1
+
+
+NOT_ROOT_PROGRAM = (
+    """
+    import asyncio, json, os, sys
+    import uvloop, aioproc
+"""
+    + DROP_ROOT
+    + """
+    def fds():
+        return sorted(os.listdir("/proc/self/fd"))
+
+    async def main():
+        # One spawn first, so that what the first spawn sets up for good
+        # (the loop's watcher) is there before we count.
+        # (A waited child's pidfd is closed a loop turn later.)
+        await (await aioproc.spawn(["true"])).wait()
+        await asyncio.sleep(0)
+        out = {"fds_before": fds()}
+        for key, kwargs in (("user", {"user": 0}), ("group", {"group": 0})):
+            try:
+                await aioproc.spawn(["true"], **kwargs)
+            except OSError as exc:
+                out[key] = [type(exc).__name__, exc.errno]
+        with open(f"/proc/self/task/{os.getpid()}/children") as f:
+            out["children"] = f.read().split()
+        out["fds"] = fds()
+        return out
+
+    run = uvloop.run if sys.argv[1] == "uvloop" else asyncio.run
+    print(json.dumps(run(main())))
+"""
+)
+
+
+@needs_root
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_user_change_we_may_not_make_raises_and_leaves_nothing(loop: str) -> None:
+    # Without the privilege the child's setreuid/setregid fails before its
+    # exec: a PermissionError, and no child or descriptor is left behind.
+    res = run_python(NOT_ROOT_PROGRAM, loop)
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["user"] == ["PermissionError", errno.EPERM]
+    assert out["group"] == ["PermissionError", errno.EPERM]
+    assert out["children"] == []
+    assert out["fds"] == out["fds_before"]
