@@ -479,10 +479,11 @@ class _Spawning:
 
     async def _start(self) -> Process:
         mode = _waiting.get_wait_mode()
-        inline = self._args.pdeathsig is not None
+        args = self._args
+        inline = args.pdeathsig is not None
         build: Callable[[], SpawnSpec] = self._build
         loop = asyncio.get_running_loop()
-        task = inline_allowed(loop, inline)
+        task = inline_allowed(loop, inline, args.user is not None or args.group is not None)
         if task is not None:
             spec = build()  # checked once, here, whatever happens next
             res = fork_here(spec, mode, loop, task)

@@ -1269,7 +1269,9 @@ def get_spawn_workers() -> int:
     return _pool.size
 
 
-def inline_allowed(loop: asyncio.AbstractEventLoop, inline: bool = False) -> int | None:
+def inline_allowed(
+    loop: asyncio.AbstractEventLoop, inline: bool = False, heavy: bool = False
+) -> int | None:
     """Whether this spawn should run its fork/exec step here, on the loop thread.
 
     Yes when no pooled spawn of this loop is in flight and no *other* task
@@ -1277,12 +1279,14 @@ def inline_allowed(loop: asyncio.AbstractEventLoop, inline: bool = False) -> int
     fraction of a millisecond, and skipping the thread hand-off keeps
     sequential spawning as fast as a bare ``posix_spawn`` with no extra
     thread. Always with ``inline=True`` (a child with a parent-death signal
-    must be forked by a thread that outlives it) or with no pool.
+    must be forked by a thread that outlives it) or with no pool. Never for a
+    ``heavy`` spawn (one with a user or group) while there is a pool: its
+    name lookups may ask a directory server (NSS), and it needs a real fork.
 
     Returns None for "no, use the pool", else the id of the current task, for
     :func:`fork_here` to record.
     """
-    if not inline and _pool.size and loop in _inflight:
+    if not inline and _pool.size and (heavy or loop in _inflight):
         return None  # the common answer in a burst, found cheaply
     task = id(asyncio.current_task(loop))
     if inline or not _pool.size:

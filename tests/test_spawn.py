@@ -427,7 +427,7 @@ def _hold_before_exec(
         return pid
 
     monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
-    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False: None)
+    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
 
 
 async def test_a_worker_does_not_wait_for_one_childs_exec_before_forking_the_next(
@@ -648,6 +648,31 @@ async def test_running_a_child_as_another_user_leaves_our_memory_dumpable() -> N
     uids, _, _ = await _child_credentials(user=_nobody().pw_uid)
     assert uids[0] != os.geteuid()
     assert libc.prctl(pr_get_dumpable, 0, 0, 0, 0) == 1
+
+
+@pytest.mark.parametrize("pool", [2, 0])
+async def test_a_spawn_with_a_user_looks_it_up_off_the_loop_when_there_is_a_pool(
+    pool: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Even a lone spawn, which would otherwise fork inline: the password and
+    # group lookups may ask a directory server. (Our own uid: no root needed.)
+    looked_up_on: list[str] = []
+    getpwuid = pwd.getpwuid
+
+    def recording_getpwuid(uid: int) -> pwd.struct_passwd:
+        looked_up_on.append(threading.current_thread().name)
+        return getpwuid(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", recording_getpwuid)
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(pool)
+    try:
+        proc = await aioproc.spawn(["true"], user=os.geteuid())
+        assert (await proc.wait()).success
+    finally:
+        aioproc.set_spawn_workers(before)
+    expected = "aioproc-spawn" if pool else threading.current_thread().name
+    assert looked_up_on == [expected]
 
 
 NOT_ROOT_PROGRAM = (
