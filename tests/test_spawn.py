@@ -685,10 +685,18 @@ NOT_ROOT_PROGRAM = (
     def fds():
         return sorted(os.listdir("/proc/self/fd"))
 
+    def children():
+        # Of every thread: a spawn worker's children are listed under it.
+        found = []
+        for tid in os.listdir("/proc/self/task"):
+            with open(f"/proc/self/task/{tid}/children") as f:
+                found += f.read().split()
+        return found
+
     async def main():
         # One spawn first, so that what the first spawn sets up for good
-        # (the loop's watcher) is there before we count.
-        # (A waited child's pidfd is closed a loop turn later.)
+        # (the loop's watcher) is there before we count; a waited child's
+        # pidfd is closed a loop turn later.
         await (await aioproc.spawn(["true"])).wait()
         await asyncio.sleep(0)
         out = {"fds_before": fds()}
@@ -697,8 +705,7 @@ NOT_ROOT_PROGRAM = (
                 await aioproc.spawn(["true"], **kwargs)
             except OSError as exc:
                 out[key] = [type(exc).__name__, exc.errno]
-        with open(f"/proc/self/task/{os.getpid()}/children") as f:
-            out["children"] = f.read().split()
+        out["children"] = children()
         out["fds"] = fds()
         return out
 
