@@ -1118,7 +1118,10 @@ class _Inbox:
     BUDGET = 0.001
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
+        # Weakly: the registry below maps each loop to its inbox, and a strong
+        # reference back would keep every loop that ever spawned through the
+        # pool alive for good. (A worker holds its job's loop while it puts.)
+        self._loop_ref = weakref.ref(loop)
         self._items: collections.deque[
             tuple[_Job[Any], tuple[SpawnSpec, Spawned] | None, BaseException | None]
         ] = collections.deque()
@@ -1135,7 +1138,7 @@ class _Inbox:
                 return
             self._scheduled = True
         try:
-            self.loop.call_soon_threadsafe(self._drain)
+            job.loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop was closed meanwhile: nobody will ever want them
             with self._lock:
                 items = list(self._items)
@@ -1157,7 +1160,10 @@ class _Inbox:
             _deliver(job, result, exc)
             if time.perf_counter() > deadline:
                 # Still scheduled as far as workers can tell: continue next turn.
-                self.loop.call_soon(self._drain)
+                # (We run on the loop, so it is alive.)
+                loop = self._loop_ref()
+                assert loop is not None
+                loop.call_soon(self._drain)
                 return
 
 

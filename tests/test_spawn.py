@@ -78,6 +78,28 @@ async def _spawn_sleep() -> None:
         await asyncio.sleep(30)
 
 
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_a_loop_that_spawned_through_the_pool_is_freed_once_closed(loop_name: str) -> None:
+    # The pool's per-loop inbox of outcomes must not keep its loop alive.
+    import uvloop
+
+    async def burst() -> None:
+        procs = await asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(8)))
+        for proc in procs:
+            assert (await proc.wait()).success
+
+    loop = (asyncio.new_event_loop if loop_name == "asyncio" else uvloop.new_event_loop)()
+    try:
+        loop.run_until_complete(burst())
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+    gone = weakref.ref(loop)
+    del loop
+    gc.collect()
+    assert gone() is None, gc.get_referrers(gone())
+
+
 def test_pool_size_is_validated() -> None:
     with pytest.raises(ValueError, match="workers"):
         aioproc.set_spawn_workers(-1)
