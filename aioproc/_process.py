@@ -39,7 +39,7 @@ from ._spawn import (
 )
 from ._status import ExitStatus
 from ._streams import ProcessReader, ProcessWriter
-from ._util import shielded
+from ._util import owned_by_loop, shielded
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -681,8 +681,6 @@ _live: dict[int, weakref.ReferenceType[Process]] = {}
 # on every spawn (an id may be reused once its loop is gone).
 _hooked: dict[int, weakref.ReferenceType[asyncio.AbstractEventLoop]] = {}
 _hook_lock = threading.Lock()
-# How far in the future the timer that keeps a loop's sentinel alive fires: never.
-_FOREVER = 10 * 365 * 24 * 3600.0
 
 
 def _reap_orphans(loop: asyncio.AbstractEventLoop | None) -> None:
@@ -710,10 +708,6 @@ async def _loop_shutdown_sentinel(
             _waiting.close_watcher(loop)
 
 
-def _keep(_: object) -> None:  # pragma: no cover - the timer never fires
-    pass
-
-
 def _ensure_loop_hook(loop: asyncio.AbstractEventLoop) -> None:
     ref = _hooked.get(id(loop))
     if ref is not None and ref() is loop:
@@ -731,10 +725,9 @@ def _ensure_loop_hook(loop: asyncio.AbstractEventLoop) -> None:
         # which would look like a shutdown. The sentinel in turn holds the
         # loop (its finalizer hook is a bound method of the loop), so a
         # module-level reference would keep every loop alive forever. So the
-        # loop owns it, through a timer that never fires: a cycle that the
-        # loop's close() breaks (it drops its timers), after which a dropped
-        # loop is freed, and its watcher closed, like any other object.
-        loop.call_later(_FOREVER, _keep, agen)
+        # loop owns it: a cycle that the loop's close() breaks, after which a
+        # dropped loop is freed, and its watcher closed, like any other object.
+        owned_by_loop(loop, agen)
         _hooked[id(loop)] = weakref.ref(loop, _forget_hook(id(loop)))
 
 

@@ -29,6 +29,7 @@ descriptor but the ones asked for (``close_range``), and reports a failed
 from __future__ import annotations
 
 import asyncio
+import atexit
 import collections
 import contextlib
 import errno
@@ -47,6 +48,7 @@ from typing import IO, Any, Generic, Literal, NamedTuple, TypeVar, Union
 from . import _waiting
 from ._forklock import exec_lock, fork_lock
 from ._signals import c_sigmask
+from ._util import PerLoop, owned_by_loop
 
 _posix_fork_exec: Any
 try:
@@ -936,6 +938,8 @@ class SpawnPool:
         queues nothing) when no worker runs and none can be started, and
         RuntimeError when the pool's size is 0.
         """
+        for loop in {job.loop for job in jobs}:
+            _inbox_for(loop)  # before any outcome can need it
         with self._lock:
             self._queued += len(jobs)
             # Items ahead of these jobs (exit markers included) take idle
@@ -1137,9 +1141,9 @@ class _Inbox:
     POLL_MAX = 0.016
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        # Weakly: the registry below maps each loop to its inbox, and a strong
-        # reference back would keep every loop that ever spawned through the
-        # pool alive for good. (A worker holds its job's loop while it puts.)
+        # Weakly: the loop owns its inbox (see _inboxes), and the inbox must
+        # not keep a dropped loop alive. (A worker holds its job's loop while
+        # it puts.)
         self._loop_ref = weakref.ref(loop)
         self._items: collections.deque[
             tuple[_Job[Any], tuple[SpawnSpec, Spawned] | None, BaseException | None]
@@ -1150,6 +1154,7 @@ class _Inbox:
         # hold the loop.)
         self._polling = False
         self._poll_delay = self.POLL
+        self._pid = os.getpid()  # the process whose children the outcomes hold
 
     def put(
         self, job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
@@ -1159,20 +1164,43 @@ class _Inbox:
             self._items.append((job, result, exc))
             if self._scheduled:
                 return
-            if len(self._items) < self.GATHER and _pool.has_queued():
-                return  # more outcomes will follow soon; else the poll finds this one
+            if (
+                len(self._items) < self.GATHER
+                and _pool.has_queued()
+                and _inflight.get(job.loop, 0) > len(self._items)
+            ):
+                # A burst: jobs wait in the queue, and this loop has some not
+                # done yet, whose outcomes will follow (or the poll finds these).
+                return
             self._scheduled = True
         try:
             job.loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop was closed meanwhile: nobody will ever want them
-            with self._lock:
-                items = list(self._items)
-                self._items.clear()
-                # So that a later outcome tries (and fails) again and is discarded too.
-                self._scheduled = False
-            for _, res, _ in items:
-                if res is not None:
-                    discard(res[1])
+            # So that a later outcome tries (and fails) again and is discarded too.
+            self.discard_all(scheduled=False)
+
+    def discard_all(self, scheduled: bool | None = None) -> None:
+        """Kill and reap the children of outcomes nobody will take; close their pipes.
+
+        For a closed loop: a worker found it closed, the inbox is being freed
+        with its loop (a loop closed with pooled spawns in flight and no
+        shutdown, so a queued drain never ran), or the process is exiting.
+        Never in a forked child: those children are its parent's.
+        """
+        if os.getpid() != self._pid:
+            return
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            if scheduled is not None:
+                self._scheduled = scheduled
+        for _, res, _ in items:
+            if res is not None:
+                discard(res[1])
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # late in interpreter shutdown
+            self.discard_all()
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Loop side: pooled jobs of ``loop`` are in flight; poll for outcomes."""
@@ -1217,17 +1245,25 @@ class _Inbox:
                 return
 
 
-_inboxes: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Inbox] = weakref.WeakKeyDictionary()
-_inboxes_lock = threading.Lock()
+# The inboxes, by the loop they serve (a worker looks one up for every
+# outcome). The loop owns its inbox (_util.owned_by_loop), the registry holds
+# it weakly: a loop closed with outcomes on their way (a drain queued that
+# never runs, or gathered ones) frees the inbox, which kills and reaps those
+# children and closes their pipes (_Inbox.discard_all); a worker that finds no
+# inbox for its outcome's loop does the same with that one.
+_inboxes: PerLoop[_Inbox] = PerLoop()
+_inbox_of = _inboxes.get
 
 
-def _inbox_of(loop: asyncio.AbstractEventLoop) -> _Inbox:
-    inbox = _inboxes.get(loop)
+def _inbox_for(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    """``loop``'s inbox, made if needed. On the loop's thread, before any of
+    its jobs reaches the pool (SpawnPool.submit), so that every outcome finds
+    it."""
+    inbox = _inbox_of(loop)
     if inbox is None:
-        with _inboxes_lock:
-            inbox = _inboxes.get(loop)
-            if inbox is None:
-                inbox = _inboxes[loop] = _Inbox(loop)
+        inbox = _Inbox(loop)
+        owned_by_loop(loop, inbox)
+        _inboxes.add(loop, inbox)
     return inbox
 
 
@@ -1235,7 +1271,11 @@ def _hand_over(
     job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None, exc: BaseException | None
 ) -> None:
     """Deliver a worker's outcome to the waiting coroutine, from the worker thread."""
-    _inbox_of(job.loop).put(job, result, exc)
+    inbox = _inbox_of(job.loop)
+    if inbox is not None:
+        inbox.put(job, result, exc)
+    elif result is not None:  # the loop was closed: nobody will ever want it
+        discard(result[1])
 
 
 def _deliver(
@@ -1480,13 +1520,19 @@ def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
             if job.future is not None and not job.future.done():
                 job.future.set_exception(exc)
         return
-    _inbox_of(loop).watch(loop)
+    _inbox_for(loop).watch(loop)
+
+
+def _discard_unclaimed_at_exit() -> None:
+    for inbox in _inboxes.objects():
+        inbox.discard_all()
+
+
+atexit.register(_discard_unclaimed_at_exit)
 
 
 def _after_fork_in_child() -> None:
-    global _inboxes_lock
-    _inboxes.clear()
-    _inboxes_lock = threading.Lock()
+    _inboxes.clear()  # (the inboxes know they are the parent's: see discard_all)
     _batches.clear()
     _pool._after_fork_in_child()
     _inflight.clear()

@@ -588,7 +588,7 @@ def test_loop_shutdown_closes_the_watcher(no_leaks: None) -> None:
         loop = asyncio.run(main())
     finally:
         aioproc.set_wait_mode("auto")
-    assert id(loop) not in aioproc._waiting.pidfd._watchers
+    assert aioproc._waiting.pidfd._watchers.get(loop) is None
 
 
 async def test_dropped_process_is_killed_and_reaped(wait_mode: str) -> None:

@@ -22,7 +22,7 @@ import pytest
 import aioproc
 from aioproc import PIPE
 
-from .helpers import DROP_ROOT, children_of, run_python
+from .helpers import DROP_ROOT, children_of, open_fds, run_python
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -98,6 +98,47 @@ def test_a_loop_that_spawned_through_the_pool_is_freed_once_closed(loop_name: st
     del loop
     gc.collect()
     assert gone() is None, gc.get_referrers(gone())
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_an_outcome_on_its_way_to_a_loop_closed_meanwhile_leaves_nothing(
+    loop_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A loop closed, with no shutdown, while a pooled spawn's outcome is on its
+    # way: the drain queued for it never runs. The child must not live on
+    # unreaped with its pipe open: closing the loop frees its inbox, which
+    # kills and reaps the child and closes its descriptors.
+    import uvloop
+
+    from aioproc import _process, _spawn
+
+    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
+    arrived = threading.Event()
+    put = _spawn._Inbox.put
+
+    def put_and_tell(self: _spawn._Inbox, *args: Any) -> None:
+        put(self, *args)
+        arrived.set()
+
+    monkeypatch.setattr(_spawn._Inbox, "put", put_and_tell)
+    fds = open_fds()
+    children = children_of()
+    loop = (asyncio.new_event_loop if loop_name == "asyncio" else uvloop.new_event_loop)()
+
+    async def start() -> asyncio.Future[aioproc.Process]:
+        task = asyncio.ensure_future(aioproc.spawn(["sleep", "30"], stdout=PIPE))
+        await asyncio.sleep(0)  # its first step queues the job
+        await asyncio.sleep(0)  # the batch goes to the pool
+        return task
+
+    task = loop.run_until_complete(start())
+    assert arrived.wait(10)  # forked, and its outcome is in the inbox
+    assert len(children_of() - children) == 1
+    loop.close()
+    assert children_of() == children
+    assert open_fds() == fds
+    del task  # destroyed pending; asyncio logs that
+    gc.collect()
 
 
 def test_pool_size_is_validated() -> None:

@@ -36,9 +36,10 @@ import select
 import sys
 import threading
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 from .._status import ExitStatus
+from .._util import PerLoop
 from . import _sys
 from ._child import Child, lost_status, status_from_waitid
 
@@ -373,27 +374,10 @@ class _Watcher:
         self.close()
 
 
-# The watchers, by the loop they serve: looked up on every spawn, so a plain
-# dict keyed by id(loop), each checked against the watcher's weak reference to
-# its loop (an id may be reused once its loop is gone). Weak references to the
-# watchers themselves: the loop owns each (see _Watcher).
-_watchers: dict[int, weakref.ReferenceType[_Watcher]] = {}
-
-
-def _forget(key: int) -> Callable[[weakref.ReferenceType[_Watcher]], None]:
-    def forget(ref: weakref.ReferenceType[_Watcher]) -> None:
-        if _watchers.get(key) is ref:
-            del _watchers[key]
-
-    return forget
-
-
-def _watcher_of(loop: asyncio.AbstractEventLoop) -> _Watcher | None:
-    ref = _watchers.get(id(loop))
-    watcher = None if ref is None else ref()
-    if watcher is not None and watcher._loop_ref() is loop:
-        return watcher
-    return None
+# The watchers, by the loop they serve (looked up on every spawn), held
+# weakly: the loop owns each (see _Watcher).
+_watchers: PerLoop[_Watcher] = PerLoop()
+_watcher_of = _watchers.get
 
 
 def _watcher_for(loop: asyncio.AbstractEventLoop) -> _Watcher:
@@ -403,7 +387,7 @@ def _watcher_for(loop: asyncio.AbstractEventLoop) -> _Watcher:
     if loop.is_closed():
         raise RuntimeError("the event loop is closed")
     watcher = _Watcher(loop)
-    _watchers[id(loop)] = weakref.ref(watcher, _forget(id(loop)))
+    _watchers.add(loop, watcher)
     return watcher
 
 
@@ -423,7 +407,7 @@ def close_watcher(loop: asyncio.AbstractEventLoop) -> None:
     """Close ``loop``'s watcher, if it has one (the loop is shutting down)."""
     watcher = _watcher_of(loop)
     if watcher is not None:
-        del _watchers[id(loop)]
+        _watchers.discard(loop)
         watcher.close()
 
 
@@ -431,10 +415,8 @@ def _after_fork_in_child() -> None:
     # The epoll instances are shared with the parent: registering or removing
     # a descriptor in the child would change the parent's set. Forget them
     # without closing anything (the children they hold are the parent's).
-    for ref in _watchers.values():
-        watcher = ref()
-        if watcher is not None:
-            watcher._forked = True
+    for watcher in _watchers.objects():
+        watcher._forked = True
     _watchers.clear()
 
 
