@@ -1194,9 +1194,8 @@ class _Inbox:
             self._items.clear()
             if scheduled is not None:
                 self._scheduled = scheduled
-        for _, res, _ in items:
-            if res is not None:
-                discard(res[1])
+        for job, res, _ in items:
+            _abandon(job, res)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # late in interpreter shutdown
@@ -1274,8 +1273,20 @@ def _hand_over(
     inbox = _inbox_of(job.loop)
     if inbox is not None:
         inbox.put(job, result, exc)
-    elif result is not None:  # the loop was closed: nobody will ever want it
+    else:  # the loop was closed: nobody will ever want it
+        _abandon(job, result)
+
+
+def _abandon(job: _Job[Any], result: tuple[SpawnSpec, Spawned] | None) -> None:
+    """An outcome for a closed loop: discard the child, stop counting the job.
+
+    Off the loop's thread, but that loop runs no more, so nothing else
+    touches its count in _inflight (which would otherwise keep it alive).
+    """
+    if result is not None:
         discard(result[1])
+    if job.loop in _inflight:
+        _job_ended(job.loop)
 
 
 def _deliver(

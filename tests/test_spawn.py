@@ -113,14 +113,15 @@ def test_an_outcome_on_its_way_to_a_loop_closed_meanwhile_leaves_nothing(
     from aioproc import _process, _spawn
 
     monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
-    arrived = threading.Event()
-    put = _spawn._Inbox.put
+    go, arrived = threading.Event(), threading.Event()
+    hand_over = _spawn._hand_over
 
-    def put_and_tell(self: _spawn._Inbox, *args: Any) -> None:
-        put(self, *args)
+    def hand_over_and_tell(*args: Any) -> None:
+        assert go.wait(10)  # once the loop has stopped: it cannot take the outcome
+        hand_over(*args)  # (the worker holds the inbox no longer after this)
         arrived.set()
 
-    monkeypatch.setattr(_spawn._Inbox, "put", put_and_tell)
+    monkeypatch.setattr(_spawn, "_hand_over", hand_over_and_tell)
     fds = open_fds()
     children = children_of()
     loop = (asyncio.new_event_loop if loop_name == "asyncio" else uvloop.new_event_loop)()
@@ -131,14 +132,21 @@ def test_an_outcome_on_its_way_to_a_loop_closed_meanwhile_leaves_nothing(
         await asyncio.sleep(0)  # the batch goes to the pool
         return task
 
-    task = loop.run_until_complete(start())
+    try:
+        task = loop.run_until_complete(start())
+        # Its task is destroyed pending, on purpose; asyncio would log that.
+        loop.set_exception_handler(lambda loop, context: None)
+    finally:
+        go.set()
     assert arrived.wait(10)  # forked, and its outcome is in the inbox
     assert len(children_of() - children) == 1
     loop.close()
     assert children_of() == children
     assert open_fds() == fds
-    del task  # destroyed pending; asyncio logs that
+    gone = weakref.ref(loop)
+    del task, loop
     gc.collect()
+    assert gone() is None, "the closed loop is still held"
 
 
 def test_pool_size_is_validated() -> None:
