@@ -1126,8 +1126,8 @@ class _Inbox:
     for each outcome: more will follow within microseconds, and it lets up to
     ``GATHER`` of them collect first. A wake-up costs the loop a turn (an
     epoll_wait, the self-pipe read, the loop's own bookkeeping): in a storm of
-    1,000 spawns the loop ran 2.7 turns per child, and 0.6 with 16 gathered,
-    its CPU per child fell by a third and the storm ran ~10 % faster. No
+    1,000 spawns the loop ran 2.7 turns per child, and 0.6 with 16 gathered;
+    its CPU per child fell by 20-30 % and the storm ran ~10 % faster. No
     outcome can be left waiting for a wake-up that never comes (its worker may
     then block for long in its next job: a slow exec, a user lookup, the fork
     lock): while this loop has pooled jobs in flight, it looks for gathered
