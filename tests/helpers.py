@@ -12,6 +12,7 @@ from pathlib import Path
 
 __all__ = [
     "DROP_ROOT",
+    "TIMER_SLACK",
     "children_of",
     "group_members",
     "open_fds",
@@ -21,6 +22,12 @@ __all__ = [
     "run_python",
     "wait_gone",
 ]
+
+#: How early, by ``time.monotonic()``, a loop timer may fire: libuv (uvloop)
+#: counts whole milliseconds from a clock it caches per loop turn, so a delay
+#: can end up to ~1 ms early. Lower bounds on waited-for delays allow for it
+#: (seen once in CI: a 36.22 ms backoff measured as a 36.18 ms gap).
+TIMER_SLACK = 0.002
 
 #: Source lines for a child interpreter run as root (after its imports, with
 #: ``os`` among them): become a uid of its own (no other process has it,

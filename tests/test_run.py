@@ -20,7 +20,7 @@ import pytest
 import aioproc
 from aioproc import DEVNULL, PIPE, STDOUT, ProcessReader
 
-from .helpers import children_of, open_fds, process_state
+from .helpers import TIMER_SLACK, children_of, open_fds, process_state
 
 # no_leaks (conftest.py): after each test, no child or zombie, descriptor or thread is left.
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(30)]
@@ -259,7 +259,7 @@ async def test_timeout_stops_reaps_and_keeps_output(wait_mode: str) -> None:
     assert err.status.pid == pid
     assert err.status.signal == signal.SIGTERM
     assert_gone(pid)
-    assert 0.5 <= elapsed < 5
+    assert 0.5 - TIMER_SLACK <= elapsed < 5
 
 
 async def test_timeout_text_mode() -> None:
@@ -330,7 +330,7 @@ async def test_timeout_child_ignoring_sigterm_gets_sigkill(wait_mode: str) -> No
     assert err.status.returncode == -signal.SIGKILL
     assert_gone(pid)
     # The grace period was waited for, but not the default stop_timeout (5 s).
-    assert 0.8 <= elapsed < 4
+    assert 0.8 - TIMER_SLACK <= elapsed < 4
 
 
 async def test_big_output_captured_before_timeout() -> None:
@@ -368,7 +368,7 @@ async def test_cancel_child_ignoring_sigterm(wait_mode: str) -> None:
             await task
         elapsed = time.monotonic() - start
         assert_gone(pid)
-        assert 0.3 <= elapsed < 4
+        assert 0.3 - TIMER_SLACK <= elapsed < 4
 
 
 async def test_cancel_with_pipes_open(wait_mode: str) -> None:
