@@ -938,8 +938,6 @@ class SpawnPool:
         queues nothing) when no worker runs and none can be started, and
         RuntimeError when the pool's size is 0.
         """
-        for loop in {job.loop for job in jobs}:
-            _inbox_for(loop)  # before any outcome can need it
         with self._lock:
             self._queued += len(jobs)
             # Items ahead of these jobs (exit markers included) take idle
@@ -1176,10 +1174,9 @@ class _Inbox:
         try:
             job.loop.call_soon_threadsafe(self._drain)
         except RuntimeError:  # the loop was closed meanwhile: nobody will ever want them
-            # So that a later outcome tries (and fails) again and is discarded too.
-            self.discard_all(scheduled=False)
+            self.discard_all()
 
-    def discard_all(self, scheduled: bool | None = None) -> None:
+    def discard_all(self) -> None:
         """Kill and reap the children of outcomes nobody will take; close their pipes.
 
         For a closed loop: a worker found it closed, the inbox is being freed
@@ -1192,8 +1189,9 @@ class _Inbox:
         with self._lock:
             items = list(self._items)
             self._items.clear()
-            if scheduled is not None:
-                self._scheduled = scheduled
+            # No drain will run: a later outcome tries (and fails) to queue one
+            # again, and is discarded too.
+            self._scheduled = False
         for job, res, _ in items:
             _abandon(job, res)
 
@@ -1256,7 +1254,7 @@ _inbox_of = _inboxes.get
 
 def _inbox_for(loop: asyncio.AbstractEventLoop) -> _Inbox:
     """``loop``'s inbox, made if needed. On the loop's thread, before any of
-    its jobs reaches the pool (SpawnPool.submit), so that every outcome finds
+    its jobs reaches the pool (_submit_batch), so that every outcome finds
     it."""
     inbox = _inbox_of(loop)
     if inbox is None:
@@ -1521,6 +1519,7 @@ def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
     jobs = [job for job in _batches.pop(loop, ()) if job.state == "queued"]
     if not jobs:
         return
+    inbox = _inbox_for(loop)
     try:
         _pool.submit(jobs)
     except Exception as exc:
@@ -1531,7 +1530,7 @@ def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
             if job.future is not None and not job.future.done():
                 job.future.set_exception(exc)
         return
-    _inbox_for(loop).watch(loop)
+    inbox.watch(loop)
 
 
 def _discard_unclaimed_at_exit() -> None:

@@ -110,9 +110,9 @@ def test_an_outcome_on_its_way_to_a_loop_closed_meanwhile_leaves_nothing(
     # kills and reaps the child and closes its descriptors.
     import uvloop
 
-    from aioproc import _process, _spawn
+    from aioproc import _spawn
 
-    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
+    _pool_every_spawn(monkeypatch)
     go, arrived = threading.Event(), threading.Event()
     hand_over = _spawn._hand_over
 
@@ -422,7 +422,9 @@ async def test_a_burst_starts_one_worker_per_queued_job_up_to_the_size() -> None
         raise ValueError("not spawned: this test only counts workers")
 
     def make_job() -> _spawn._Job[object]:
-        # As enqueue() makes them: counted in flight until delivered.
+        # As enqueue() makes them: counted in flight until delivered, and
+        # handed over to the loop's inbox (made as _submit_batch does).
+        _spawn._inbox_for(loop)
         _spawn._inflight[loop] = _spawn._inflight.get(loop, 0) + 1
         return _spawn._Job(build, "pidfd", loop, lambda spec, res, loop: None)
 
@@ -471,6 +473,13 @@ async def test_a_burst_caught_by_a_resize_to_zero_fails_instead_of_hanging() -> 
     assert loop not in _spawn._inflight  # nothing left counted in flight
 
 
+def _pool_every_spawn(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Send every spawn to the pool, even a lone one that would fork inline."""
+    from aioproc import _process
+
+    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
+
+
 def _hold_before_exec(
     monkeypatch: pytest.MonkeyPatch, gate_r: int, after_fork: Callable[[], None] = lambda: None
 ) -> None:
@@ -484,7 +493,7 @@ def _hold_before_exec(
     This is the fallback path (``_posixsubprocess``): ``_clone_exec`` returns only
     once the exec is done, so a worker using it has nothing started to confirm.
     """
-    from aioproc import _process, _spawn
+    from aioproc import _spawn
 
     monkeypatch.setattr(_spawn, "_clone_exec", None)
     real_fork_exec = _spawn._fork_exec
@@ -498,7 +507,7 @@ def _hold_before_exec(
         return pid
 
     monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
-    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
+    _pool_every_spawn(monkeypatch)
 
 
 async def test_a_gathered_outcome_arrives_while_its_worker_is_stuck_in_the_next_job(
@@ -509,8 +518,6 @@ async def test_a_gathered_outcome_arrives_while_its_worker_is_stuck_in_the_next_
     # long: here the second spawn's user lookup blocks (a slow directory
     # server), and the first spawn's outcome must reach its task anyway
     # (the loop polls for gathered outcomes while pooled jobs are in flight).
-    from aioproc import _process
-
     release = threading.Event()
     getpwuid = pwd.getpwuid
 
@@ -519,7 +526,7 @@ async def test_a_gathered_outcome_arrives_while_its_worker_is_stuck_in_the_next_
         return getpwuid(uid)
 
     monkeypatch.setattr(pwd, "getpwuid", slow_getpwuid)
-    monkeypatch.setattr(_process, "inline_allowed", lambda loop, inline=False, heavy=False: None)
+    _pool_every_spawn(monkeypatch)
     before = aioproc.get_spawn_workers()
     aioproc.set_spawn_workers(1)
     try:
