@@ -1,5 +1,6 @@
-"""The ``aioproc`` command: ``aioproc run`` (a Procfile/aioproc.toml supervisor) and
-``aioproc init`` (a PID 1 for containers). See ``docs/cli.md``.
+"""The ``aioproc`` command: ``aioproc run`` (a Procfile/aioproc.toml supervisor),
+``aioproc check`` (the same configuration, checked and printed) and ``aioproc init``
+(a PID 1 for containers). See ``docs/cli.md``.
 
 ``main(argv=None) -> int`` is the entry point (``[project.scripts]`` and
 ``python -m aioproc``); it returns the exit code: 2 for a usage or configuration
@@ -13,8 +14,12 @@ import asyncio
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .. import __version__
+
+if TYPE_CHECKING:
+    from ._config import Config
 
 __all__ = ["main"]
 
@@ -39,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
         "stopped cleanly, else that of the essential service that failed (128+N for "
         "signal N); 2 for a bad configuration.",
     )
-    run.add_argument("file", nargs="?", metavar="FILE", help="a Procfile or an aioproc.toml")
+    _config_arguments(run)
     run.add_argument(
         "--only",
         action="append",
@@ -53,6 +58,15 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="colour the name prefixes (auto: on a terminal, unless NO_COLOR is set)",
     )
+
+    check = sub.add_parser(
+        "check",
+        help="check a Procfile or an aioproc.toml and print its services, starting nothing",
+        description="Read FILE as `aioproc run` would (with the same options), print the "
+        "services it would run, and exit 0; or print the configuration error on one line "
+        "and exit 2. Nothing is started.",
+    )
+    _config_arguments(check)
 
     init = sub.add_parser(
         "init",
@@ -81,6 +95,45 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options that say which configuration to read, shared by run and check."""
+    parser.add_argument("file", nargs="?", metavar="FILE", help="a Procfile or an aioproc.toml")
+    parser.add_argument(
+        "-f", "--procfile", metavar="FILE", help="the Procfile or aioproc.toml (as FILE)"
+    )
+    parser.add_argument(
+        "-d",
+        "--root",
+        metavar="DIR",
+        help="the directory commands run in and .env is found in (default: the file's)",
+    )
+    parser.add_argument(
+        "-e",
+        "--env-file",
+        action="append",
+        default=None,
+        metavar="FILES",
+        help="environment files for every service (comma-separated; repeatable); for a "
+        "Procfile they replace the default .env",
+    )
+    parser.add_argument(
+        "-c",
+        "--concurrency",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="instances per process type, like web=2,worker=3 (all=N for the rest)",
+    )
+    parser.add_argument(
+        "-p",
+        "--port",
+        type=int,
+        metavar="N",
+        help="the first PORT: +100 per process type, +1 per instance (Procfile default: "
+        "$PORT, else 5000)",
+    )
+
+
 def _error(message: str) -> int:
     print(f"aioproc: error: {message}", file=sys.stderr)
     return 2
@@ -95,6 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command == "run":
         return _command_run(args)
+    if args.command == "check":
+        return _command_check(args)
     if args.command == "init":
         cmd = list(args.cmd)
         if cmd[:1] == ["--"]:
@@ -110,14 +165,65 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _read_config(args: argparse.Namespace, only: Sequence[str] = ()) -> Config:
+    """The configuration the arguments name; raises ConfigError."""
+    from ._config import ConfigError, LoadOptions, find_config, load_config
+
+    if args.file and args.procfile and args.file != args.procfile:
+        raise ConfigError("give the file once: as FILE or with -f/--procfile")
+    name = args.file or args.procfile
+    root = Path(args.root) if args.root else None
+    if root is not None and not root.is_dir():
+        raise ConfigError(f"-d/--root: {root} is not a directory")
+    path = Path(name) if name else find_config(Path.cwd() if root is None else root)
+    env_files = None
+    if args.env_file is not None:
+        env_files = tuple(
+            Path(f.strip()) for item in args.env_file for f in item.split(",") if f.strip()
+        )
+    if args.port is not None and not 0 < args.port <= 65535:
+        raise ConfigError(f"-p/--port: {args.port} is not a port number")
+    options = LoadOptions(
+        env_files=env_files,
+        root=root,
+        concurrency=_concurrency(args.concurrency),
+        port=args.port,
+    )
+    return load_config(path, only, options)
+
+
+def _concurrency(specs: Sequence[str]) -> dict[str, int]:
+    from ._config import ConfigError
+
+    out: dict[str, int] = {}
+    for item in (part.strip() for spec in specs for part in spec.split(",")):
+        if not item:
+            continue
+        name, eq, count = item.partition("=")
+        if not eq or not name.strip() or not count.strip().isdigit():
+            raise ConfigError(f"-c/--concurrency: expected NAME=COUNT, got {item!r}")
+        out[name.strip()] = int(count)
+    return out
+
+
+def _command_check(args: argparse.Namespace) -> int:
+    from ._config import ConfigError, describe_config
+
+    try:
+        config = _read_config(args)
+    except ConfigError as exc:
+        return _error(str(exc))
+    sys.stdout.write(describe_config(config))
+    return 0
+
+
 def _command_run(args: argparse.Namespace) -> int:
-    from ._config import ConfigError, find_config, load_config
+    from ._config import ConfigError
     from ._run import run_services
 
     only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
     try:
-        path = Path(args.file) if args.file else find_config(Path.cwd())
-        config = load_config(path, only)
+        config = _read_config(args, only)
     except ConfigError as exc:
         return _error(str(exc))
     return asyncio.run(run_services(config, _COLOR[args.color]))

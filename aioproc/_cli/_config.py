@@ -28,13 +28,23 @@ from ..supervisor import (
     StartLimit,
     Supervisor,
 )
+from ._envfile import merge_env_files, read_env_file
+from ._errors import ConfigError
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-__all__ = ["Config", "ConfigError", "find_config", "load_config", "parse_dotenv"]
+__all__ = [
+    "Config",
+    "ConfigError",
+    "LoadOptions",
+    "describe_config",
+    "find_config",
+    "load_config",
+    "parse_dotenv",
+]
 
 CONFIG_NAMES = ("aioproc.toml", "Procfile")
 
@@ -58,11 +68,9 @@ SERVICE_OPTIONS = (
     "user",
     "group",
     "umask",
+    "env_file",
+    "replicas",
 )
-
-
-class ConfigError(Exception):
-    """A configuration that cannot be run; ``str()`` is the one-line message."""
 
 
 @dataclasses.dataclass
@@ -70,6 +78,8 @@ class Config:
     path: Path
     services: list[Service]
     shutdown_timeout: float = 30.0
+    #: The instance names of each replicated service (``web`` -> ``web.1``, ``web.2``).
+    instances: dict[str, list[str]] = dataclasses.field(default_factory=dict)
 
     def supervisor(self, **kwargs: Any) -> Supervisor:
         return Supervisor(self.services, shutdown_timeout=self.shutdown_timeout, **kwargs)
@@ -84,8 +94,32 @@ def find_config(directory: Path) -> Path:
     raise ConfigError(f"no aioproc.toml or Procfile in {directory}")
 
 
-def load_config(path: Path, only: Iterable[str] = ()) -> Config:
+@dataclasses.dataclass(frozen=True)
+class LoadOptions:
+    """What the command line adds to a configuration file (foreman's options).
+
+    ``env_files``: environment files for every service (``--env-file``); None means
+    the default, ``.env`` in the root directory of a Procfile. ``root``: the
+    directory commands run in and relative paths start from (default: the file's
+    directory). ``concurrency``: instances per process type (``all`` for the rest).
+    ``port``: the base of the ``PORT`` each instance gets (a Procfile's default is
+    ``PORT`` from the environment, then 5000; an aioproc.toml gets none without it).
+    """
+
+    only: tuple[str, ...] = ()
+    env_files: tuple[Path, ...] | None = None
+    root: Path | None = None
+    concurrency: Mapping[str, int] = dataclasses.field(default_factory=dict)
+    port: int | None = None
+
+
+#: How many instances of one service at most (a typo must not fork thousands).
+MAX_REPLICAS = 1000
+
+
+def load_config(path: Path, only: Iterable[str] = (), options: LoadOptions | None = None) -> Config:
     """Read and check ``path``; with ``only``, keep those services and their dependencies."""
+    opts = LoadOptions() if options is None else options
     try:
         text = path.read_text()
     except OSError as exc:
@@ -93,8 +127,8 @@ def load_config(path: Path, only: Iterable[str] = ()) -> Config:
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     toml = path.suffix == ".toml"
-    config = _load_toml(path, text) if toml else _load_procfile(path, text)
-    config.services = _select(path, config.services, list(only))
+    config = _load_toml(path, text, opts) if toml else _load_procfile(path, text, opts)
+    config.services = _select(path, config, [*only, *opts.only])
     try:
         # Checks names, dependencies and cycles; starts nothing.
         config.supervisor()
@@ -103,7 +137,8 @@ def load_config(path: Path, only: Iterable[str] = ()) -> Config:
     return config
 
 
-def _select(path: Path, services: list[Service], only: list[str]) -> list[Service]:
+def _select(path: Path, config: Config, only: list[str]) -> list[Service]:
+    services = config.services
     if not only:
         return services
     by_name = {s.name: s for s in services}
@@ -111,6 +146,10 @@ def _select(path: Path, services: list[Service], only: list[str]) -> list[Servic
     todo = list(only)
     while todo:
         name = todo.pop(0)
+        if name not in by_name and name in config.instances:
+            # A replicated service is named by its type: all its instances.
+            todo[:0] = config.instances[name]
+            continue
         if name not in by_name:
             raise ConfigError(f"{path}: --only: no service named {name!r}")
         if name not in wanted:
@@ -119,22 +158,70 @@ def _select(path: Path, services: list[Service], only: list[str]) -> list[Servic
     return [s for s in services if s.name in wanted]
 
 
+# ----------------------------------------------------------------------- replicas
+
+
+def _instances(
+    path: Path, names: list[str], counts: Mapping[str, int], replicas: Mapping[str, int]
+) -> dict[str, list[str]]:
+    """Each service's instance names: ``web`` alone, or ``web.1`` ... ``web.N``."""
+    unknown = sorted(set(counts) - set(names) - {"all"})
+    if unknown:
+        raise ConfigError(f"{path}: --concurrency: no process named {unknown[0]!r}")
+    out: dict[str, list[str]] = {}
+    for name in names:
+        n = counts.get(name, counts.get("all", replicas.get(name, 1)))
+        if n > MAX_REPLICAS:
+            raise ConfigError(f"{path}: {name}: at most {MAX_REPLICAS} instances, not {n}")
+        out[name] = [name] if n == 1 else [f"{name}.{i}" for i in range(1, n + 1)]
+    return out
+
+
+def _instance_env(
+    path: Path, names: list[str], name: str, instance: int, port: int | None
+) -> dict[str, str]:
+    """What foreman gives an instance: ``PS``, and ``PORT`` = base + 100 per process
+    type (in file order) + 1 per instance; and ``AIOPROC_INSTANCE``."""
+    env = {"PS": f"{name}.{instance}", "AIOPROC_INSTANCE": str(instance)}
+    if port is not None:
+        value = port + 100 * names.index(name) + instance - 1
+        if value > 65535:
+            raise ConfigError(f"{path}: {name}.{instance}: PORT {value} is past 65535")
+        env["PORT"] = str(value)
+    return env
+
+
+def _port_number(value: str, what: str) -> int:
+    if not value.isdigit() or not 0 < int(value) <= 65535:
+        raise ConfigError(f"{what}: PORT must be a port number, not {value!r}")
+    return int(value)
+
+
+def _file_env(files: Iterable[Path]) -> dict[str, str]:
+    # The real environment wins, so that ``PORT=9000 aioproc run`` overrides a file.
+    return {k: v for k, v in merge_env_files(files).items() if k not in os.environ}
+
+
 # ----------------------------------------------------------------------- Procfile
 
-_PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_][A-Za-z0-9_.-]*)\s*:\s*(.*)$")
+# foreman's and honcho's names ([A-Za-z0-9_-]+, so ``-foo_bar`` too), and dots.
+_PROCFILE_LINE = re.compile(r"^([A-Za-z0-9_-][A-Za-z0-9_.-]*)\s*:\s*(.*)$")
 
 
-def _load_procfile(path: Path, text: str) -> Config:
-    """honcho/foreman format: ``name: command`` lines, run by /bin/sh, in the file's
-    directory, with the variables of ``.env`` beside it added to the environment
-    (those not set already). Every process is essential (as in foreman: when one
-    ends for good, all stop); otherwise each has the Service defaults."""
-    env: dict[str, str] = {}
-    dotenv = path.parent / ".env"
-    if dotenv.is_file():
-        # The real environment wins, so that ``PORT=9000 aioproc run`` overrides it.
-        env = {k: v for k, v in parse_dotenv(dotenv).items() if k not in os.environ}
-    services: list[Service] = []
+def _load_procfile(path: Path, text: str, opts: LoadOptions) -> Config:
+    """honcho/foreman format: ``name: command`` lines, run by /bin/sh, in the root
+    directory (the file's by default), with the variables of the environment files
+    (``.env`` in the root directory by default) added to the environment (those not
+    set already). Every process is essential (as in foreman: when one ends for good,
+    all stop); otherwise each has the Service defaults. Each instance gets ``PS`` and
+    ``PORT`` as foreman gives them."""
+    base = path.parent if opts.root is None else opts.root
+    if opts.env_files is not None:
+        files: list[Path] = list(opts.env_files)
+    else:
+        files = [base / ".env"] if (base / ".env").is_file() else []
+    env = _file_env(files)
+    entries: list[tuple[int, str, str]] = []
     seen: set[str] = set()
     for lineno, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
@@ -149,54 +236,46 @@ def _load_procfile(path: Path, text: str) -> Config:
         if not command:
             raise ConfigError(f"{path}:{lineno}: process {name!r} has no command")
         seen.add(name)
-        try:
-            services.append(
-                Service(name, command, shell=True, cwd=path.parent, env=env, essential=True)
-            )
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{path}:{lineno}: {exc}") from None
-    if not services:
+        entries.append((lineno, name, command))
+    if not entries:
         raise ConfigError(f"{path}: no processes defined")
-    return Config(path, services)
+    names = [name for _, name, _ in entries]
+    instances = _instances(path, names, opts.concurrency, {})
+    port = opts.port
+    if port is None:
+        given = os.environ.get("PORT", env.get("PORT"))
+        port = 5000 if given is None else _port_number(given, str(path))
+    services: list[Service] = []
+    for lineno, name, command in entries:
+        for i, instance in enumerate(instances[name], 1):
+            extra = _instance_env(path, names, name, i, port)
+            try:
+                services.append(
+                    Service(
+                        instance,
+                        command,
+                        shell=True,
+                        cwd=base,
+                        env={**env, **extra},
+                        essential=True,
+                    )
+                )
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{path}:{lineno}: {exc}") from None
+    if not services:
+        raise ConfigError(f"{path}: no processes to run (every --concurrency is 0)")
+    replicated = {name: names for name, names in instances.items() if names != [name]}
+    return Config(path, services, instances=replicated)
 
 
-_DOTENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$")
-
-
-def parse_dotenv(path: Path) -> dict[str, str]:
-    """``KEY=VALUE`` lines (``export`` allowed, ``#`` comments, '' and "" quoting)."""
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: cannot read: {exc}") from None
-    out: dict[str, str] = {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        m = _DOTENV_LINE.match(line)
-        if not m:
-            raise ConfigError(f"{path}:{lineno}: expected KEY=VALUE, got {raw!r}")
-        key, value = m.group(1), m.group(2)
-        if value[:1] in ("'", '"'):
-            quote = value[0]
-            end = value.find(quote, 1)
-            if end < 0:
-                raise ConfigError(f"{path}:{lineno}: unterminated {quote} quote")
-            inner = value[1:end]
-            if quote == '"':
-                inner = inner.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")
-            value = inner
-        else:
-            value = re.sub(r"\s+#.*$", "", value).strip()
-        out[key] = value
-    return out
+# python-dotenv reads them now; the old name stays for the callers that know it.
+parse_dotenv = read_env_file
 
 
 # ----------------------------------------------------------------------- aioproc.toml
 
 
-def _load_toml(path: Path, text: str) -> Config:
+def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -208,10 +287,10 @@ def _load_toml(path: Path, text: str) -> Config:
         raise ConfigError(f"{path}: {msg}") from None
     lines = _Lines(path, text)
     for key in data:
-        if key not in ("services", "supervisor"):
+        if key not in ("services", "supervisor", "env", "env_file"):
             raise ConfigError(
                 f"{lines.at(key)}: unknown table or key {key!r} (expected [services.NAME] "
-                "tables and an optional [supervisor] table)"
+                "tables, an optional [supervisor] table, env and env_file)"
             )
     shutdown_timeout = 30.0
     sup = data.get("supervisor", {})
@@ -230,13 +309,77 @@ def _load_toml(path: Path, text: str) -> Config:
     services_table = data.get("services")
     if not isinstance(services_table, dict) or not services_table:
         raise ConfigError(f"{path}: no services defined (add a [services.NAME] table)")
+    ctx = _TomlContext(path, lines, opts)
+    ctx.read_globals(data)
+    replicas: dict[str, int] = {}
+    for name, table in services_table.items():
+        if isinstance(table, dict) and "replicas" in table:
+            replicas[name] = _replicas(table["replicas"], lines, name)
+    ctx.names = list(services_table)
+    ctx.instances = _instances(path, ctx.names, opts.concurrency, replicas)
     services = []
     for name, table in services_table.items():
         where = f"{lines.at(None, 'services.' + name)}: service {name!r}"
         if not isinstance(table, dict):
             raise ConfigError(f"{where}: must be a table")
-        services.append(_service_from_toml(path, lines, name, table, where))
-    return Config(path, services, shutdown_timeout)
+        services.extend(_service_from_toml(ctx, name, table, where))
+    replicated = {name: names for name, names in ctx.instances.items() if names != [name]}
+    return Config(path, services, shutdown_timeout, instances=replicated)
+
+
+def _replicas(value: Any, lines: _Lines, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
+        raise ConfigError(
+            f"{lines.at('replicas', 'services.' + name)}: service {name!r}: replicas must be "
+            f"a whole number from 1 to {MAX_REPLICAS}, not {value!r}"
+        )
+    return value
+
+
+class _TomlContext:
+    """What every service of an aioproc.toml shares: the root directory, the
+    variables of the global ``env_file``/``--env-file`` files and ``[env]``, the
+    instance names of replicated services, and the ``--port`` base."""
+
+    def __init__(self, path: Path, lines: _Lines, opts: LoadOptions) -> None:
+        self.path = path
+        self.lines = lines
+        self.opts = opts
+        self.base = path.parent if opts.root is None else opts.root
+        self.file_env: dict[str, str] = {}
+        self.env: dict[str, str] = {}
+        self.names: list[str] = []
+        self.instances: dict[str, list[str]] = {}
+
+    def env_files(self, value: Any, where: str) -> list[Path]:
+        """``env_file = "a.env"`` or a list, relative to the file's directory."""
+        try:
+            names = _strings(value, "env_file")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        return [self.path.parent / name for name in names]
+
+    def read_globals(self, data: Mapping[str, Any]) -> None:
+        files: list[Path] = []
+        if "env_file" in data:
+            files = self.env_files(data["env_file"], self.lines.at("env_file"))
+        files.extend(self.opts.env_files or ())
+        self.file_env = _file_env(files)
+        if "env" in data:
+            try:
+                self.env = _env(data["env"])
+            except ValueError as exc:
+                raise ConfigError(f"{self.lines.at('env')}: {exc}") from None
+
+    def depends_on(self, names: list[str], where: str) -> list[str]:
+        """A dependency on a replicated service is one on each of its instances."""
+        out: list[str] = []
+        for dep in names:
+            instances = self.instances.get(dep, [dep])
+            if not instances:
+                raise ConfigError(f"{where}: depends on {dep!r}, which runs no instance")
+            out.extend(instances)
+        return out
 
 
 class _Lines:
@@ -384,8 +527,10 @@ def _env(value: Any) -> dict[str, str]:
 
 
 def _service_from_toml(
-    path: Path, lines: _Lines, name: str, table: Mapping[str, Any], where: str
-) -> Service:
+    ctx: _TomlContext, name: str, table: Mapping[str, Any], where: str
+) -> list[Service]:
+    """The service of one ``[services.NAME]`` table: one, or its replicas."""
+    path, lines = ctx.path, ctx.lines
     known = ("command", "argv", *SERVICE_OPTIONS)
     for key in table:
         if key not in known:
@@ -396,7 +541,8 @@ def _service_from_toml(
     if ("command" in table) == ("argv" in table):
         raise ConfigError(f"{where}: needs a 'command' (run by the shell) or an 'argv' list")
     kw: dict[str, Any] = {}
-    base = path.parent
+    base = ctx.base
+    files: list[Path] = []
     try:
         if "command" in table:
             argv: Any = table["command"]
@@ -417,7 +563,11 @@ def _service_from_toml(
             elif key in ("stable_after", "stop_timeout"):
                 kw[key] = _seconds(value, key)
             elif key == "depends_on":
-                kw[key] = _strings(value, key)
+                kw[key] = ctx.depends_on(_strings(value, key), where)
+            elif key == "env_file":
+                files = ctx.env_files(value, where)
+            elif key == "replicas":
+                continue  # read before, with every service's
             elif key == "ready":
                 kw[key] = _ready(value)
             elif key in ("essential", "kill_group"):
@@ -445,7 +595,49 @@ def _service_from_toml(
             else:  # restart, user, group: Service checks them
                 kw[key] = value
         kw.setdefault("cwd", base)
-        return Service(name, argv, **kw)
+        env = {**ctx.file_env, **_file_env(files), **ctx.env, **kw.pop("env", {})}
+        instances = ctx.instances[name]
+        out = []
+        for i, instance in enumerate(instances, 1):
+            extra: dict[str, str] = {}
+            if instances != [name] or ctx.opts.port is not None:
+                extra = _instance_env(path, ctx.names, name, i, ctx.opts.port)
+            # An explicit PORT in the file wins over the --port one.
+            if "PORT" in env:
+                extra.pop("PORT", None)
+            out.append(Service(instance, argv, env={**env, **extra}, **kw))
+        return out
     except (TypeError, ValueError) as exc:
         msg = str(exc).replace(f"service {name!r}: ", "")
         raise ConfigError(f"{where}: {msg}") from None
+
+
+# ----------------------------------------------------------------------- aioproc check
+
+#: Variables whose values ``aioproc check`` prints (the others may be secrets).
+_SHOWN_VARIABLES = ("PORT", "PS", "AIOPROC_INSTANCE")
+
+
+def describe_config(config: Config) -> str:
+    """What ``aioproc check`` prints: each service as it would run."""
+    count = len(config.services)
+    out = [f"{config.path}: {count} services, shutdown_timeout {config.shutdown_timeout:g} s"]
+    for service in config.services:
+        argv = service.argv if isinstance(service.argv, str) else " ".join(map(str, service.argv))
+        out.append(f"{service.name}")
+        out.append(f"  {'command' if isinstance(service.argv, str) else 'argv'}: {argv}")
+        out.append(f"  cwd: {service.cwd}")
+        policy = f"restart {service.restart}" + (", essential" if service.essential else "")
+        out.append(f"  {policy}")
+        if service.depends_on:
+            out.append(f"  depends_on: {', '.join(service.depends_on)}")
+        if service.ready is not None:
+            out.append(f"  ready: {service.ready!r}")
+        env = service.env or {}
+        if env:
+            shown = [f"{k}={env[k]}" for k in _SHOWN_VARIABLES if env.get(k) is not None]
+            hidden = sorted(k for k in env if k not in _SHOWN_VARIABLES)
+            if hidden:
+                shown.append(f"and {', '.join(hidden)} (values not shown)")
+            out.append(f"  env: {', '.join(shown)}")
+    return "\n".join(out) + "\n"

@@ -20,7 +20,8 @@ from ._readiness import ReadyCall, ReadyCheck
 
 __all__ = ["SPAWN_OPTIONS", "Service"]
 
-_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\Z")
+# foreman and honcho accept ``-foo_bar``; ``.`` and ``@`` may not lead.
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.@-]*\Z")
 
 #: ``aioproc.spawn`` options a Service passes through (the others are its own
 #: parameters, or set by the supervisor: stdout/stderr come from ``output``).
@@ -110,8 +111,7 @@ class Service:
     ) -> None:
         if not isinstance(name, str) or not _NAME.match(name):
             raise ValueError(
-                f"service name {name!r}: use letters, digits and _ . @ - "
-                "(not starting with . @ or -)"
+                f"service name {name!r}: use letters, digits and _ . @ - (not starting with . or @)"
             )
         self.name = name
         if isinstance(argv, (str, bytes)):
