@@ -1,5 +1,6 @@
-"""The ``aioproc`` command: ``aioproc run`` (a Procfile/aioproc.toml supervisor) and
-``aioproc init`` (a PID 1 for containers). See ``docs/cli.md``.
+"""The ``aioproc`` command: ``aioproc run`` (a Procfile/aioproc.toml supervisor),
+``aioproc ctl`` (its remote control) and ``aioproc init`` (a PID 1 for containers).
+See ``docs/cli.md``.
 
 ``main(argv=None) -> int`` is the entry point (``[project.scripts]`` and
 ``python -m aioproc``); it returns the exit code: 2 for a usage or configuration
@@ -15,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .. import __version__
+from ._ctl import add_ctl_parser
 
 __all__ = ["main"]
 
@@ -53,6 +55,14 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="colour the name prefixes (auto: on a terminal, unless NO_COLOR is set)",
     )
+    run.add_argument(
+        "--control",
+        metavar="PATH",
+        help="serve the control socket ('aioproc ctl') at PATH (default: $AIOPROC_CONTROL, "
+        "else .aioproc.sock beside FILE)",
+    )
+    run.add_argument("--no-control", action="store_true", help="serve no control socket")
+    add_ctl_parser(sub)
 
     init = sub.add_parser(
         "init",
@@ -95,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     if args.command == "run":
         return _command_run(args)
+    if args.command == "ctl":
+        from ._ctl import main_ctl
+
+        return main_ctl(args)
     if args.command == "init":
         cmd = list(args.cmd)
         if cmd[:1] == ["--"]:
@@ -111,7 +125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _command_run(args: argparse.Namespace) -> int:
+    from ..control import SocketInUse
     from ._config import ConfigError, find_config, load_config
+    from ._ctl import control_path
     from ._run import run_services
 
     only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
@@ -120,4 +136,9 @@ def _command_run(args: argparse.Namespace) -> int:
         config = load_config(path, only)
     except ConfigError as exc:
         return _error(str(exc))
-    return asyncio.run(run_services(config, _COLOR[args.color]))
+    control = None if args.no_control else control_path(args.control, path)
+    try:
+        return asyncio.run(run_services(config, _COLOR[args.color], control=control, only=only))
+    except (SocketInUse, OSError) as exc:
+        # Only binding the control socket gets here: it happens before any service starts.
+        return _error(f"control socket: {exc}")
