@@ -606,7 +606,7 @@ class Supervisor:
         self._final: Outcome | None = None
         self._streams: list[EventStream] = []
         self._change: asyncio.Future[None] | None = None
-        self._busy = 0  # restart() and reconfigure() in progress: wait() holds on
+        self._busy = 0  # reconfigure() in progress: wait() holds on
         self._reconfiguring: asyncio.Lock | None = None
 
     def _register(self, service: Service) -> None:
@@ -765,13 +765,8 @@ class Supervisor:
 
     async def restart(self, name: str) -> ServiceStatus:
         """Stop the service, then start it again."""
-        self._busy += 1  # wait() must not see "nothing left running" in between
-        try:
-            await self.stop(name)
-            return await self.start(name)
-        finally:
-            self._busy -= 1
-            self._changed()
+        await self.stop(name)  # parked in between: wait() does not return
+        return await self.start(name)
 
     def add(self, service: Service) -> None:
         """Add a service; it starts at once if the supervisor is running."""

@@ -77,18 +77,18 @@ async def test_reconfigure_needs_a_running_supervisor() -> None:
         await sup.reconfigure([svc("a")])
 
 
-async def test_wait_holds_across_a_restart_and_a_stopped_service() -> None:
+async def test_wait_holds_across_a_reconfigure_a_restart_and_a_stop() -> None:
     async with Supervisor([svc("only")]) as sup:
         await asyncio.wait_for(sup.start("only"), 10)
         waiter = asyncio.ensure_future(sup.wait())
+        # The only service changes: for a moment nothing runs, yet wait() holds on.
+        await asyncio.wait_for(sup.reconfigure([svc("only", "x")]), 10)
+        assert not waiter.done()
         await asyncio.wait_for(sup.restart("only"), 10)
-        # Nothing ran for a moment, yet wait() did not take that for the end.
         assert not waiter.done()
         await asyncio.wait_for(sup.stop("only"), 10)
         await asyncio.sleep(0)
         assert not waiter.done()  # stopped on request: parked until start() or shutdown
-        await asyncio.wait_for(sup.reconfigure([svc("only", "x")]), 10)
-        assert not waiter.done()
         await asyncio.wait_for(sup.start("only"), 10)
     outcome = await asyncio.wait_for(waiter, 10)
     assert outcome.ok
