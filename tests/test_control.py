@@ -461,3 +461,23 @@ async def test_reload_calls_the_given_function(sock_path: pathlib.Path) -> None:
             assert bad["error"] == "failed"
             assert bad["message"] == "aioproc.toml:3: bad"
     assert logged == ["reload failed, nothing changed: aioproc.toml:3: bad"]
+
+
+async def test_a_failing_operation_is_an_error_reply_not_a_crash(sock_path: pathlib.Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def reload() -> Reconfigured:
+        raise ZeroDivisionError("a bug in the reload function")
+
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: seen.append(context))
+    try:
+        sup = Supervisor([])
+        async with sup, control.serve(sup, sock_path, reload=reload), conn(sock_path) as c:
+            reply = await c.ask("reload")
+            assert reply["error"] == "failed"
+            assert "ZeroDivisionError" in reply["message"]
+            assert (await c.ask("status"))["ok"] is True  # still serving
+    finally:
+        loop.set_exception_handler(None)
+    assert [type(s.get("exception")) for s in seen] == [ZeroDivisionError]

@@ -246,22 +246,20 @@ class ControlServer:
                 return
             if not line.strip():
                 continue
+            keep = True
             try:
-                request = json.loads(line)
-                if not isinstance(request, dict):
-                    raise _Bad("bad-request", "a request is a JSON object")
-                if request.get("version") != 1:
-                    raise _Bad(
-                        "unsupported-version",
-                        f"protocol version {request.get('version')!r} (this server speaks 1)",
-                    )
-                keep = await self._dispatch(request, reader, writer)
+                keep = await self._dispatch(_parse(line), reader, writer)
             except _Bad as exc:
                 writer.write(error_reply(exc.code, str(exc)))
-                keep = True
-            except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
-                writer.write(error_reply("bad-request", f"not JSON: {exc}"))
-                keep = True
+            except KeyError as exc:  # a service removed by a reload meanwhile
+                writer.write(error_reply("unknown-service", str(exc).strip('"')))
+            except Exception as exc:
+                # A bug of ours, or of the supervisor's: tell the client and the
+                # loop's exception handler, and keep serving.
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "aioproc: a control request failed", "exception": exc}
+                )
+                writer.write(error_reply("failed", f"internal error: {exc!r}"))
             await writer.drain()
             if not keep:
                 return
@@ -435,6 +433,20 @@ class ControlServer:
             "changed": list(result.changed),
             "unchanged": list(result.unchanged),
         }
+
+
+def _parse(line: bytes) -> dict[str, Any]:
+    """A request line as an object with the right version; :class:`_Bad` otherwise."""
+    try:
+        request = json.loads(line)
+    except ValueError as exc:  # JSONDecodeError, and UnicodeDecodeError for non-UTF-8
+        raise _Bad("bad-request", f"not JSON: {exc}") from None
+    if not isinstance(request, dict):
+        raise _Bad("bad-request", "a request is a JSON object")
+    if request.get("version") != 1:
+        version = request.get("version")
+        raise _Bad("unsupported-version", f"protocol version {version!r} (this server speaks 1)")
+    return request
 
 
 async def _until_eof(reader: asyncio.StreamReader, stream: LogStream) -> None:
