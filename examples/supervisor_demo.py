@@ -9,7 +9,9 @@ Run with ``python examples/supervisor_demo.py``. Three services:
   helper that ignores SIGTERM, to show that a stop takes the whole process group
   down (SIGTERM, ``stop_timeout``, then SIGKILL) and leaves nothing behind.
 
-Every event is printed with the time it happened.
+Every event is printed with the time it happened. While api runs, the demo serves
+the supervisor's control socket (``aioproc.control.serve``) and runs
+``aioproc ctl status`` against it, as an operator would from another terminal.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import asyncio
 import os
 import socket
 import sys
+import tempfile
 import time
 
+import aioproc
+from aioproc import control
 from aioproc.supervisor import (
     BackingOff,
     Backoff,
@@ -98,7 +103,9 @@ async def main() -> None:
     ]
     print("starting flaky, db and api (api depends on db)\n")
     flaky_gave_up, api_ready = asyncio.Event(), asyncio.Event()
-    async with Supervisor(services) as sup:
+    sock = os.path.join(tempfile.mkdtemp(prefix="aioproc-demo-"), "demo.sock")
+    sup = Supervisor(services)
+    async with control.serve(sup, sock), sup:
         events = sup.events()  # from now until the supervisor has shut down
 
         async def watch() -> None:
@@ -116,8 +123,16 @@ async def main() -> None:
         api_pid = sup.status()["api"].pid
         assert api_pid is not None
         print(f"\napi's process group: {sorted(group_alive(api_pid))}")
+        print(f"\n$ aioproc ctl --control {sock} status")
+        ctl = await aioproc.run(
+            [sys.executable, "-m", "aioproc", "ctl", "--control", sock, "status"],
+            stdout=aioproc.PIPE,
+        )
+        print(ctl.stdout.decode(), end="")
+        print(f"(exit code {ctl.returncode}; 3: some service is not where it should be)\n")
         print("leaving the supervisor: stopping api, then db (reverse dependency order)\n")
     await watcher
+    os.rmdir(os.path.dirname(sock))  # serve() removed the socket itself
     left = group_alive(api_pid)
     print(f"\nprocesses left in api's group: {left or 'none'}")
     print(f"done in {time.monotonic() - T0:.1f} s")

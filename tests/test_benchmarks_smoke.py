@@ -8,7 +8,8 @@
   children and threads stay equal to the first sample, and the summary says
   ``flat`` (the script's exit status is 1 otherwise);
 * ``signal_latency.py`` with a small N: a p50/p99 line per row;
-* ``storm_floor.py`` with a small storm: a row per loop and kind of task.
+* ``storm_floor.py`` with a small storm: a row per loop and kind of task;
+* ``control.py`` with 5 services: a p50/p99 row per loop and way of asking.
 
 No timing is asserted: benchmark numbers belong in docs/benchmarks.md,
 docs/reliability.md and docs/signals.md, not in tests.
@@ -147,3 +148,15 @@ def test_storm_floor_prints_a_row_per_loop_and_kind() -> None:
         ["uvloop", "timer"],
     ], r.stdout
     assert all(float(row[2]) >= 0 for row in rows), r.stdout
+
+
+@pytest.mark.timeout(120)
+def test_control_status_round_trip_prints_rows() -> None:
+    r = _run("control.py", "5", "20", timeout=100)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "control socket status round trip, 5 services, 20 rounds", r.stdout
+    assert [row.split()[0] for row in lines[1:]] == ["asyncio", "asyncio", "uvloop", "uvloop"]
+    for row in lines[1:]:
+        assert " p50 " in row, r.stdout
+        assert " p99 " in row, r.stdout

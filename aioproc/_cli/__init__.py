@@ -1,6 +1,6 @@
 """The ``aioproc`` command: ``aioproc run`` (a Procfile/aioproc.toml supervisor),
-``aioproc check`` (the same configuration, checked and printed) and ``aioproc init``
-(a PID 1 for containers). See ``docs/cli.md``.
+``aioproc ctl`` (its remote control), ``aioproc check`` (the same configuration,
+checked and printed) and ``aioproc init`` (a PID 1 for containers). See ``docs/cli.md``.
 
 ``main(argv=None) -> int`` is the entry point (``[project.scripts]`` and
 ``python -m aioproc``); it returns the exit code: 2 for a usage or configuration
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
+from ._ctl import add_ctl_parser
 
 if TYPE_CHECKING:
     from ._config import Config
@@ -40,9 +41,9 @@ def _parser() -> argparse.ArgumentParser:
         help="supervise the services of a Procfile or an aioproc.toml",
         description="Start the services of FILE (default: ./aioproc.toml, else ./Procfile), "
         "restart them by their policies, and stop them all in reverse dependency order on "
-        "SIGINT/SIGTERM (a second signal kills at once). Exit code: 0 when everything "
-        "stopped cleanly, else that of the essential service that failed (128+N for "
-        "signal N); 2 for a bad configuration.",
+        "SIGINT/SIGTERM (a second signal kills at once); SIGHUP reloads FILE. Exit code: "
+        "0 when everything stopped cleanly, else that of the essential service that failed "
+        "(128+N for signal N); 2 for a bad configuration.",
     )
     _config_arguments(run)
     run.add_argument(
@@ -58,6 +59,14 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="colour the name prefixes (auto: on a terminal, unless NO_COLOR is set)",
     )
+    run.add_argument(
+        "--control",
+        metavar="PATH",
+        help="serve the control socket ('aioproc ctl') at PATH (default: $AIOPROC_CONTROL, "
+        "else .aioproc.sock beside FILE)",
+    )
+    run.add_argument("--no-control", action="store_true", help="serve no control socket")
+    add_ctl_parser(sub)
 
     check = sub.add_parser(
         "check",
@@ -150,6 +159,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _command_run(args)
     if args.command == "check":
         return _command_check(args)
+    if args.command == "ctl":
+        from ._ctl import main_ctl
+
+        return main_ctl(args)
     if args.command == "init":
         cmd = list(args.cmd)
         if cmd[:1] == ["--"]:
@@ -218,7 +231,9 @@ def _command_check(args: argparse.Namespace) -> int:
 
 
 def _command_run(args: argparse.Namespace) -> int:
+    from ..control import SocketInUse
     from ._config import ConfigError
+    from ._ctl import control_path
     from ._run import run_services
 
     only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
@@ -226,4 +241,9 @@ def _command_run(args: argparse.Namespace) -> int:
         config = _read_config(args, only)
     except ConfigError as exc:
         return _error(str(exc))
-    return asyncio.run(run_services(config, _COLOR[args.color]))
+    control = None if args.no_control else control_path(args.control, config.path)
+    try:
+        return asyncio.run(run_services(config, _COLOR[args.color], control=control, only=only))
+    except (SocketInUse, OSError) as exc:
+        # Only binding the control socket gets here: it happens before any service starts.
+        return _error(f"control socket: {exc}")

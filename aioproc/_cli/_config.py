@@ -73,27 +73,6 @@ SERVICE_OPTIONS = (
 )
 
 
-@dataclasses.dataclass
-class Config:
-    path: Path
-    services: list[Service]
-    shutdown_timeout: float = 30.0
-    #: The instance names of each replicated service (``web`` -> ``web.1``, ``web.2``).
-    instances: dict[str, list[str]] = dataclasses.field(default_factory=dict)
-
-    def supervisor(self, **kwargs: Any) -> Supervisor:
-        return Supervisor(self.services, shutdown_timeout=self.shutdown_timeout, **kwargs)
-
-
-def find_config(directory: Path) -> Path:
-    """``aioproc.toml``, else ``Procfile``, in ``directory``."""
-    for name in CONFIG_NAMES:
-        path = directory / name
-        if path.is_file():
-            return path
-    raise ConfigError(f"no aioproc.toml or Procfile in {directory}")
-
-
 @dataclasses.dataclass(frozen=True)
 class LoadOptions:
     """What the command line adds to a configuration file (foreman's options).
@@ -113,6 +92,29 @@ class LoadOptions:
     port: int | None = None
 
 
+@dataclasses.dataclass
+class Config:
+    path: Path
+    services: list[Service]
+    shutdown_timeout: float = 30.0
+    #: The instance names of each replicated service (``web`` -> ``web.1``, ``web.2``).
+    instances: dict[str, list[str]] = dataclasses.field(default_factory=dict)
+    #: The options it was read with (``--only`` included), to read it again on reload.
+    options: LoadOptions = dataclasses.field(default_factory=LoadOptions)
+
+    def supervisor(self, **kwargs: Any) -> Supervisor:
+        return Supervisor(self.services, shutdown_timeout=self.shutdown_timeout, **kwargs)
+
+
+def find_config(directory: Path) -> Path:
+    """``aioproc.toml``, else ``Procfile``, in ``directory``."""
+    for name in CONFIG_NAMES:
+        path = directory / name
+        if path.is_file():
+            return path
+    raise ConfigError(f"no aioproc.toml or Procfile in {directory}")
+
+
 #: How many instances of one service at most (a typo must not fork thousands).
 MAX_REPLICAS = 1000
 
@@ -128,7 +130,8 @@ def load_config(path: Path, only: Iterable[str] = (), options: LoadOptions | Non
         raise ConfigError(f"{path}: not UTF-8 text ({exc.reason})") from None
     toml = path.suffix == ".toml"
     config = _load_toml(path, text, opts) if toml else _load_procfile(path, text, opts)
-    config.services = _select(path, config, [*only, *opts.only])
+    config.options = dataclasses.replace(opts, only=(*only, *opts.only))
+    config.services = _select(path, config, list(config.options.only))
     try:
         # Checks names, dependencies and cycles; starts nothing.
         config.supervisor()

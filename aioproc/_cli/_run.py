@@ -1,21 +1,26 @@
 """``aioproc run``: supervise the services of a Procfile or an aioproc.toml.
 
-The first SIGINT/SIGTERM/SIGHUP starts a graceful shutdown (reverse dependency order,
+The first SIGINT/SIGTERM starts a graceful shutdown (reverse dependency order,
 ``stop_signal``, ``stop_timeout``, SIGKILL, within ``shutdown_timeout``); a second one
 SIGKILLs every service's process group at once. The exit code is 0 when everything
 stopped cleanly, else that of the essential service that failed (128 + the signal
-number for a signal).
+number for a signal). SIGHUP reloads the configuration file (``_serve.py``), as
+``aioproc ctl reload`` does through the control socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TextIO
 
 from .. import signals
+from ..control import ControlServer, serve
 from ..supervisor import (
     BackingOff,
     Event,
@@ -28,11 +33,13 @@ from ..supervisor import (
     Stopping,
 )
 from ._config import Config
+from ._serve import make_reload
 
 __all__ = ["run_services"]
 
 SYSTEM = "aioproc"
-SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+RELOAD_SIGNAL = signal.SIGHUP
 
 
 class _Say:
@@ -95,16 +102,29 @@ def describe(event: Event, with_ready: set[str]) -> str | None:
     return None
 
 
-async def run_services(config: Config, color: bool | None, stream: TextIO | None = None) -> int:
+async def run_services(
+    config: Config,
+    color: bool | None,
+    stream: TextIO | None = None,
+    *,
+    control: Path | None = None,
+    only: Sequence[str] = (),
+) -> int:
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
     say = _Say(out, width, color)
     with_ready = {s.name for s in config.services if s.ready is not None}
     sup = config.supervisor(color=color, output_stream=out, prefix_width=width)
+    reload = make_reload(config, only, sup, say, with_ready)
+    endpoint: ControlServer | contextlib.nullcontext[None] = contextlib.nullcontext()
+    if control is not None:
+        endpoint = serve(sup, control, reload=reload, log=say)
+        endpoint.bind()  # before anything starts: a live socket there ends us here
     # Subscribe before any child exists: a Ctrl-C from then on is ours to handle.
-    async with signals.subscribe(*SHUTDOWN_SIGNALS) as sigs, sup:
+    async with endpoint, signals.subscribe(*SHUTDOWN_SIGNALS) as sigs, sup:
         events = sup.events()
         printer = asyncio.ensure_future(_print_events(events, say, with_ready))
+        hups = asyncio.ensure_future(_reload_on_signal(reload, say))
         waiter = asyncio.ensure_future(sup.wait())
         first = asyncio.ensure_future(sigs.get())
         try:
@@ -123,13 +143,25 @@ async def run_services(config: Config, color: bool | None, stream: TextIO | None
             else:
                 first.cancel()
         finally:
-            for task in (first, waiter):
+            for task in (first, waiter, hups):
                 task.cancel()
     outcome = await sup.wait()
     await printer
     if not outcome.ok:
         say(f"{outcome.service} failed: exit code {outcome.exit_code}")
     return outcome.exit_code
+
+
+async def _reload_on_signal(reload: Callable[[], Awaitable[object]], say: _Say) -> None:
+    async with signals.subscribe(RELOAD_SIGNAL) as hups:
+        async for _ in hups:
+            say(f"{RELOAD_SIGNAL.name} received: reloading the configuration")
+            try:
+                await reload()
+            except ValueError as exc:
+                say(f"reload failed, nothing changed: {exc}")
+            except RuntimeError:  # shutting down
+                return
 
 
 async def _print_events(events: EventStream, say: _Say, with_ready: set[str]) -> None:

@@ -31,8 +31,10 @@ from ._events import (
     Stopped,
     Stopping,
 )
+from ._history import LogLine, LogStream
 from ._policies import Backoff, StartLimit, should_restart
 from ._readiness import ReadyCall, ReadyCheck, ReadyHTTP, ReadyLine, ReadyNotify, ReadyTCP
+from ._reconfigure import Reconfigured
 from ._service import Service
 from ._supervisor import Supervisor
 
@@ -43,6 +45,8 @@ __all__ = [
     "EventStream",
     "Exited",
     "Fatal",
+    "LogLine",
+    "LogStream",
     "Outcome",
     "Ready",
     "ReadyCall",
@@ -51,6 +55,7 @@ __all__ = [
     "ReadyLine",
     "ReadyNotify",
     "ReadyTCP",
+    "Reconfigured",
     "Service",
     "ServiceState",
     "ServiceStatus",

@@ -47,9 +47,11 @@ from ._events import (
     Stopping,
 )
 from ._group import LeaderWatch, group_members, hold_reap, signal_group, wait_group_empty
+from ._history import LogHistory, LogLine, LogStream
 from ._output import LineSplitter, PrefixWriter, Sink, make_sink
 from ._policies import ExitReason, StartHistory, should_restart
 from ._readiness import NotifySocket, ReadyContext, ReadyNotify
+from ._reconfigure import Reconfigured, diff
 from ._service import Service
 
 if sys.version_info >= (3, 11):
@@ -121,6 +123,7 @@ class _Runner:
         self.message: str | None = None
         self.error_code: int | None = None
         self.ready = asyncio.Event()  # set while a run is ready
+        self.parked = False  # stopped by Supervisor.stop(): waits for a start()
         self._stop: asyncio.Future[None] | None = None
 
     # -------------------------------------------------------------- control
@@ -135,6 +138,7 @@ class _Runner:
     def launch(self) -> None:
         loop = asyncio.get_running_loop()
         self._stop = loop.create_future()
+        self.parked = False
         self.message = None
         self.error_code = None
         self.task = loop.create_task(self._lifecycle(), name=f"aioproc service {self.service.name}")
@@ -357,7 +361,13 @@ class _Runner:
         self.error_code = None
         leader = LeaderWatch(proc, held=svc.kill_group)
         ctx = ReadyContext(proc, notify)
-        splitter = None if sink is None else LineSplitter(sink, ctx.feed_line)
+        history = self.sup._history
+
+        def on_line(text: str) -> None:
+            history.record(svc.name, text)
+            ctx.feed_line(text)
+
+        splitter = None if sink is None else LineSplitter(sink, on_line)
         pump = None
         if splitter is not None and proc.stdout is not None:
             pump = loop.create_task(_pump(proc, splitter))
@@ -556,6 +566,8 @@ class Supervisor:
 
     ``color`` (None: auto), ``output_stream`` (default ``sys.stdout``) and
     ``prefix_width`` (a minimum) shape ``output="prefix"``.
+    ``log_lines``: how many of each service's last output lines are kept for
+    :meth:`logs` (0: none).
 
     Raises :class:`ValueError` for duplicate names, an unknown dependency or a
     dependency cycle.
@@ -569,6 +581,7 @@ class Supervisor:
         color: bool | None = None,
         output_stream: TextIO | None = None,
         prefix_width: int = 0,
+        log_lines: int = 1000,
     ) -> None:
         if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)):
             raise TypeError("shutdown_timeout must be a number of seconds")
@@ -576,6 +589,7 @@ class Supervisor:
             raise ValueError("shutdown_timeout must not be negative")
         self.shutdown_timeout = float(shutdown_timeout)
         self._writer = PrefixWriter(output_stream, color, prefix_width)
+        self._history = LogHistory(log_lines)
         self._services: dict[str, Service] = {}
         self._runners: dict[str, _Runner] = {}
         for service in services:
@@ -592,6 +606,8 @@ class Supervisor:
         self._final: Outcome | None = None
         self._streams: list[EventStream] = []
         self._change: asyncio.Future[None] | None = None
+        self._busy = 0  # reconfigure() in progress: wait() holds on
+        self._reconfiguring: asyncio.Lock | None = None
 
     def _register(self, service: Service) -> None:
         if not isinstance(service, Service):
@@ -601,6 +617,7 @@ class Supervisor:
         self._services[service.name] = service
         self._runners[service.name] = _Runner(self, service)
         self._writer.register(service.name)
+        self._history.register(service.name)
 
     def _check_deps(self, service: Service) -> None:
         for dep in service.depends_on:
@@ -670,6 +687,7 @@ class Supervisor:
             for stream in list(self._streams):
                 stream._close()
             self._streams.clear()
+            self._history.close()
             self._changed()
 
     def kill(self) -> None:
@@ -681,14 +699,23 @@ class Supervisor:
             self._changed()
 
     async def wait(self) -> Outcome:
-        """Wait until every service has ended, or a shutdown is complete; the outcome."""
+        """Wait until every service has ended, or a shutdown is complete; the outcome.
+
+        A service stopped by :meth:`stop` has not ended: it waits for a
+        :meth:`start` (or the shutdown), and so does ``wait()``.
+        """
         while True:
             if self._closed:
                 break
-            if self._shutdown_task is None and not any(r.active for r in self._runners.values()):
+            if self._shutdown_task is None and not self._busy and not self._held():
                 break
             await asyncio.shield(self._change_future())
         return self._final or Outcome(ok=True)
+
+    def _held(self) -> bool:
+        # A service stopped on request (stop()) is parked, not ended: whoever
+        # stopped it may start it again, so wait() goes on waiting for it.
+        return any(r.active or r.parked for r in self._runners.values())
 
     # ------------------------------------------------------------- run-time control
     def _runner(self, name: str) -> _Runner:
@@ -720,12 +747,25 @@ class Supervisor:
     async def stop(self, name: str) -> ServiceStatus:
         """Stop a service (``stop_signal``, ``stop_timeout``, SIGKILL; its whole group)."""
         runner = self._runner(name)
+        # Parked before it ends, or wait() could see it ended and return first.
+        runner.parked = not self._closing
         await _shielded(runner.stop())
         return runner.snapshot()
 
+    def send_signal(self, name: str, sig: int) -> None:
+        """Send ``sig`` to the service's running process (its leader, not the group).
+
+        Raises :class:`ProcessLookupError` when no process of it is running (it is
+        stopped, waiting, backing off, or its process has just exited).
+        """
+        proc = self._runner(name).proc
+        if proc is None:
+            raise ProcessLookupError(f"service {name!r} has no running process")
+        proc.send_signal(sig)
+
     async def restart(self, name: str) -> ServiceStatus:
         """Stop the service, then start it again."""
-        await self.stop(name)
+        await self.stop(name)  # parked in between: wait() does not return
         return await self.start(name)
 
     def add(self, service: Service) -> None:
@@ -748,11 +788,98 @@ class Supervisor:
         await self.stop(name)
         del self._runners[name]
         del self._services[name]
+        self._history.forget(name)
         self._changed()
+
+    async def reconfigure(self, services: Iterable[Service]) -> Reconfigured:
+        """Make ``services`` the supervisor's set of services, touching only what differs.
+
+        Removed and changed services are stopped (dependents before what they
+        depend on); then changed and added ones are started (each once its
+        dependencies are ready). Unchanged services keep running, same process.
+        The new set is checked first as :class:`Supervisor` would check it: a
+        :class:`ValueError` or :class:`TypeError` then, and nothing is changed.
+        Calls are serialised; ``wait()`` does not return while one is in progress.
+        """
+        new = list(services)
+        self._check_open()
+        Supervisor(new)  # the same checks as the constructor; starts nothing
+        if self._reconfiguring is None:
+            self._reconfiguring = asyncio.Lock()
+        self._busy += 1
+        try:
+            async with self._reconfiguring:
+                self._check_open()
+                plan = diff(self._services, new)
+                await _shielded(self._stop_in_order([*plan.removed, *plan.changed]))
+                by_name = {s.name: s for s in new}
+                for name in plan.removed:
+                    del self._runners[name]
+                    del self._services[name]
+                    self._history.forget(name)
+                runners = {}
+                for service in new:
+                    runner = self._runners.get(service.name)
+                    if service.name in plan.changed or runner is None:
+                        runner = _Runner(self, by_name[service.name])
+                        self._writer.register(service.name)
+                        self._history.register(service.name)
+                    runners[service.name] = runner
+                self._runners = runners
+                self._services = {name: r.service for name, r in runners.items()}
+                if not self._closing:
+                    for name in (*plan.changed, *plan.added):
+                        runners[name].launch()
+                return plan
+        finally:
+            self._busy -= 1
+            self._changed()
+
+    async def _stop_in_order(self, names: Iterable[str]) -> None:
+        """Stop ``names``, each once those of them that depend on it have stopped."""
+        chosen = list(names)
+        tasks: dict[str, asyncio.Task[None]] = {}
+
+        async def stop_after_dependents(name: str) -> None:
+            dependents = [
+                tasks[other]
+                for other in chosen
+                if name in self._services[other].depends_on and other in tasks
+            ]
+            if dependents:
+                await asyncio.wait(dependents)
+            await self._runners[name].stop()
+
+        loop = asyncio.get_running_loop()
+        for name in chosen:
+            tasks[name] = loop.create_task(stop_after_dependents(name))
+        if tasks:
+            await asyncio.wait(tasks.values())
 
     def status(self) -> dict[str, ServiceStatus]:
         """A snapshot of every service, by name."""
         return {name: runner.snapshot() for name, runner in self._runners.items()}
+
+    def logs(self, names: Iterable[str] | None = None, lines: int | None = None) -> list[LogLine]:
+        """The last ``lines`` lines of output kept for ``names`` (default: every service).
+
+        Oldest first, services merged in the order their lines were read. At most
+        ``log_lines`` lines per service are kept (the constructor's argument).
+        Raises :class:`KeyError` for an unknown name.
+        """
+        chosen = (
+            list(self._runners) if names is None else [self._runner(n).service.name for n in names]
+        )
+        return self._history.last(chosen, lines)
+
+    def follow_logs(self, names: Iterable[str] | None = None, maxsize: int = 1024) -> LogStream:
+        """A :class:`LogStream` of the lines of ``names`` (default: every service) from now on.
+
+        Call it right after :meth:`logs`, with no ``await`` between, to get the
+        history and then every new line, none twice and none missed.
+        """
+        chosen = None if names is None else [self._runner(n).service.name for n in names]
+        return self._history.follow(chosen, maxsize)
 
     @property
     def services(self) -> dict[str, Service]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -20,3 +21,14 @@ def test_supervisor_demo_runs() -> None:
     assert out.index("db     ready") < out.index("api    started")
     assert out.index("api    stopped") < out.index("db     stopping")
     assert "processes left in api's group: none" in out
+    # aioproc ctl status, against the demo's control socket while api runs.
+    assert re.search(r"\$ aioproc ctl --control \S+/demo\.sock status\n", out)
+    table = out[out.index("NAME   STATE") :].split("\n\n")[0].splitlines()
+    assert table[0].split() == [
+        "NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST-EXIT", "READY", "REASON"
+    ]  # fmt: skip
+    assert table[1].split()[:2] == ["flaky", "fatal"]
+    assert table[1].endswith("start limit hit: 4 starts within 30 s")
+    assert re.match(r"db\s+running\s+\d+\s+\S+\s+0\s+-\s+yes\s+ready$", table[2])
+    assert re.match(r"api\s+running\s+\d+\s+\S+\s+0\s+-\s+yes\s+ready$", table[3])
+    assert table[4] == "(exit code 3; 3: some service is not where it should be)"

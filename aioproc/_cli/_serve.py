@@ -1,0 +1,50 @@
+"""``aioproc run``'s control endpoint: where its socket is, and what a reload does.
+
+A reload (``aioproc ctl reload``, or SIGHUP) reads the configuration file again,
+with the same ``--only``, and hands the services to
+:meth:`Supervisor.reconfigure`: added ones start, removed ones stop, changed ones
+restart, unchanged ones keep running. A file that does not load changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+from ..supervisor import Reconfigured, Supervisor
+from ._config import Config, ConfigError, load_config
+
+__all__ = ["make_reload"]
+
+
+def make_reload(
+    config: Config,
+    only: Sequence[str],
+    sup: Supervisor,
+    say: Callable[[str], None],
+    with_ready: set[str],
+) -> Callable[[], Awaitable[Reconfigured]]:
+    """The reload coroutine function; a bad file raises ValueError (its one-line message)."""
+
+    async def reload() -> Reconfigured:
+        try:
+            new = load_config(config.path, options=config.options)
+        except ConfigError as exc:
+            raise ValueError(str(exc)) from None
+        say(f"reloading {config.path.name}")
+        result = await sup.reconfigure(new.services)
+        sup.shutdown_timeout = new.shutdown_timeout
+        with_ready.clear()
+        with_ready.update(s.name for s in new.services if s.ready is not None)
+        parts = [
+            f"{key} {', '.join(names)}"
+            for key, names in (
+                ("added", result.added),
+                ("removed", result.removed),
+                ("restarted", result.changed),
+            )
+            if names
+        ]
+        say(f"reloaded: {'; '.join(parts) or 'nothing changed'}")
+        return result
+
+    return reload

@@ -1,0 +1,181 @@
+"""The last lines of each service's output, and a way to follow new ones.
+
+A :class:`~aioproc.supervisor.Supervisor` keeps, per service, the last
+``log_lines`` lines (1,000 by default) that its piped output produced (every
+``output`` but ``"inherit"``, whose lines never pass through the supervisor).
+:meth:`Supervisor.logs` reads them; :meth:`Supervisor.follow_logs` returns a
+:class:`LogStream` of the lines from that moment on. Both are synchronous, so
+``sup.logs(...)`` then ``sup.follow_logs(...)`` with no ``await`` between them
+see every line exactly once: nothing can be recorded in between.
+
+A line is the decoded text (invalid UTF-8 replaced) of one line of output, without
+its newline, as the service wrote it: untrusted text that may hold escape
+sequences. Whoever shows it on a terminal must neutralise them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import itertools
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from types import TracebackType
+
+import anyio
+
+__all__ = ["LogHistory", "LogLine", "LogStream"]
+
+
+@dataclasses.dataclass(frozen=True)
+class LogLine:
+    """One line of a service's output, from :meth:`Supervisor.logs` and ``follow_logs``."""
+
+    service: str
+    time: float  #: ``time.time()`` when the line was read (wall clock, for people)
+    text: str  #: the line, decoded, without its newline
+    seq: int = dataclasses.field(default=0, compare=False)  #: order across services
+
+
+class LogStream:
+    """The lines of one :meth:`Supervisor.follow_logs` call, from that call on.
+
+    An async iterator (it ends once the supervisor has shut down and every queued
+    line was read) and an async context manager (closing on exit). The queue holds
+    ``maxsize`` lines; when a reader falls behind the oldest are dropped and
+    :attr:`dropped` grows, so a slow reader never holds the supervisor back.
+    """
+
+    def __init__(
+        self,
+        names: Collection[str] | None,
+        maxsize: int,
+        on_close: Callable[[LogStream], object],
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self.names = None if names is None else frozenset(names)
+        self._queue: deque[LogLine] = deque()
+        self._maxsize = maxsize
+        self._waiter: asyncio.Future[None] | None = None
+        self._closed = False
+        self._on_close = on_close
+        self.dropped = 0
+
+    def _put(self, line: LogLine) -> None:
+        if self._closed or (self.names is not None and line.service not in self.names):
+            return
+        if len(self._queue) >= self._maxsize:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(line)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def _close(self) -> None:
+        self._closed = True
+        self._wake()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def get(self) -> LogLine:
+        """The next line; :class:`anyio.EndOfStream` once closed and drained."""
+        while not self._queue:
+            if self._closed:
+                raise anyio.EndOfStream
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._queue.popleft()
+
+    def get_nowait(self) -> LogLine | None:
+        """The next queued line, or None."""
+        return self._queue.popleft() if self._queue else None
+
+    def __aiter__(self) -> LogStream:
+        return self
+
+    async def __anext__(self) -> LogLine:
+        try:
+            return await self.get()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def aclose(self) -> None:
+        """Stop receiving lines (those already queued can still be read)."""
+        if not self._closed:
+            self._close()
+            self._on_close(self)
+
+    async def __aenter__(self) -> LogStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class LogHistory:
+    """The bounded per-service line buffers of one supervisor, and their followers."""
+
+    def __init__(self, per_service: int) -> None:
+        if isinstance(per_service, bool) or not isinstance(per_service, int):
+            raise TypeError("log_lines must be an int")
+        if per_service < 0:
+            raise ValueError("log_lines must not be negative")
+        self.per_service = per_service
+        self._lines: dict[str, deque[LogLine]] = {}
+        self._followers: list[LogStream] = []
+        self._seq = itertools.count(1)
+        self._closed = False
+
+    def register(self, name: str) -> None:
+        self._lines.setdefault(name, deque(maxlen=self.per_service))
+
+    def forget(self, name: str) -> None:
+        self._lines.pop(name, None)
+
+    def record(self, name: str, text: str) -> None:
+        line = LogLine(name, time.time(), text, next(self._seq))
+        lines = self._lines.get(name)
+        if lines is not None and self.per_service:
+            lines.append(line)
+        for stream in self._followers:
+            stream._put(line)
+
+    def last(self, names: Collection[str], count: int | None) -> list[LogLine]:
+        """The last ``count`` lines (all kept, for None) of ``names``, oldest first."""
+        merged: list[LogLine] = []
+        for name in names:
+            merged.extend(self._lines.get(name, ()))
+        merged.sort(key=lambda line: line.seq)
+        if count is not None:
+            merged = merged[-count:] if count > 0 else []
+        return merged
+
+    def follow(self, names: Collection[str] | None, maxsize: int) -> LogStream:
+        stream = LogStream(names, maxsize, self._followers.remove)
+        if self._closed:
+            stream._close()
+        else:
+            self._followers.append(stream)
+        return stream
+
+    def close(self) -> None:
+        """The supervisor has shut down: end every follower (after its queued lines)."""
+        self._closed = True
+        for stream in self._followers:
+            stream._close()
+        self._followers.clear()

@@ -1,0 +1,483 @@
+"""The control endpoint served from inside an application (aioproc.control.serve).
+
+The protocol's edges (malformed, unknown, oversize, silent, many clients), who
+may connect (SO_PEERCRED, the socket's mode), stale and live sockets, and the
+requests themselves against a real supervisor with real processes. The command
+line on top of it, against real ``aioproc run`` processes, is in test_ctl.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import json
+import os
+import pathlib
+import re
+import socket
+import stat
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+import aioproc.control as control
+from aioproc._control._socket import connect
+from aioproc.supervisor import ReadyLine, Reconfigured, Service, Supervisor
+
+from .helpers import DROP_ROOT, run_python
+
+pytestmark = pytest.mark.usefixtures("no_leaks")
+
+
+def drop(name: str, line: str) -> None:
+    """Output sink of the services here."""
+
+
+def talker(name: str = "talker") -> Service:
+    return Service(
+        name,
+        ["sh", "-c", "trap 'echo ping' USR1; echo hello; while :; do sleep 5 & wait $!; done"],
+        ready=ReadyLine("^hello$"),
+        output=drop,
+    )
+
+
+@pytest.fixture
+def sock_path(tmp_path: pathlib.Path) -> pathlib.Path:
+    return tmp_path / "ctl.sock"
+
+
+class Conn:
+    """A raw protocol connection: send lines, read reply objects."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, path: os.PathLike[str] | str) -> Conn:
+        reader, writer = await asyncio.open_unix_connection(sock=connect(path), limit=1 << 24)
+        return cls(reader, writer)
+
+    async def send(self, obj: Any) -> None:
+        data = obj if isinstance(obj, bytes) else (json.dumps(obj) + "\n").encode()
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def reply(self) -> dict[str, Any] | None:
+        line = await asyncio.wait_for(self.reader.readline(), 10)
+        if not line:
+            return None
+        obj = json.loads(line)
+        assert obj["version"] == 1
+        return obj  # type: ignore[no-any-return]
+
+    async def ask(self, request: str, **fields: Any) -> dict[str, Any]:
+        await self.send({"version": 1, "request": request, **fields})
+        reply = await self.reply()
+        assert reply is not None
+        return reply
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def conn(path: os.PathLike[str] | str) -> AsyncIterator[Conn]:
+    c = await Conn.open(path)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+# ------------------------------------------------------------------- public API
+
+
+def test_public_surface() -> None:
+    assert sorted(control.__all__) == sorted(set(control.__all__))
+    public = {n for n, o in vars(control).items() if not n.startswith("_")}
+    assert public - {"annotations"} <= set(control.__all__)
+    for name in control.__all__:
+        obj = getattr(control, name)
+        if inspect.isclass(obj) or inspect.isfunction(obj):
+            assert obj.__module__ == "aioproc.control", name
+            assert obj.__doc__, name
+
+
+def test_the_supervisor_never_imports_the_control_layer() -> None:
+    root = pathlib.Path(control.__file__).parent / "supervisor"
+    for path in root.glob("*.py"):
+        imports = re.findall(r"^\s*(?:from|import) \S+", path.read_text(), re.M)
+        assert not [i for i in imports if "control" in i], path
+
+
+# ----------------------------------------------------------------- the socket
+
+
+async def test_socket_is_0600_published_atomically_and_removed(sock_path: pathlib.Path) -> None:
+    async with Supervisor([]) as sup, control.serve(sup, sock_path) as server:
+        st = os.lstat(sock_path)
+        assert stat.S_ISSOCK(st.st_mode)
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert server.path == str(sock_path)
+        # The private directory it was bound in is gone.
+        assert sorted(os.listdir(sock_path.parent)) == ["ctl.sock"]
+    assert os.listdir(sock_path.parent) == []
+
+
+async def test_a_stale_socket_is_replaced(sock_path: pathlib.Path) -> None:
+    with socket.socket(socket.AF_UNIX) as dead:
+        dead.bind(str(sock_path))  # a socket nobody listens on: a crashed run's
+    async with Supervisor([]) as sup, control.serve(sup, sock_path), conn(sock_path) as c:
+        assert (await c.ask("status"))["ok"] is True
+
+
+async def test_a_live_socket_or_a_file_is_not_taken_over(sock_path: pathlib.Path) -> None:
+    async with Supervisor([]) as sup, control.serve(sup, sock_path):
+        with pytest.raises(control.SocketInUse, match="another supervisor is serving"):
+            async with control.serve(sup, sock_path):
+                pass  # pragma: no cover
+        async with conn(sock_path) as c:  # the first one still serves
+            assert (await c.ask("status"))["ok"] is True
+    other = sock_path.parent / "file"
+    other.write_text("mine")
+    with pytest.raises(control.SocketInUse, match="not a socket"):
+        async with control.serve(sup, other):
+            pass  # pragma: no cover
+    assert other.read_text() == "mine"
+
+
+async def test_long_socket_paths_work(tmp_path: pathlib.Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    path = deep / "ctl.sock"
+    assert len(str(path)) > 108
+    async with Supervisor([]) as sup, control.serve(sup, path):
+        with control.Client(path) as client:
+            reply = await asyncio.to_thread(client.request, "status")
+    assert reply["services"] == []
+
+
+# ------------------------------------------------------------- who may connect
+
+
+@pytest.fixture
+def open_dir() -> Iterator[pathlib.Path]:
+    """A directory another uid can reach (pytest's tmp_path is 0700)."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="aioproc-ctl-"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        for entry in path.iterdir():
+            entry.unlink()
+        path.rmdir()
+
+
+OTHER_UID_CLIENT = (
+    """
+    import os, socket, sys
+    """
+    + DROP_ROOT
+    + """
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+    except OSError as exc:
+        print("connect failed", exc.errno)
+        raise SystemExit(0)
+    try:
+        s.sendall(b'{"version": 1, "request": "shutdown"}\\n')
+    except BrokenPipeError:
+        pass  # refused and closed already
+    data = b""
+    while chunk := s.recv(65536):
+        data += chunk
+    print(data.decode(), end="")
+    """
+)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop to another uid")
+async def test_another_uid_is_refused_by_peer_credentials(open_dir: pathlib.Path) -> None:
+    path = open_dir / "ctl.sock"
+    async with Supervisor([talker()]) as sup, control.serve(sup, path):
+        await asyncio.wait_for(sup.start("talker"), 10)
+        # Open the socket to everyone, as a careless chmod would: SO_PEERCRED still says no.
+        os.chmod(path, 0o666)
+        res = await asyncio.to_thread(run_python, OTHER_UID_CLIENT, str(path))
+        assert res.returncode == 0, res.stderr
+        lines = res.stdout.splitlines()
+        assert len(lines) == 1  # one error line, then the connection was closed
+        reply = json.loads(lines[0])
+        assert reply["ok"] is False
+        assert reply["error"] == "forbidden"
+        assert re.match(r"uid 3\d{6,} may not control this supervisor", reply["message"])
+        # The shutdown it asked for did not happen.
+        assert sup.status()["talker"].state.value == "running"
+        async with conn(path) as c:  # root still may
+            assert (await c.ask("status"))["ok"] is True
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop to another uid")
+async def test_another_uid_cannot_even_connect_to_the_0600_socket(open_dir: pathlib.Path) -> None:
+    path = open_dir / "ctl.sock"
+    async with Supervisor([]) as sup, control.serve(sup, path):
+        res = await asyncio.to_thread(run_python, OTHER_UID_CLIENT, str(path))
+    assert res.stdout.strip() == "connect failed 13", res.stderr  # EACCES
+
+
+# ------------------------------------------------------------- protocol edges
+
+
+async def test_malformed_and_unknown_requests_get_error_replies(sock_path: pathlib.Path) -> None:
+    async with Supervisor([talker()]) as sup, control.serve(sup, sock_path), conn(sock_path) as c:
+        if True:
+            cases: list[tuple[Any, str]] = [
+                (b"this is not json\n", "bad-request"),
+                (b"\xff\xfe\n", "bad-request"),
+                (b"[1, 2]\n", "bad-request"),
+                ({"request": "status"}, "unsupported-version"),
+                ({"version": 99, "request": "status"}, "unsupported-version"),
+                ({"version": 1, "request": "dance"}, "unknown-request"),
+                ({"version": 1}, "unknown-request"),
+                ({"version": 1, "request": "stop", "names": ["nope"]}, "unknown-service"),
+                ({"version": 1, "request": "stop", "names": "talker"}, "bad-request"),
+                ({"version": 1, "request": "stop"}, "bad-request"),
+                ({"version": 1, "request": "signal", "names": ["talker"], "signal": "NOPE"},
+                 "bad-request"),
+                ({"version": 1, "request": "logs", "lines": "ten"}, "bad-request"),
+                ({"version": 1, "request": "reload"}, "unsupported"),
+            ]  # fmt: skip
+            for request, code in cases:
+                await c.send(request)
+                reply = await c.reply()
+                assert reply is not None, request
+                assert reply["ok"] is False, request
+                assert reply["error"] == code, (request, reply)
+                assert reply["error"] in control.ERRORS
+            # After all that, the same connection still works, and nothing was stopped.
+            status = await c.ask("status")
+            assert [s["name"] for s in status["services"]] == ["talker"]
+            assert sup.status()["talker"].state.value != "stopped"
+
+
+async def test_an_oversize_line_is_cut_off_at_the_bound(sock_path: pathlib.Path) -> None:
+    async with Supervisor([]) as sup, control.serve(sup, sock_path):
+        client = connect(sock_path, timeout=30)
+        sent = []
+
+        def flood() -> None:
+            chunk = b"x" * (1 << 20)
+            try:
+                for _ in range(100):  # 100 MB, no newline
+                    client.sendall(chunk)
+                    sent.append(len(chunk))
+            except OSError:
+                pass  # the server closed the connection: the point
+
+        thread = threading.Thread(target=flood)
+        thread.start()
+        try:
+            data = b""
+            while True:
+                try:
+                    chunk = await asyncio.to_thread(client.recv, 65536)
+                except ConnectionResetError:
+                    break
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            await asyncio.to_thread(thread.join)
+            client.close()
+        reply = json.loads(data.splitlines()[0])
+        assert reply["error"] == "too-long"
+        assert str(control.MAX_LINE) in reply["message"]
+        assert sum(sent) < 100 << 20  # cut off well before the end
+        async with conn(sock_path) as c:  # the endpoint is fine
+            assert (await c.ask("status"))["ok"] is True
+
+
+async def test_a_silent_client_is_timed_out(sock_path: pathlib.Path) -> None:
+    async with Supervisor([]) as sup, control.serve(sup, sock_path, request_timeout=0.3):
+        async with conn(sock_path) as c:
+            reply = await c.reply()  # sends nothing; gets a reply anyway
+            assert reply is not None
+            assert reply["error"] == "timeout"
+            assert await c.reply() is None  # and the connection is closed
+            # A partial line does not reset the clock either.
+        async with conn(sock_path) as c:
+            await c.send(b'{"version": 1, ')
+            reply = await c.reply()
+            assert reply is not None
+            assert reply["error"] == "timeout"
+
+
+async def test_many_clients_at_once_do_not_stall_the_endpoint(sock_path: pathlib.Path) -> None:
+    async with Supervisor([talker()]) as sup, control.serve(sup, sock_path):
+        await asyncio.wait_for(sup.start("talker"), 10)
+        silent = [await Conn.open(sock_path) for _ in range(40)]
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                busy = [await stack.enter_async_context(conn(sock_path)) for _ in range(20)]
+                replies = await asyncio.wait_for(
+                    asyncio.gather(*(c.ask("status") for c in busy)), 5
+                )
+            assert all(r["services"][0]["state"] == "running" for r in replies)
+            # Past MAX_CLIENTS, a connection is told so and closed.
+            more = [await Conn.open(sock_path) for _ in range(control.MAX_CLIENTS)]
+            try:
+                errors = await asyncio.wait_for(asyncio.gather(*(c.reply() for c in more[-5:])), 5)
+            finally:
+                for c in more:
+                    await c.close()
+            assert all(e is not None and e["error"] == "busy" for e in errors)
+        finally:
+            for c in silent:
+                await c.close()
+
+
+# ---------------------------------------------------------------- the requests
+
+
+async def test_status_start_stop_restart_signal(sock_path: pathlib.Path) -> None:
+    services = [talker("db"), talker("api")]
+    services[1] = Service("api", services[1].argv, ready=ReadyLine("^hello$"), output=drop,
+                          depends_on=["db"])  # fmt: skip
+    sup = Supervisor(services)
+    async with control.serve(sup, sock_path), sup, conn(sock_path) as c:
+        if True:
+            await asyncio.wait_for(sup.start("api"), 10)
+            status = await c.ask("status")
+            assert status["pid"] == os.getpid()
+            rows = {s["name"]: s for s in status["services"]}
+            assert list(rows) == ["db", "api"]
+            assert rows["api"]["state"] == "running"
+            assert rows["api"]["ready"] is True
+            assert rows["api"]["ready_check"] == "ReadyLine"
+            assert rows["api"]["wanted"] is True
+            assert rows["api"]["reason"] == "ready"
+            old = rows["api"]["pid"]
+
+            stopped = await c.ask("stop", all=True)  # api first, then db
+            assert [s["state"] for s in stopped["services"]] == ["stopped", "stopped"]
+            assert all(s["wanted"] is False for s in stopped["services"])
+            assert stopped["services"][0]["reason"] == "stopped"
+            started = await c.ask("start", names=["api", "db"])  # api waits for db
+            assert [s["state"] for s in started["services"]] == ["running", "running"]
+            again = await c.ask("restart", names=["api"])
+            assert again["services"][0]["pid"] not in (None, old)
+            assert again["services"][0]["last_exit"]["signal"] == "SIGTERM"
+
+            follow = await Conn.open(sock_path)
+            try:
+                await follow.send({"version": 1, "request": "logs", "names": ["db"],
+                                   "lines": 0, "follow": True})  # fmt: skip
+                assert (await follow.reply()) == {"version": 1, "ok": True}
+                assert (await c.ask("signal", names=["db"], signal="USR1"))["ok"] is True
+                line = await follow.reply()
+                assert line is not None
+                assert line["line"]["service"] == "db"
+                assert line["line"]["text"] == "ping"
+            finally:
+                await follow.close()
+            bad = await c.ask("signal", names=["db"], signal=0)  # no such Signals member
+            assert bad["error"] == "bad-request"
+
+
+async def test_logs_history_then_live_then_end_at_shutdown(sock_path: pathlib.Path) -> None:
+    async with control.serve(Supervisor([talker()]), sock_path) as server:
+        async with server.supervisor as sup:
+            await asyncio.wait_for(sup.start("talker"), 10)
+            async with conn(sock_path) as c:
+                await c.send({"version": 1, "request": "logs", "lines": 5})
+                got = [await c.reply() for _ in range(3)]
+                assert got[0] == {"version": 1, "ok": True}
+                assert got[1]["line"]["text"] == "hello"  # type: ignore[index]
+                assert got[2] == {"version": 1, "end": True}
+            follower = await Conn.open(sock_path)
+            await follower.send({"version": 1, "request": "logs", "follow": True})
+            assert (await follower.reply()) == {"version": 1, "ok": True}
+            assert (await follower.reply())["line"]["text"] == "hello"  # type: ignore[index]
+            sup.send_signal("talker", 10)  # SIGUSR1
+            assert (await follower.reply())["line"]["text"] == "ping"  # type: ignore[index]
+            # A follower that leaves while nothing is written is noticed (no leak).
+            leaver = await Conn.open(sock_path)
+            await leaver.send({"version": 1, "request": "logs", "follow": True})
+            assert (await leaver.reply()) == {"version": 1, "ok": True}
+            await leaver.close()
+        # Shut down: the follower gets the end, then EOF.
+        rest = []
+        while (reply := await follower.reply()) is not None:
+            rest.append(reply)
+        assert rest[-1] == {"version": 1, "end": True}
+        await follower.close()
+
+
+async def test_shutdown_replies_then_closes_when_everything_stopped(
+    sock_path: pathlib.Path,
+) -> None:
+    sup = Supervisor([talker()])
+    async with control.serve(sup, sock_path), sup:
+        await asyncio.wait_for(sup.start("talker"), 10)
+        async with conn(sock_path) as c:
+            assert (await c.ask("shutdown")) == {"version": 1, "ok": True}
+            outcome = await asyncio.wait_for(sup.wait(), 10)
+            assert outcome.ok
+            assert sup.status()["talker"].state.value == "stopped"
+            late = await Conn.open(sock_path)
+            assert (await late.ask("start", names=["talker"]))["error"] == "shutting-down"
+            await late.close()
+    # Leaving serve() closed the connection that asked.
+    assert await c.reply() is None
+
+
+async def test_reload_calls_the_given_function(sock_path: pathlib.Path) -> None:
+    calls = []
+
+    async def reload() -> Reconfigured:
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("aioproc.toml:3: bad")
+        return Reconfigured(added=("x",), unchanged=("y",))
+
+    logged: list[str] = []
+    sup = Supervisor([])
+    server = control.serve(sup, sock_path, reload=reload, log=logged.append)
+    async with sup, server, conn(sock_path) as c:
+        if True:
+            ok = await c.ask("reload")
+            assert ok == {"version": 1, "ok": True, "added": ["x"], "removed": [],
+                          "changed": [], "unchanged": ["y"]}  # fmt: skip
+            bad = await c.ask("reload")
+            assert bad["error"] == "failed"
+            assert bad["message"] == "aioproc.toml:3: bad"
+    assert logged == ["reload failed, nothing changed: aioproc.toml:3: bad"]
+
+
+async def test_a_failing_operation_is_an_error_reply_not_a_crash(sock_path: pathlib.Path) -> None:
+    seen: list[dict[str, Any]] = []
+
+    async def reload() -> Reconfigured:
+        raise ZeroDivisionError("a bug in the reload function")
+
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: seen.append(context))
+    try:
+        sup = Supervisor([])
+        async with sup, control.serve(sup, sock_path, reload=reload), conn(sock_path) as c:
+            reply = await c.ask("reload")
+            assert reply["error"] == "failed"
+            assert "ZeroDivisionError" in reply["message"]
+            assert (await c.ask("status"))["ok"] is True  # still serving
+    finally:
+        loop.set_exception_handler(None)
+    assert [type(s.get("exception")) for s in seen] == [ZeroDivisionError]
