@@ -26,12 +26,13 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager as ContextManager
 from types import TracebackType
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
+from .._util import shielded
 from ._events import (
     BackingOff,
     Event,
@@ -59,30 +60,8 @@ else:  # pragma: no cover
 
 __all__ = ["Supervisor"]
 
-T = TypeVar("T")
-
 _S = ServiceState
 _ENDED = (_S.STOPPED, _S.EXITED, _S.FATAL)
-
-
-async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to the end even if the caller is cancelled; then re-raise that."""
-    task = asyncio.ensure_future(coro)
-    cancelled: asyncio.CancelledError | None = None
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError as exc:
-            if task.done():
-                if task.cancelled():
-                    raise
-                result = task.result()
-                break
-            cancelled = exc
-    if cancelled is not None:
-        raise cancelled
-    return result
 
 
 @dataclasses.dataclass
@@ -380,7 +359,7 @@ class _Runner:
                         proc.kill()
             leader.close()
             hold.__exit__(None, None, None)  # the leader is reaped from here on
-            status = await _shielded(_finish(proc, pump, splitter, sink, notify))
+            status = await shielded(_finish(proc, pump, splitter, sink, notify))
         return _Run(status, reason, error, time.monotonic() - started, proc.pid)
 
     async def _supervise(
@@ -634,7 +613,7 @@ class Supervisor:
             return
         self._begin_shutdown()
         assert self._shutdown_task is not None
-        await _shielded(_await_task(self._shutdown_task))
+        await shielded(_await_task(self._shutdown_task))
 
     def _begin_shutdown(self) -> None:
         if self._shutdown_task is None:
@@ -720,7 +699,7 @@ class Supervisor:
     async def stop(self, name: str) -> ServiceStatus:
         """Stop a service (``stop_signal``, ``stop_timeout``, SIGKILL; its whole group)."""
         runner = self._runner(name)
-        await _shielded(runner.stop())
+        await shielded(runner.stop())
         return runner.snapshot()
 
     async def restart(self, name: str) -> ServiceStatus:
