@@ -14,6 +14,7 @@ import gc
 import os
 import select
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import aioproc
 from aioproc import PIPE, ExitStatus
 
 from .helpers import (
+    cancel_as_it_finishes,
     children_of,
     group_members,
     open_pidfds,
@@ -428,6 +430,90 @@ async def test_cancellation_during_aexit_still_reaps(wait_mode: str) -> None:
     assert process_state(pid) is None
 
 
+class _Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("group", ["TaskGroup", "done-callback"])
+async def test_leaving_async_with_keeps_a_task_group_s_cancellation(
+    wait_mode: str, group: str
+) -> None:
+    # Task A leaves `async with spawn(...)` while sibling B, woken by the same
+    # exit, raises: the group cancels A in the very turn A's shielded cleanup
+    # ends. The cancellation must reach A, or A goes on to its next await and
+    # the group waits for it for ever.
+    if group == "TaskGroup" and sys.version_info < (3, 11):
+        pytest.skip("asyncio.TaskGroup is new in 3.11 (the done-callback group is its core)")
+    loop = asyncio.get_running_loop()
+    box: asyncio.Future[aioproc.Process] = loop.create_future()
+    never = asyncio.Event()
+    went_on = []
+
+    async def a() -> None:
+        async with aioproc.spawn(["sleep", "30"]) as proc:
+            box.set_result(proc)
+            await proc.wait()  # woken first: it waited first
+        went_on.append(True)
+        await never.wait()
+
+    async def b() -> None:
+        proc = await box
+        await proc.wait()
+        raise _Boom
+
+    async def kill_when_both_wait() -> None:
+        proc = await box
+        while len(proc._child._waiters) < 2:  # noqa: ASYNC110 - no event to wait for
+            await asyncio.sleep(0)
+        proc.kill()
+
+    async def task_group() -> None:
+        async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined,unused-ignore]
+            tg.create_task(a())
+            tg.create_task(b())
+
+    killer = asyncio.ensure_future(kill_when_both_wait())
+    guard = loop.call_later(10, never.set)  # a swallowed cancellation ends here
+    try:
+        if group == "TaskGroup":
+            with pytest.raises(BaseExceptionGroup) as info:  # noqa: F821
+                await task_group()
+            assert info.group_contains(_Boom)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            # What TaskGroup does (3.10 has none): a failing task cancels its
+            # siblings from its done callback.
+            ta, tb = asyncio.ensure_future(a()), asyncio.ensure_future(b())
+            tb.add_done_callback(lambda _: ta.cancel())
+            with pytest.raises(asyncio.CancelledError):
+                await ta
+            with pytest.raises(_Boom):
+                await tb
+    finally:
+        guard.cancel()
+        await killer
+    assert went_on == []
+    assert process_state((await box).pid) is None
+
+
+async def test_aclose_reraises_a_cancellation_that_arrives_as_the_cleanup_ends(
+    wait_mode: str,
+) -> None:
+    proc = await aioproc.spawn(["sleep", "30"])
+    returned = []
+
+    async def close() -> None:
+        await proc.aclose()
+        returned.append(True)
+
+    task = asyncio.ensure_future(close())
+    await cancel_as_it_finishes(task, "Process._aclose")
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert returned == []
+    assert proc.status is not None
+    assert process_state(proc.pid) is None
+
+
 # ------------------------------------------- 9. no loop needed to clean up
 def _pidfd_of(fd: int) -> int | None:
     """The PID that descriptor ``fd`` is a pidfd for (-1 once reaped), or None."""
@@ -599,6 +685,24 @@ async def test_dropped_process_is_killed_and_reaped(wait_mode: str) -> None:
     assert process_state(pid) is None
 
 
+async def test_dropped_process_with_kill_group_kills_the_whole_group(wait_mode: str) -> None:
+    # As leaving `async with` does: the finalizer sweeps the group while the
+    # leader is still unreaped (its zombie pins the group id), then reaps it.
+    script = "sleep 30 & sleep 30 & echo ready; wait"
+    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True)
+    assert proc.stdout is not None
+    assert await proc.stdout.readline() == b"ready\n"
+    pid = proc.pid
+    members = group_members(pid)
+    assert len(members) == 3
+    pidfds = open_pidfds(members - {pid})
+    del proc
+    gc.collect()
+    assert process_state(pid) is None
+    assert wait_gone(pidfds)
+    assert group_members(pid) == set()
+
+
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("mode", ["pidfd", "pid"])
 def test_children_do_not_outlive_a_closed_loop(loop_name: str, mode: str) -> None:
@@ -646,6 +750,62 @@ def test_pidfd_open_failing_after_fork_kills_and_reaps_the_child() -> None:
     res = run_denied(PIDFD_OPEN_NR, errno.EMFILE, code)
     assert res.returncode == 0, res.stderr
     assert res.stdout.splitlines() == ["True True", "''", "True"]
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("mode", ["pidfd", "pid"])
+def test_first_spawn_with_no_descriptor_free_fails_cleanly(loop_name: str, mode: str) -> None:
+    # The first spawn on a fresh loop with 0..5 descriptors free: it fails
+    # with EMFILE at whichever step runs out (the pipes, the pidfd, the loop's
+    # epoll watcher...) or succeeds; either way nothing is printed (a half-built
+    # object's __del__ used to say "Exception ignored ... no attribute"), no
+    # unraisable exception, no child left, no descriptor leaked.
+    code = f"""
+        import asyncio, errno, os, resource, sys, uvloop, aioproc
+        aioproc.set_wait_mode({mode!r})
+        unraisable = []
+        sys.unraisablehook = unraisable.append
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        new_loop = uvloop.new_event_loop if {loop_name!r} == "uvloop" else asyncio.new_event_loop
+        new_loop().close()  # process-wide descriptors a first loop leaves (conftest.py)
+        outcomes = set()
+        for free, stdout in [(n, s) for n in range(6) for s in (None, aioproc.PIPE)]:
+            start = set(os.listdir("/proc/self/fd"))
+            loop = new_loop()
+            async def main():
+                # Inside the running loop: uvloop needs descriptors to start.
+                fds = []
+                try:
+                    while True:
+                        fds.append(os.open("/dev/null", os.O_RDONLY))
+                except OSError:
+                    pass
+                for _ in range(free):
+                    os.close(fds.pop())
+                try:
+                    proc = await aioproc.spawn(["true"], stdout=stdout)
+                except OSError as exc:
+                    assert exc.errno == errno.EMFILE, exc
+                    return "EMFILE"
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                await proc.communicate()
+                return "ok"
+            outcomes.add(loop.run_until_complete(main()))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            del loop
+            with open(f"/proc/self/task/{{os.getpid()}}/children") as f:
+                assert f.read().strip() == "", "a child was left"
+            assert set(os.listdir("/proc/self/fd")) == start, "a descriptor was leaked"
+        print(sorted(outcomes), unraisable)
+    """
+    res = run_python(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    assert res.stdout.split("\n")[0] == "['EMFILE', 'ok'] []"
 
 
 # ------------------------------------------------------ 10. nothing leaks

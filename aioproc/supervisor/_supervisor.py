@@ -26,12 +26,13 @@ import dataclasses
 import signal
 import sys
 import time
-from collections.abc import Coroutine, Iterable
+from collections.abc import Iterable
 from contextlib import AbstractContextManager as ContextManager
 from types import TracebackType
-from typing import Any, TextIO, TypeVar
+from typing import Any, TextIO
 
 from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
+from .._util import shielded
 from ._events import (
     BackingOff,
     Event,
@@ -61,30 +62,8 @@ else:  # pragma: no cover
 
 __all__ = ["Supervisor"]
 
-T = TypeVar("T")
-
 _S = ServiceState
 _ENDED = (_S.STOPPED, _S.EXITED, _S.FATAL)
-
-
-async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to the end even if the caller is cancelled; then re-raise that."""
-    task = asyncio.ensure_future(coro)
-    cancelled: asyncio.CancelledError | None = None
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError as exc:
-            if task.done():
-                if task.cancelled():
-                    raise
-                result = task.result()
-                break
-            cancelled = exc
-    if cancelled is not None:
-        raise cancelled
-    return result
 
 
 @dataclasses.dataclass
@@ -390,7 +369,7 @@ class _Runner:
                         proc.kill()
             leader.close()
             hold.__exit__(None, None, None)  # the leader is reaped from here on
-            status = await _shielded(_finish(proc, pump, splitter, sink, notify))
+            status = await shielded(_finish(proc, pump, splitter, sink, notify))
         return _Run(status, reason, error, time.monotonic() - started, proc.pid)
 
     async def _supervise(
@@ -651,7 +630,7 @@ class Supervisor:
             return
         self._begin_shutdown()
         assert self._shutdown_task is not None
-        await _shielded(_await_task(self._shutdown_task))
+        await shielded(_await_task(self._shutdown_task))
 
     def _begin_shutdown(self) -> None:
         if self._shutdown_task is None:
@@ -749,7 +728,7 @@ class Supervisor:
         runner = self._runner(name)
         # Parked before it ends, or wait() could see it ended and return first.
         runner.parked = not self._closing
-        await _shielded(runner.stop())
+        await shielded(runner.stop())
         return runner.snapshot()
 
     def send_signal(self, name: str, sig: int) -> None:
@@ -811,7 +790,7 @@ class Supervisor:
             async with self._reconfiguring:
                 self._check_open()
                 plan = diff(self._services, new)
-                await _shielded(self._stop_in_order([*plan.removed, *plan.changed]))
+                await shielded(self._stop_in_order([*plan.removed, *plan.changed]))
                 by_name = {s.name: s for s in new}
                 for name in plan.removed:
                     del self._runners[name]
