@@ -218,6 +218,18 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
 
     # -------------------------------------------------------------- anyio API
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Between 1 and ``max_bytes`` bytes, as anyio's ``ByteReceiveStream`` says.
+
+        Raises :class:`ValueError` if ``max_bytes`` is less than 1,
+        :class:`anyio.EndOfStream` once the child's end is closed and all is
+        read, :class:`anyio.ClosedResourceError` after :meth:`close` (or
+        ``aclose()``), and :class:`anyio.BusyResourceError` while another task
+        reads.
+        """
+        if max_bytes < 1:
+            # read() gives b"" for 0 and everything for a negative size: here
+            # b"" would mean EOF, and "everything" would break the bound.
+            raise ValueError(f"max_bytes must be a positive integer, not {max_bytes!r}")
         data = await self.read(max_bytes)
         if not data:
             raise anyio.EndOfStream
@@ -267,6 +279,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
         self._buf = bytearray()
         self._closing = False
         self._closed = False
+        self._closed_by_us = False  # close(), write_eof(), abort() or aclose() was called
         self._error: OSError | None = None  # why the pipe broke; see _failure()
         self._writing = False  # registered with add_writer
         self._drainers: list[tuple[int, asyncio.Future[None]]] = []
@@ -400,6 +413,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
 
     def close(self) -> None:
         """Close once the buffered data is written (at once if there is none)."""
+        self._closed_by_us = True
         if self._closing:
             return
         self._closing = True
@@ -414,6 +428,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
         """
         self._buf.clear()
         self._closing = True
+        self._closed_by_us = True
         drainers, self._drainers = self._drainers, []
         for _, fut in drainers:
             # Still waiting, so the buffer was above their mark: data was dropped.
@@ -434,14 +449,38 @@ class ProcessWriter(anyio.abc.ByteSendStream):
 
     # -------------------------------------------------------------- anyio API
     async def send(self, item: bytes) -> None:
-        if self._closing and self._error is None:
+        """Write ``item`` and wait until the pipe has taken all of it (anyio's ``send``).
+
+        Raises :class:`anyio.ClosedResourceError` once the stream was closed
+        here (``close()``, ``aclose()``, ``abort()``, ``write_eof()``), also
+        when an ``abort()`` drops ``item``; and :class:`anyio.BrokenResourceError`
+        (from the :class:`BrokenPipeError`) when the child has closed its stdin
+        or exited. The asyncio-style ``write()``/``drain()`` raise the
+        :class:`BrokenPipeError` itself, as asyncio's streams do.
+        """
+        if self._closed_by_us:
             raise anyio.ClosedResourceError("the stream is closed")
-        self.write(item)
-        await self._wait_buffer(0)
+        try:
+            self.write(item)
+            await self._wait_buffer(0)
+        except OSError as exc:
+            if self._closed_by_us:  # closed while we waited, then the pipe broke
+                raise anyio.ClosedResourceError("the stream was closed") from exc
+            raise anyio.BrokenResourceError(f"the child's stdin is gone: {exc}") from exc
 
     async def aclose(self) -> None:
+        """Close once the buffered data is written, and wait for it (idempotent).
+
+        If cancelled while waiting (a child that does not read), the pipe is
+        closed at once and the rest of the data dropped, as :meth:`abort`:
+        the stream is closed whichever way this returns.
+        """
         self.close()
-        await self.wait_closed()
+        try:
+            await self.wait_closed()
+        except BaseException:
+            self.abort()
+            raise
 
     @property
     def closed(self) -> bool:
