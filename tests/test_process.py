@@ -707,6 +707,43 @@ async def test_bad_input_gets_a_clear_error_and_leaves_nothing(
         await aioproc.spawn(argv, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pass_fds": [2**64]}, "pass_fds: 18446744073709551616 is not a file descriptor"),
+        ({"pass_fds": [2**31]}, "pass_fds: 2147483648 is not a file descriptor"),
+        ({"stdin": 2**64}, "stdin: 18446744073709551616 is not a file descriptor"),
+        ({"stdout": 2**31}, "stdout: 2147483648 is not a file descriptor"),
+        ({"stderr": 2**40}, "stderr: 1099511627776 is not a file descriptor"),
+        ({"user": 2**64}, "user id out of range: 18446744073709551616"),
+        ({"user": 2**32}, "user id out of range: 4294967296"),
+        # (uid_t)-1 means "no change" to setreuid(): the child would stay root.
+        ({"user": 2**32 - 1}, "user id out of range: 4294967295"),
+        ({"user": -5}, "user id out of range: -5"),
+        ({"group": 2**64}, "group id out of range: 18446744073709551616"),
+        ({"group": 2**32 - 1}, "group id out of range: 4294967295"),
+        ({"umask": 2**64}, "umask must be -1 .leave it. or 0 to 0o777"),
+        ({"umask": 2**31}, "umask must be"),
+        ({"umask": 0o1022}, "umask must be"),
+        ({"umask": -2}, "umask must be"),
+        ({"process_group": 2**64}, "process_group must be a process group id"),
+        ({"process_group": 2**31}, "process_group must be a process group id"),
+    ],
+)
+async def test_out_of_range_integers_are_value_errors(
+    wait_mode: str, kwargs: dict[str, object], match: str
+) -> None:
+    # They used to raise OverflowError (from C conversions), "uid is less than
+    # minimum" for a uid over 32 bits, or, for uid 4294967295, run the child
+    # as root. Both spawn steps: pid mode takes the fallback, pidfd mode the C step.
+    before = children_of()
+    with pytest.raises(ValueError, match=match):
+        await aioproc.spawn(["true"], **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=match):
+        await aioproc.run(["true"], **kwargs)
+    assert children_of() == before
+
+
 async def test_not_executable_is_a_permission_error(wait_mode: str, tmp_path: Path) -> None:
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\necho hi\n")

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -422,3 +423,24 @@ async def test_cancel_while_stopping_after_timeout(wait_mode: str) -> None:
         # a pipe run() forgot to close would still be open.
         left_open = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in open_fds() - fds_before}
         assert not left_open, f"run() left descriptors open: {left_open}"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"encoding": "bogus"}, "unknown encoding: bogus"),
+        ({"errors": "bogus"}, "unknown error handler name 'bogus'"),
+        ({"text": True, "errors": "bogus"}, "unknown error handler name 'bogus'"),
+        ({"encoding": "utf-8", "errors": "bogus", "input": b"x"}, "bogus"),
+    ],
+)
+async def test_unknown_encoding_fails_before_the_child_starts(
+    tmp_path: Path, kwargs: dict[str, object], match: str
+) -> None:
+    # It used to fail decoding the output, after the child had run.
+    marker = tmp_path / "ran"
+    before = children_of()
+    with pytest.raises(LookupError, match=match):
+        await aioproc.run(["touch", marker], capture_output=True, **kwargs)  # type: ignore[arg-type]
+    assert not marker.exists(), "the child was started"
+    assert children_of() == before
