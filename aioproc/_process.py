@@ -15,6 +15,7 @@ import os
 import signal as _signal
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from types import TracebackType
@@ -445,6 +446,7 @@ class _SpawnArgs(NamedTuple):
     kill_group: bool
     limit: int
     pdeathsig: int | None
+    close_fds: bool
 
 
 _new_args = tuple.__new__
@@ -555,6 +557,7 @@ class _Spawning:
             group=a.group,
             umask=a.umask,
             pdeathsig=a.pdeathsig,
+            close_fds=a.close_fds,
         )
 
     def _finish(self, spec: SpawnSpec, res: Spawned, loop: asyncio.AbstractEventLoop) -> Process:
@@ -609,6 +612,7 @@ def spawn(
     kill_group: bool = False,
     limit: int = 2**16,
     pdeathsig: int | None = None,
+    close_fds: bool = True,
 ) -> _Spawning:
     """Start a child process: ``proc = await spawn(argv)`` or ``async with spawn(argv) as proc``.
 
@@ -618,7 +622,9 @@ def spawn(
     object; None inherits ours. ``cwd``, ``env``, ``start_new_session``,
     ``process_group``, ``pass_fds``, ``user``, ``group`` and ``umask`` mean what
     they mean for :class:`subprocess.Popen`; every other descriptor is closed
-    in the child. One difference: as root, a ``user`` does not keep root's
+    in the child, unless ``close_fds=False`` (then the child keeps those not
+    marked close-on-exec, see :func:`os.set_inheritable`; a ``pass_fds``
+    turns it back on, as with subprocess). One difference: as root, a ``user`` does not keep root's
     groups. A user in the password database gets its own primary group
     (unless ``group`` is given) and supplementary groups; a bare uid gets no
     supplementary groups. ``stop_signal`` and ``stop_timeout`` configure
@@ -641,6 +647,9 @@ def spawn(
     cwd, ``PermissionError``...).
     In every case nothing is left behind.
     """
+    if not close_fds and pass_fds:
+        # As subprocess.Popen, in its words: pass_fds closes the others.
+        warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=2)
     # tuple.__new__ rather than _SpawnArgs(...): the named tuple's own
     # __new__ is a Python function, and a burst calls this once per task in
     # a single loop iteration (see _Spawning).
@@ -666,6 +675,7 @@ def spawn(
                 kill_group,
                 limit,
                 pdeathsig,
+                close_fds,
             ),
         )
     )

@@ -113,7 +113,9 @@ class SpawnSpec(NamedTuple):
     stdin: int | None  # PIPE, DEVNULL, an fd, or None (inherit)
     stdout: int | None
     stderr: int | None  # PIPE, DEVNULL, STDOUT, an fd, or None
-    pass_fds: tuple[int, ...]
+    # None: close_fds=False, the child keeps every descriptor not marked
+    # close-on-exec (as subprocess; pass_fds then forces close_fds back on).
+    pass_fds: tuple[int, ...] | None
     start_new_session: bool
     process_group: int  # -1: leave alone
     uid: int | None
@@ -305,6 +307,7 @@ def make_spec(
     group: str | int | None,
     umask: int,
     pdeathsig: int | None = None,
+    close_fds: bool = True,
 ) -> SpawnSpec:
     """Check and encode spawn's arguments. Creates nothing, forks nothing.
 
@@ -340,8 +343,8 @@ def make_spec(
         )
     else:
         pgid = process_group
-    fds: tuple[int, ...] = ()
-    if pass_fds:
+    fds: tuple[int, ...] | None = () if close_fds else None
+    if pass_fds:  # forces close_fds, as with subprocess (spawn() warns)
         checked = []
         for fd in pass_fds:
             if isinstance(fd, bool) or not isinstance(fd, int):
@@ -474,7 +477,7 @@ def _fork_exec(
     common: tuple[Any, ...] = (
         spec.args,
         spec.executable_list,
-        True,  # close_fds
+        spec.pass_fds is not None,  # close_fds
         keep,
         spec.cwd,
         spec.env_list,

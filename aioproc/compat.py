@@ -41,14 +41,23 @@ __all__ = [
 # subprocess.Popen keywords that asyncio passes through to Popen and that
 # aioproc's spawn() takes as they are.
 _PASSED_THROUGH = frozenset(
-    {"cwd", "env", "start_new_session", "process_group", "pass_fds", "user", "group", "umask"}
+    {
+        "cwd",
+        "env",
+        "start_new_session",
+        "process_group",
+        "pass_fds",
+        "close_fds",
+        "user",
+        "group",
+        "umask",
+    }
 )
 
 # Popen keywords aioproc has no equivalent for: accepted at their default
 # value only (code often spells the default out), anything else is refused
-# rather than silently ignored. ``close_fds=True`` is what aioproc always does.
+# rather than silently ignored.
 _ONLY_DEFAULT: dict[str, tuple[object, str]] = {
-    "close_fds": (True, "aioproc closes every descriptor the child is not given in pass_fds"),
     "preexec_fn": (None, "aioproc runs no Python code in the child between fork and exec"),
     "executable": (None, "aioproc runs argv[0] (looked up in PATH)"),
     "restore_signals": (True, "aioproc always restores SIGPIPE, SIGXFZ and SIGXFSZ"),
@@ -111,7 +120,7 @@ async def create_subprocess_exec(
     (inherit ours). ``limit`` bounds the line length of ``readline()`` on the
     pipes. Of the :class:`subprocess.Popen` keywords asyncio passes through,
     ``cwd``, ``env``, ``start_new_session``, ``process_group``, ``pass_fds``,
-    ``user``, ``group`` and ``umask`` are supported; ``close_fds``,
+    ``close_fds``, ``user``, ``group`` and ``umask`` are supported;
     ``restore_signals``, ``preexec_fn``, ``executable``, ``extra_groups``,
     ``pipesize``, ``startupinfo`` and ``creationflags`` only at their default
     values (``ValueError`` otherwise). ``universal_newlines``, ``text``,

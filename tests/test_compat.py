@@ -348,6 +348,25 @@ async def test_rejected_like_asyncio(impl: Impl, kwds: dict[str, Any]) -> None:
             await impl.shell("true", **kwds)
 
 
+async def test_close_fds_false_keeps_inheritable_descriptors(impl: Impl) -> None:
+    # compat used to refuse close_fds=False (6 of CPython's own asyncio
+    # subprocess tests pass it).
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    try:
+        script = "import os, sys; os.write(int(sys.argv[1]), b'inherited')"
+        proc = await impl.exec(PY, "-c", script, str(w), close_fds=False)
+        assert await proc.wait() == 0
+        assert os.read(r, 100) == b"inherited"
+        if impl.is_asyncio and _on_uvloop():
+            return  # uvloop's own spawn leaves an inheritable descriptor open with close_fds=True
+        proc = await impl.exec(PY, "-c", script, str(w), close_fds=True, stderr=impl.DEVNULL)
+        assert await proc.wait() == 1  # EBADF: closed in the child
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 # ------------------------------------------------------------------- compat only
 async def test_dropped_process_keeps_its_child_running(compat_only: Impl) -> None:
     # asyncio keeps a child it started (and reaps it) after the program drops
@@ -388,7 +407,6 @@ async def test_refused_popen_options(compat_only: Impl) -> None:
     # asyncio hands these to subprocess.Popen; aioproc has no equivalent and
     # says so rather than ignoring them.
     for kwds in (
-        {"close_fds": False},
         {"preexec_fn": os.getpid},
         {"executable": "/bin/sh"},
         {"extra_groups": [0]},
