@@ -425,6 +425,23 @@ async def _gather_or_cancel(coros: list[Any]) -> None:
 
 
 # -------------------------------------------------------------------- spawning
+def _why_not_handed_over(stream: ProcessReader | ProcessWriter) -> str:
+    """Why ``stream`` cannot become a child's stdio ("" if it can)."""
+    if isinstance(stream, ProcessReader):
+        if stream.closed:
+            return "it is closed"
+        if stream._reading:
+            return "a task is reading it"
+        if stream._buf:
+            return f"{len(stream._buf)} bytes already read from it would be lost"
+        return ""
+    if stream.is_closing():
+        return "it is closed"
+    if stream._buf:
+        return f"{len(stream._buf)} bytes written to it are not in the pipe yet"
+    return ""
+
+
 class _SpawnArgs(NamedTuple):
     """spawn()'s arguments as given, checked only when the spawn starts."""
 
@@ -474,7 +491,54 @@ class _Spawning:
         if self._started:
             raise RuntimeError("this spawn() has already been started")
         self._started = True
+        a = self._args
+        if (
+            type(a.stdin) is ProcessReader
+            or type(a.stdout) is ProcessWriter
+            or type(a.stderr) is ProcessWriter
+        ):
+            return self._start_handing_over().__await__()
         return self._start().__await__()
+
+    async def _start_handing_over(self) -> Process:
+        """``spawn(..., stdin=p1.stdout)``: the pipe goes to the new child.
+
+        Our end of a pipe is non-blocking, and the child's copy would share
+        that flag (one open file description): a program reading a
+        non-blocking stdin fails with EAGAIN ("Resource temporarily
+        unavailable"). So the descriptor is made blocking for the spawn, and
+        once the child has started our stream is closed: the child owns the
+        pipe end from then on (with ours open, ``p1`` would not get SIGPIPE
+        when ``p2`` exits early, and a read here would block the loop). If
+        the spawn fails, the stream is left as it was.
+        """
+        a = self._args
+        handed: list[ProcessReader | ProcessWriter] = []
+        given: tuple[tuple[str, object, type], ...] = (
+            ("stdin", a.stdin, ProcessReader),
+            ("stdout", a.stdout, ProcessWriter),
+            ("stderr", a.stderr, ProcessWriter),
+        )
+        for what, stream, cls in given:
+            if type(stream) is not cls:
+                continue
+            assert isinstance(stream, (ProcessReader, ProcessWriter))
+            problem = _why_not_handed_over(stream)
+            if problem:
+                raise ValueError(f"{what}: {stream!r} cannot be handed to the child: {problem}")
+            handed.append(stream)
+        for stream in handed:
+            os.set_blocking(stream.fileno(), True)
+        try:
+            proc = await self._start()
+        except BaseException:
+            for stream in handed:
+                if not stream.closed:
+                    os.set_blocking(stream.fileno(), False)
+            raise
+        for stream in handed:
+            stream.close()
+        return proc
 
     async def __aenter__(self) -> Process:
         return await self
@@ -619,7 +683,10 @@ def spawn(
     ``argv`` is a sequence of str/bytes/PathLike (a bare string needs
     ``shell=True``). ``stdin``/``stdout``/``stderr`` take :data:`PIPE`,
     :data:`DEVNULL`, :data:`STDOUT` (stderr only), a file descriptor or a file
-    object; None inherits ours. ``cwd``, ``env``, ``start_new_session``,
+    object; None inherits ours. Another process's ``stdout`` as ``stdin``
+    (or its ``stdin`` as ``stdout``/``stderr``) connects the two, as a shell
+    pipe: that stream is handed to the new child and closed here once it has
+    started. ``cwd``, ``env``, ``start_new_session``,
     ``process_group``, ``pass_fds``, ``user``, ``group`` and ``umask`` mean what
     they mean for :class:`subprocess.Popen`; every other descriptor is closed
     in the child, unless ``close_fds=False`` (then the child keeps those not

@@ -43,7 +43,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, Generic, Literal, NamedTuple, TypeVar, Union
+from typing import IO, Any, Generic, Literal, NamedTuple, Protocol, TypeVar, Union
 
 from . import _waiting
 from ._forklock import exec_lock, fork_lock
@@ -93,7 +93,15 @@ STDOUT = -2
 DEVNULL = -3
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-Redirect = Union[int, IO[Any], None]  # noqa: UP007
+
+
+class HasFileno(Protocol):
+    """Anything with a ``fileno()``: a file, a socket, another child's stream."""
+
+    def fileno(self) -> int: ...
+
+
+Redirect = Union[int, IO[Any], HasFileno, None]  # noqa: UP007
 
 _PY311 = sys.version_info >= (3, 11)
 _FS_ENCODING = sys.getfilesystemencoding()

@@ -459,10 +459,6 @@ class StreamReader(asyncio.StreamReader, anyio.abc.ByteReceiveStream):
         """The :class:`aioproc.ProcessReader` underneath."""
         return self._reader
 
-    def fileno(self) -> int:
-        """The pipe's descriptor."""
-        return self._reader.fileno()
-
     # ---------------------------------------------------------- asyncio's API
     async def read(self, n: int = -1) -> bytes:
         """Up to ``n`` bytes (all until EOF if ``n`` is negative); b"" at EOF."""

@@ -744,6 +744,67 @@ async def test_out_of_range_integers_are_value_errors(
     assert children_of() == before
 
 
+# ------------------------------------------------ one process piped into another
+async def test_pipe_one_process_into_another(wait_mode: str) -> None:
+    # stdin=p1.stdout, as a shell's `printf ... | sort`. Our end of the pipe is
+    # non-blocking; sort used to get it so and fail with "Resource temporarily
+    # unavailable". p1 writes only once sort is reading.
+    script = "sleep 0.2; printf 'cherry\\napple\\nbanana\\n'"
+    async with aioproc.spawn(["sh", "-c", script], stdout=PIPE) as p1:
+        assert p1.stdout is not None
+        async with aioproc.spawn(["sort"], stdin=p1.stdout, stdout=PIPE, stderr=PIPE) as p2:
+            assert p1.stdout.closed  # handed to sort
+            assert await p2.communicate() == (b"apple\nbanana\ncherry\n", b"")
+            assert (await p2.wait()).success
+        assert (await p1.wait()).success
+
+
+async def test_piped_producer_gets_sigpipe_when_the_consumer_exits(wait_mode: str) -> None:
+    # `yes | head -n 1`: once head exits, yes must get SIGPIPE, which needs
+    # every read end closed, ours included (it used to stay open: yes blocked
+    # on the full pipe for ever).
+    async with aioproc.spawn(["yes"], stdout=PIPE) as p1:
+        async with aioproc.spawn(["head", "-n", "1"], stdin=p1.stdout, stdout=PIPE) as p2:
+            assert await p2.communicate() == (b"y\n", None)
+        status = await asyncio.wait_for(p1.wait(), 10)
+        assert status.signal == signal.SIGPIPE
+
+
+async def test_pipe_into_another_process_stdin(wait_mode: str) -> None:
+    # The other direction: the new child writes into p1's stdin.
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as p1:
+        assert p1.stdin is not None
+        async with aioproc.spawn(["printf", "through"], stdout=p1.stdin) as p2:
+            assert p1.stdin.closed
+            assert (await p2.wait()).success
+        assert await p1.communicate() == (b"through", None)
+
+
+async def test_a_stream_that_cannot_be_handed_over_is_refused(wait_mode: str) -> None:
+    async with aioproc.spawn(["printf", "abc"], stdout=PIPE) as p1:
+        out = p1.stdout
+        assert out is not None
+        assert await out.readexactly(1) == b"a"
+        with pytest.raises(
+            ValueError, match=r"stdin: .* 2 bytes already read from it would be lost"
+        ):
+            await aioproc.spawn(["cat"], stdin=out)
+        assert await out.read() == b"bc"  # untouched
+        # A failed spawn leaves the stream as it was: ours, and non-blocking.
+        with pytest.raises(FileNotFoundError):
+            await aioproc.spawn(["/nonexistent/program"], stdin=out)
+        assert not out.closed
+        assert not os.get_blocking(out.fileno())
+        await out.aclose()
+        with pytest.raises(ValueError, match="it is closed"):
+            await aioproc.spawn(["cat"], stdin=out)
+    async with aioproc.spawn(["sleep", "30"], stdin=PIPE) as p1:
+        assert p1.stdin is not None
+        p1.stdin.write(b"x" * 2**20)  # far more than the pipe holds
+        with pytest.raises(ValueError, match=r"stdout: .* not in the pipe yet"):
+            await aioproc.spawn(["true"], stdout=p1.stdin)
+
+
 async def test_not_executable_is_a_permission_error(wait_mode: str, tmp_path: Path) -> None:
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\necho hi\n")
