@@ -14,11 +14,16 @@ import gc
 import os
 import select
 import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+import anyio
 import anyio.abc
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 import aioproc
 from aioproc import PIPE, ExitStatus
@@ -947,3 +952,95 @@ async def test_signal_group_needs_a_group_and_an_unreaped_leader(wait_mode: str)
     await leader.wait()
     with pytest.raises(ProcessLookupError):
         leader.signal_group(signal.SIGTERM)
+
+
+# ------------------------------------------ anyio's tests/test_subprocesses.py, ported
+# anyio's own checks of open_process()/run_process(), on spawn()/run(); the
+# stream rules (ClosedResourceError after the block...) are in test_streams.py.
+@pytest.mark.parametrize("shell", [True, False])
+async def test_anyio_ported_run_process(shell: bool) -> None:
+    script = "import sys; print(sys.stdin.read()[::-1])"
+    argv: Any = f'{sys.executable} -c "{script}"' if shell else [sys.executable, "-c", script]
+    result = await aioproc.run(argv, input=b"abc", capture_output=True, shell=shell)
+    assert result.returncode == 0
+    assert result.stdout.rstrip() == b"cba"
+
+
+async def test_anyio_ported_run_process_checked() -> None:
+    script = 'import sys; print("stderr-text", file=sys.stderr); print("stdout-text"); sys.exit(1)'
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        await aioproc.run([sys.executable, "-c", script], check=True, capture_output=True)
+    assert info.value.returncode == 1
+    assert info.value.stdout.rstrip() == b"stdout-text"
+    assert info.value.stderr.rstrip() == b"stderr-text"
+
+
+async def test_anyio_ported_terminate(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(5)\n"
+    )
+    async with aioproc.spawn([sys.executable, str(script)], stdout=PIPE) as process:
+        assert process.stdout is not None
+        line = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 100)
+        assert line.rstrip() == b"ready"
+        process.terminate()
+        assert await process.wait() == 2
+
+
+async def test_anyio_ported_cwd_env_and_new_session(tmp_path: Path) -> None:
+    script = "import os; print(os.getcwd()); print(os.environ['foo']); print(os.getsid(0))"
+    result = await aioproc.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "foo": "bar"},
+        capture_output=True,
+    )  # fmt: skip
+    cwd, foo, sid = result.stdout.decode().split()
+    assert (cwd, foo, int(sid)) == (str(tmp_path), "bar", os.getsid(0))
+    result = await aioproc.run(
+        [sys.executable, "-c", "import os; print(os.getsid(0))"],
+        start_new_session=True, capture_output=True,
+    )  # fmt: skip
+    assert int(result.stdout) != os.getsid(0)
+
+
+async def test_anyio_ported_connect_to_files(tmp_path: Path) -> None:
+    (tmp_path / "stdin").write_text("Hello, process!\n")
+    script = (
+        "import sys; txt = sys.stdin.read().strip(); "
+        "print('stdin says', repr(txt), 'but stderr says NO!', file=sys.stderr); "
+        "print('stdin says', repr(txt), 'and stdout says YES!')"
+    )
+    with (
+        (tmp_path / "stdin").open("rb") as fin,
+        (tmp_path / "stdout").open("wb") as fout,
+        (tmp_path / "stderr").open("wb") as ferr,
+    ):
+        async with aioproc.spawn(
+            [sys.executable, "-c", script], stdin=fin, stdout=fout, stderr=ferr
+        ) as p:
+            assert await p.wait() == 0
+    assert (tmp_path / "stdout").read_text() == (
+        "stdin says 'Hello, process!' and stdout says YES!\n"
+    )
+    assert (tmp_path / "stderr").read_text() == (
+        "stdin says 'Hello, process!' but stderr says NO!\n"
+    )
+
+
+async def test_anyio_ported_inherit_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    script = 'import sys; print("stderr-text", file=sys.stderr); print("stdout-text")'
+    await aioproc.run([sys.executable, "-c", script], check=True)
+    out, err = capfd.readouterr()
+    assert out == "stdout-text\n"
+    assert err == "stderr-text\n"
+
+
+async def test_anyio_ported_aexit_cancellation_does_not_orphan_the_process() -> None:
+    with anyio.CancelScope() as scope:
+        async with aioproc.spawn([sys.executable, "-c", "import time; time.sleep(1)"]) as process:
+            scope.cancel()
+    assert process.returncode is not None
+    assert process.returncode != 0
