@@ -425,23 +425,6 @@ async def _gather_or_cancel(coros: list[Any]) -> None:
 
 
 # -------------------------------------------------------------------- spawning
-def _why_not_handed_over(stream: ProcessReader | ProcessWriter) -> str:
-    """Why ``stream`` cannot become a child's stdio ("" if it can)."""
-    if isinstance(stream, ProcessReader):
-        if stream.closed:
-            return "it is closed"
-        if stream._reading:
-            return "a task is reading it"
-        if stream._buf:
-            return f"{len(stream._buf)} bytes already read from it would be lost"
-        return ""
-    if stream.is_closing():
-        return "it is closed"
-    if stream._buf:
-        return f"{len(stream._buf)} bytes written to it are not in the pipe yet"
-    return ""
-
-
 class _SpawnArgs(NamedTuple):
     """spawn()'s arguments as given, checked only when the spawn starts."""
 
@@ -506,11 +489,12 @@ class _Spawning:
         Our end of a pipe is non-blocking, and the child's copy would share
         that flag (one open file description): a program reading a
         non-blocking stdin fails with EAGAIN ("Resource temporarily
-        unavailable"). So the descriptor is made blocking for the spawn, and
-        once the child has started our stream is closed: the child owns the
-        pipe end from then on (with ours open, ``p1`` would not get SIGPIPE
-        when ``p2`` exits early, and a read here would block the loop). If
-        the spawn fails, the stream is left as it was.
+        unavailable"). So the descriptor is made blocking for the spawn (and
+        busy for us meanwhile), and once the child has started our stream is
+        closed: the child owns the pipe end from then on (with ours open,
+        ``p1`` would not get SIGPIPE when ``p2`` exits early, and a read here
+        would block the loop). If the spawn fails, the stream is left as it
+        was.
         """
         a = self._args
         handed: list[ProcessReader | ProcessWriter] = []
@@ -519,25 +503,19 @@ class _Spawning:
             ("stdout", a.stdout, ProcessWriter),
             ("stderr", a.stderr, ProcessWriter),
         )
-        for what, stream, cls in given:
-            if type(stream) is not cls:
-                continue
-            assert isinstance(stream, (ProcessReader, ProcessWriter))
-            problem = _why_not_handed_over(stream)
-            if problem:
-                raise ValueError(f"{what}: {stream!r} cannot be handed to the child: {problem}")
-            handed.append(stream)
-        for stream in handed:
-            os.set_blocking(stream.fileno(), True)
         try:
+            for what, stream, cls in given:
+                if type(stream) is cls:
+                    assert isinstance(stream, (ProcessReader, ProcessWriter))
+                    stream._hand_over(what)
+                    handed.append(stream)
             proc = await self._start()
         except BaseException:
             for stream in handed:
-                if not stream.closed:
-                    os.set_blocking(stream.fileno(), False)
+                stream._handed(taken=False)
             raise
         for stream in handed:
-            stream.close()
+            stream._handed(taken=True)
         return proc
 
     async def __aenter__(self) -> Process:

@@ -53,6 +53,7 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
         self._reading = False
+        self._lent = False  # being handed to a child (see _hand_over)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "eof" if self._eof else f"fd={self._fd}"
@@ -87,6 +88,8 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
             return False
         if self._reading:
             raise anyio.BusyResourceError("reading")
+        if self._lent:
+            raise anyio.BusyResourceError("reading a pipe being handed to a child")
         self._reading = True
         try:
             while True:
@@ -115,7 +118,7 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
 
     def read_available(self) -> bytes:
         """Whatever can be read right now without waiting (buffer included)."""
-        while not self._closed and not self._eof and self._read_now():
+        while not self._closed and not self._eof and not self._lent and self._read_now():
             pass
         data = bytes(self._buf)
         self._buf.clear()
@@ -257,6 +260,38 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
     def closed(self) -> bool:
         return self._closed
 
+    # ------------------------------------------ handing the pipe to a child
+    def _hand_over(self, what: str) -> None:
+        """Ready our end to become a new child's ``what`` (``spawn(stdin=p1.stdout)``).
+
+        It is made blocking (the child's copy shares the flag, and a program
+        reading a non-blocking stdin fails with EAGAIN), and reading here
+        raises :class:`anyio.BusyResourceError` until :meth:`_handed`, since a
+        read of a blocking pipe would block the loop. Raises ``ValueError``,
+        changing nothing, if data read into our buffer would be lost.
+        """
+        if self._closed:
+            problem = "it is closed"
+        elif self._reading:
+            problem = "a task is reading it"
+        elif self._lent:
+            problem = "it is being handed to another child"
+        elif self._buf:
+            problem = f"{len(self._buf)} bytes already read from it would be lost"
+        else:
+            os.set_blocking(self._fd, True)
+            self._lent = True
+            return
+        raise ValueError(f"{what}: {self!r} cannot be handed to the child: {problem}")
+
+    def _handed(self, taken: bool) -> None:
+        """The spawn is over: the child took the pipe (close ours), or it failed (as before)."""
+        self._lent = False
+        if taken:
+            self.close()
+        elif not self._closed:
+            os.set_blocking(self._fd, False)
+
 
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
@@ -280,6 +315,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
         self._closing = False
         self._closed = False
         self._closed_by_us = False  # close(), write_eof(), abort() or aclose() was called
+        self._lent = False  # being handed to a child (see _hand_over)
         self._error: OSError | None = None  # why the pipe broke; see _failure()
         self._writing = False  # registered with add_writer
         self._drainers: list[tuple[int, asyncio.Future[None]]] = []
@@ -300,6 +336,8 @@ class ProcessWriter(anyio.abc.ByteSendStream):
             raise self._failure()
         if self._closing:
             raise anyio.ClosedResourceError("write() after close()")
+        if self._lent:
+            raise anyio.BusyResourceError("writing to a pipe being handed to a child")
         if not data:
             return
         if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
@@ -467,6 +505,33 @@ class ProcessWriter(anyio.abc.ByteSendStream):
             if self._closed_by_us:  # closed while we waited, then the pipe broke
                 raise anyio.ClosedResourceError("the stream was closed") from exc
             raise anyio.BrokenResourceError(f"the child's stdin is gone: {exc}") from exc
+
+    def _hand_over(self, what: str) -> None:
+        """Ready our end to become a new child's ``what`` (``spawn(stdout=p1.stdin)``).
+
+        As :meth:`ProcessReader._hand_over`: made blocking, and writing here
+        raises :class:`anyio.BusyResourceError` until :meth:`_handed`.
+        Raises ``ValueError``, changing nothing, if buffered data would be lost.
+        """
+        if self._closing:
+            problem = "it is closed"
+        elif self._lent:
+            problem = "it is being handed to another child"
+        elif self._buf:
+            problem = f"{len(self._buf)} bytes written to it are not in the pipe yet"
+        else:
+            os.set_blocking(self._fd, True)
+            self._lent = True
+            return
+        raise ValueError(f"{what}: {self!r} cannot be handed to the child: {problem}")
+
+    def _handed(self, taken: bool) -> None:
+        """The spawn is over: the child took the pipe (close ours), or it failed (as before)."""
+        self._lent = False
+        if taken:
+            self.close()
+        elif not self._closing:
+            os.set_blocking(self._fd, False)
 
     async def aclose(self) -> None:
         """Close once the buffered data is written, and wait for it (idempotent).

@@ -940,6 +940,34 @@ async def test_anyio_process_streams_closed_when_aexit_is_cancelled() -> None:
             await stream.receive(1)
 
 
+# ------------------------------------------------ handing a pipe to a child
+async def test_a_stream_being_handed_to_a_child_is_busy_and_blocking() -> None:
+    # spawn(stdin=p1.stdout) makes the pipe end blocking for the new child;
+    # meanwhile a read or write here would block the loop, so it is refused.
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as proc:
+        stdin, out = pipes(proc)
+        for stream in (out, stdin):
+            stream._hand_over("stdin")
+            assert os.get_blocking(stream.fileno())
+            with pytest.raises(ValueError, match="being handed to another child"):
+                stream._hand_over("stdin")
+        with pytest.raises(anyio.BusyResourceError):
+            await out.read(1)
+        assert out.read_available() == b""  # does not read the blocking pipe
+        with pytest.raises(anyio.BusyResourceError):
+            stdin.write(b"x")
+        for stream in (out, stdin):
+            stream._handed(taken=False)  # the spawn failed: as before
+            assert not os.get_blocking(stream.fileno())
+            assert not stream.closed
+        await stdin.send(b"x")
+        assert await out.receive() == b"x"
+        for stream in (out, stdin):
+            stream._hand_over("stdout")
+            stream._handed(taken=True)
+            assert stream.closed
+
+
 # ============================================================ big transfers
 def _pattern_chunk(i: int) -> bytes:
     return i.to_bytes(4, "big") * (16 * KiB)  # 64 KiB, different for each i
