@@ -28,6 +28,10 @@ __all__ = ["DEFAULT_LIMIT", "ProcessReader", "ProcessWriter"]
 
 DEFAULT_LIMIT = 2**16  # like asyncio's streams: the longest line readline() accepts
 _CHUNK = 2**16
+# The most one read asks for: os.read() allocates what it is asked for up
+# front, so a read of ``limit`` bytes with limit=2**40 failed with MemoryError
+# (and with 2**64, OverflowError) after the child had started.
+_MAX_READ = 2**20
 
 
 def _close_fd(fd: int) -> None:
@@ -48,6 +52,7 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
         self._fd = fd
         self._loop = loop
         self._limit = limit
+        self._read_size = max(_CHUNK, min(limit, _MAX_READ))
         self._buf = bytearray()
         self._eof = False
         self._closed = False
@@ -66,7 +71,7 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
     def _read_now(self) -> bool | None:
         """One non-blocking read into the buffer. True: got data; False: EOF; None: would block."""
         try:
-            data = os.read(self._fd, max(_CHUNK, self._limit))
+            data = os.read(self._fd, self._read_size)
         except BlockingIOError:
             return None
         except OSError as exc:

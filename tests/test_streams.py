@@ -343,6 +343,20 @@ async def test_readuntil_limit_overrun_without_separator() -> None:
         assert await out.readline() == b""
 
 
+@pytest.mark.parametrize("limit", [2**40, 2**64])
+async def test_a_huge_limit_means_no_limit(limit: int) -> None:
+    # A read used to ask for `limit` bytes at once: MemoryError for 2**40,
+    # OverflowError for 2**64, with the child already started.
+    line = b"x" * (3 * MiB) + b"\n"
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE, limit=limit) as proc:
+        stdin, out = pipes(proc)
+        writing = asyncio.ensure_future(stdin.send(line))
+        assert await out.readline() == line
+        await writing
+    result = await aioproc.run(["echo", "hi"], capture_output=True, limit=limit)
+    assert result.stdout == b"hi\n"
+
+
 async def test_limit_must_be_positive() -> None:
     loop = asyncio.get_running_loop()
     with pytest.raises(ValueError, match="limit"):
