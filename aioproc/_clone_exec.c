@@ -99,6 +99,7 @@ struct job {
     int p2cread, c2pwrite, errwrite; /* -1: inherit */
     const int *pass_fds;             /* sorted, no duplicates */
     Py_ssize_t n_pass_fds;
+    int close_fds; /* 0: keep every inheritable descriptor (pass_fds is empty) */
     int start_new_session;
     int process_group; /* -1: leave alone */
     int umask;         /* -1: leave alone */
@@ -201,7 +202,15 @@ child_main(void *arg)
        whole table in the parent (~2 us per 100 open descriptors here, and a
        server may have thousands), and the child would then close them all.
        Descriptors another thread opens meanwhile are closed below with the
-       rest; the ones this call made are closed by no one before it returns. */
+       rest; the ones this call made are closed by no one before it returns.
+       With close_fds=False the child keeps every inheritable descriptor, so
+       it takes a copy of the whole table instead, as fork would. */
+    if (!job->close_fds) {
+        if (syscall(SYS_unshare, CLONE_FILES) != 0) {
+            goto fail;
+        }
+        goto unshared;
+    }
     int keep_max = 2;
     if (p2cread > keep_max) {
         keep_max = p2cread;
@@ -220,6 +229,7 @@ child_main(void *arg)
         goto fail;
     }
 
+unshared:
     reset_caught_signals(&job->child_mask);
     if (sigprocmask(SIG_SETMASK, &job->child_mask, NULL) != 0) {
         goto fail;
@@ -270,7 +280,11 @@ child_main(void *arg)
 
     /* close_fds: everything from 3 up except pass_fds, which become
        inheritable. Our own descriptors, the pipes' originals included, go
-       here; the sorted list makes the gaps. */
+       here; the sorted list makes the gaps. (Without close_fds, ours are all
+       close-on-exec: the exec closes them.) */
+    if (!job->close_fds) {
+        goto run_exec;
+    }
     unsigned int next = 3;
     for (Py_ssize_t i = 0; i < job->n_pass_fds; i++) {
         int fd = job->pass_fds[i];
@@ -291,6 +305,7 @@ child_main(void *arg)
         goto fail;
     }
 
+run_exec:
     /* The PATH search of subprocess and os.execvpe: report the first error
        that is not "not there", else the last. */
     stage = STAGE_EXEC;
@@ -511,7 +526,8 @@ PyDoc_STRVAR(spawn_doc,
 "Make the child's pipes, clone it with CLONE_VM | CLONE_VFORK | CLONE_FILES |\n"
 "CLONE_PIDFD and exec it, with the GIL released. args, executables and env hold bytes\n"
 "(env None: inherit); stdin/stdout/stderr are None (inherit), PIPE (-1),\n"
-"STDOUT (-2, stderr only), DEVNULL (-3) or a descriptor. Our pipe ends are\n"
+"STDOUT (-2, stderr only), DEVNULL (-3) or a descriptor. pass_fds None means\n"
+"close_fds=False (the child keeps every inheritable descriptor). Our pipe ends are\n"
 "non-blocking and close-on-exec. When the child failed before its exec ran,\n"
 "it has been reaped and everything made here closed, and the result is\n"
 "(stage, errno) with stage 'chdir', 'exec', 'close_range' or 'noexec' (the\n"
@@ -569,10 +585,11 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
             goto done;
         }
     }
-    {
+    job.close_fds = a[7] != Py_None;
+    if (job.close_fds) {
         PyObject *fds = a[7];
         if (!PyTuple_Check(fds)) {
-            PyErr_SetString(PyExc_TypeError, "pass_fds must be a tuple");
+            PyErr_SetString(PyExc_TypeError, "pass_fds must be a tuple or None");
             goto done;
         }
         Py_ssize_t n = PyTuple_GET_SIZE(fds);

@@ -10,7 +10,7 @@ def spawn(
     stdin: int | None,
     stdout: int | None,
     stderr: int | None,
-    pass_fds: tuple[int, ...],
+    pass_fds: tuple[int, ...] | None,  # None: close_fds=False
     start_new_session: bool,
     process_group: int,
     umask: int,

@@ -15,6 +15,7 @@ import os
 import signal as _signal
 import sys
 import threading
+import warnings
 import weakref
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from types import TracebackType
@@ -451,6 +452,7 @@ class _SpawnArgs(NamedTuple):
     kill_group: bool
     limit: int
     pdeathsig: int | None
+    close_fds: bool
 
 
 _new_args = tuple.__new__
@@ -478,7 +480,49 @@ class _Spawning:
         if self._started:
             raise RuntimeError("this spawn() has already been started")
         self._started = True
+        a = self._args
+        if (
+            type(a.stdin) is ProcessReader
+            or type(a.stdout) is ProcessWriter
+            or type(a.stderr) is ProcessWriter
+        ):
+            return self._start_handing_over().__await__()
         return self._start().__await__()
+
+    async def _start_handing_over(self) -> Process:
+        """``spawn(..., stdin=p1.stdout)``: the pipe goes to the new child.
+
+        Our end of a pipe is non-blocking, and the child's copy would share
+        that flag (one open file description): a program reading a
+        non-blocking stdin fails with EAGAIN ("Resource temporarily
+        unavailable"). So the descriptor is made blocking for the spawn (and
+        busy for us meanwhile), and once the child has started our stream is
+        closed: the child owns the pipe end from then on (with ours open,
+        ``p1`` would not get SIGPIPE when ``p2`` exits early, and a read here
+        would block the loop). If the spawn fails, the stream is left as it
+        was.
+        """
+        a = self._args
+        handed: list[ProcessReader | ProcessWriter] = []
+        given: tuple[tuple[str, object, type], ...] = (
+            ("stdin", a.stdin, ProcessReader),
+            ("stdout", a.stdout, ProcessWriter),
+            ("stderr", a.stderr, ProcessWriter),
+        )
+        try:
+            for what, stream, cls in given:
+                if type(stream) is cls:
+                    assert isinstance(stream, (ProcessReader, ProcessWriter))
+                    stream._hand_over(what)
+                    handed.append(stream)
+            proc = await self._start()
+        except BaseException:
+            for stream in handed:
+                stream._handed(taken=False)
+            raise
+        for stream in handed:
+            stream._handed(taken=True)
+        return proc
 
     async def __aenter__(self) -> Process:
         return await self
@@ -561,6 +605,7 @@ class _Spawning:
             group=a.group,
             umask=a.umask,
             pdeathsig=a.pdeathsig,
+            close_fds=a.close_fds,
         )
 
     def _finish(self, spec: SpawnSpec, res: Spawned, loop: asyncio.AbstractEventLoop) -> Process:
@@ -615,16 +660,22 @@ def spawn(
     kill_group: bool = False,
     limit: int = 2**16,
     pdeathsig: int | None = None,
+    close_fds: bool = True,
 ) -> _Spawning:
     """Start a child process: ``proc = await spawn(argv)`` or ``async with spawn(argv) as proc``.
 
     ``argv`` is a sequence of str/bytes/PathLike (a bare string needs
     ``shell=True``). ``stdin``/``stdout``/``stderr`` take :data:`PIPE`,
     :data:`DEVNULL`, :data:`STDOUT` (stderr only), a file descriptor or a file
-    object; None inherits ours. ``cwd``, ``env``, ``start_new_session``,
+    object; None inherits ours. Another process's ``stdout`` as ``stdin``
+    (or its ``stdin`` as ``stdout``/``stderr``) connects the two, as a shell
+    pipe: that stream is handed to the new child and closed here once it has
+    started. ``cwd``, ``env``, ``start_new_session``,
     ``process_group``, ``pass_fds``, ``user``, ``group`` and ``umask`` mean what
     they mean for :class:`subprocess.Popen`; every other descriptor is closed
-    in the child. One difference: as root, a ``user`` does not keep root's
+    in the child, unless ``close_fds=False`` (then the child keeps those not
+    marked close-on-exec, see :func:`os.set_inheritable`; a ``pass_fds``
+    turns it back on, as with subprocess). One difference: as root, a ``user`` does not keep root's
     groups. A user in the password database gets its own primary group
     (unless ``group`` is given) and supplementary groups; a bare uid gets no
     supplementary groups. ``stop_signal`` and ``stop_timeout`` configure
@@ -647,6 +698,9 @@ def spawn(
     cwd, ``PermissionError``...).
     In every case nothing is left behind.
     """
+    if not close_fds and pass_fds:
+        # As subprocess.Popen, in its words: pass_fds closes the others.
+        warnings.warn("pass_fds overriding close_fds.", RuntimeWarning, stacklevel=2)
     # tuple.__new__ rather than _SpawnArgs(...): the named tuple's own
     # __new__ is a Python function, and a burst calls this once per task in
     # a single loop iteration (see _Spawning).
@@ -672,6 +726,7 @@ def spawn(
                 kill_group,
                 limit,
                 pdeathsig,
+                close_fds,
             ),
         )
     )

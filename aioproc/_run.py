@@ -75,6 +75,10 @@ async def run(
     text_mode = text or encoding is not None or errors is not None
     enc = encoding or locale.getpreferredencoding(False)
     errs = errors or "strict"
+    if text_mode:
+        # Here, not when decoding the output: by then the child has run.
+        codecs.lookup(enc)  # LookupError: unknown encoding
+        codecs.lookup_error(errs)  # LookupError: unknown error handler name
     data: bytes | None
     if isinstance(input, str):
         if not text_mode:

@@ -43,7 +43,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, Generic, Literal, NamedTuple, TypeVar, Union
+from typing import IO, Any, Generic, Literal, NamedTuple, Protocol, TypeVar, Union
 
 from . import _waiting
 from ._forklock import exec_lock, fork_lock
@@ -93,7 +93,15 @@ STDOUT = -2
 DEVNULL = -3
 
 StrOrBytesPath = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-Redirect = Union[int, IO[Any], None]  # noqa: UP007
+
+
+class HasFileno(Protocol):
+    """Anything with a ``fileno()``: a file, a socket, another child's stream."""
+
+    def fileno(self) -> int: ...
+
+
+Redirect = Union[int, IO[Any], HasFileno, None]  # noqa: UP007
 
 _PY311 = sys.version_info >= (3, 11)
 _FS_ENCODING = sys.getfilesystemencoding()
@@ -113,7 +121,9 @@ class SpawnSpec(NamedTuple):
     stdin: int | None  # PIPE, DEVNULL, an fd, or None (inherit)
     stdout: int | None
     stderr: int | None  # PIPE, DEVNULL, STDOUT, an fd, or None
-    pass_fds: tuple[int, ...]
+    # None: close_fds=False, the child keeps every descriptor not marked
+    # close-on-exec (as subprocess; pass_fds then forces close_fds back on).
+    pass_fds: tuple[int, ...] | None
     start_new_session: bool
     process_group: int  # -1: leave alone
     uid: int | None
@@ -218,8 +228,16 @@ def _check_env(env: Mapping[Any, Any] | None) -> list[bytes] | None:
     return out
 
 
+# The ranges the kernel takes. A descriptor and a process group id are C
+# ints; a uid or gid is a 32-bit unsigned, where (uid_t)-1 means "leave it
+# unchanged" to setreuid() and friends, so it names no user: a child asked to
+# run as uid 4294967295 would keep ours (root's).
+_INT_MAX = 2**31 - 1
+_ID_MAX = 2**32 - 2
+
+
 def _check_fd(fd: int, what: str) -> int:
-    if fd < 0:
+    if fd < 0 or fd > _INT_MAX:  # fcntl() would raise OverflowError
         raise ValueError(f"{what}: {fd} is not a file descriptor")
     try:
         import fcntl
@@ -255,6 +273,8 @@ def _resolve_user(user: str | int | None) -> tuple[int | None, pwd.struct_passwd
         return None, None
     if isinstance(user, bool) or not isinstance(user, (str, int)):
         raise TypeError(f"user must be a name or a uid, not {type(user).__name__}")
+    if isinstance(user, int) and not 0 <= user <= _ID_MAX:
+        raise ValueError(f"user id out of range: {user} (a uid is 0 to {_ID_MAX})")
     try:
         entry = pwd.getpwnam(user) if isinstance(user, str) else pwd.getpwuid(user)
     except KeyError:
@@ -270,8 +290,8 @@ def _resolve_group(group: str | int | None) -> int | None:
     if isinstance(group, bool) or not isinstance(group, (str, int)):
         raise TypeError(f"group must be a name or a gid, not {type(group).__name__}")
     if isinstance(group, int):
-        if group < 0:
-            raise ValueError(f"group id must not be negative: {group}")
+        if not 0 <= group <= _ID_MAX:
+            raise ValueError(f"group id out of range: {group} (a gid is 0 to {_ID_MAX})")
         return group
     try:
         return grp.getgrnam(group).gr_gid
@@ -295,6 +315,7 @@ def make_spec(
     group: str | int | None,
     umask: int,
     pdeathsig: int | None = None,
+    close_fds: bool = True,
 ) -> SpawnSpec:
     """Check and encode spawn's arguments. Creates nothing, forks nothing.
 
@@ -320,12 +341,18 @@ def make_spec(
     cwd_b = None if cwd is None else _encode_arg(cwd, "cwd")
     if process_group is None:
         pgid = -1
-    elif isinstance(process_group, bool) or not isinstance(process_group, int) or process_group < 0:
-        raise ValueError(f"process_group must be a non-negative int, not {process_group!r}")
+    elif (
+        isinstance(process_group, bool)
+        or not isinstance(process_group, int)
+        or not 0 <= process_group <= _INT_MAX
+    ):
+        raise ValueError(
+            f"process_group must be a process group id (0 to {_INT_MAX}), not {process_group!r}"
+        )
     else:
         pgid = process_group
-    fds: tuple[int, ...] = ()
-    if pass_fds:
+    fds: tuple[int, ...] | None = () if close_fds else None
+    if pass_fds:  # forces close_fds, as with subprocess (spawn() warns)
         checked = []
         for fd in pass_fds:
             if isinstance(fd, bool) or not isinstance(fd, int):
@@ -334,6 +361,9 @@ def make_spec(
         fds = tuple(sorted(set(checked)))
     if type(umask) is not int and (isinstance(umask, bool) or not isinstance(umask, int)):
         raise TypeError(f"umask must be an int, not {type(umask).__name__}")
+    if umask != -1 and not 0 <= umask <= 0o777:
+        # umask() keeps only the permission bits: 0o1022 would silently be 0o022.
+        raise ValueError(f"umask must be -1 (leave it) or 0 to 0o777, not {umask!r}")
     deathsig = 0 if pdeathsig is None else _check_pdeathsig(pdeathsig)
     uid = gid = extra_groups = None
     if user is not None or group is not None:
@@ -455,7 +485,7 @@ def _fork_exec(
     common: tuple[Any, ...] = (
         spec.args,
         spec.executable_list,
-        True,  # close_fds
+        spec.pass_fds is not None,  # close_fds
         keep,
         spec.cwd,
         spec.env_list,

@@ -28,6 +28,10 @@ __all__ = ["DEFAULT_LIMIT", "ProcessReader", "ProcessWriter"]
 
 DEFAULT_LIMIT = 2**16  # like asyncio's streams: the longest line readline() accepts
 _CHUNK = 2**16
+# The most one read asks for: os.read() allocates what it is asked for up
+# front, so a read of ``limit`` bytes with limit=2**40 failed with MemoryError
+# (and with 2**64, OverflowError) after the child had started.
+_MAX_READ = 2**20
 
 
 def _close_fd(fd: int) -> None:
@@ -48,11 +52,13 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
         self._fd = fd
         self._loop = loop
         self._limit = limit
+        self._read_size = max(_CHUNK, min(limit, _MAX_READ))
         self._buf = bytearray()
         self._eof = False
         self._closed = False
         self._waiter: asyncio.Future[None] | None = None
         self._reading = False
+        self._lent = False  # being handed to a child (see _hand_over)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "eof" if self._eof else f"fd={self._fd}"
@@ -65,7 +71,7 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
     def _read_now(self) -> bool | None:
         """One non-blocking read into the buffer. True: got data; False: EOF; None: would block."""
         try:
-            data = os.read(self._fd, max(_CHUNK, self._limit))
+            data = os.read(self._fd, self._read_size)
         except BlockingIOError:
             return None
         except OSError as exc:
@@ -87,6 +93,8 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
             return False
         if self._reading:
             raise anyio.BusyResourceError("reading")
+        if self._lent:
+            raise anyio.BusyResourceError("reading a pipe being handed to a child")
         self._reading = True
         try:
             while True:
@@ -115,7 +123,7 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
 
     def read_available(self) -> bytes:
         """Whatever can be read right now without waiting (buffer included)."""
-        while not self._closed and not self._eof and self._read_now():
+        while not self._closed and not self._eof and not self._lent and self._read_now():
             pass
         data = bytes(self._buf)
         self._buf.clear()
@@ -218,6 +226,18 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
 
     # -------------------------------------------------------------- anyio API
     async def receive(self, max_bytes: int = 65536) -> bytes:
+        """Between 1 and ``max_bytes`` bytes, as anyio's ``ByteReceiveStream`` says.
+
+        Raises :class:`ValueError` if ``max_bytes`` is less than 1,
+        :class:`anyio.EndOfStream` once the child's end is closed and all is
+        read, :class:`anyio.ClosedResourceError` after :meth:`close` (or
+        ``aclose()``), and :class:`anyio.BusyResourceError` while another task
+        reads.
+        """
+        if max_bytes < 1:
+            # read() gives b"" for 0 and everything for a negative size: here
+            # b"" would mean EOF, and "everything" would break the bound.
+            raise ValueError(f"max_bytes must be a positive integer, not {max_bytes!r}")
         data = await self.read(max_bytes)
         if not data:
             raise anyio.EndOfStream
@@ -245,6 +265,38 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
     def closed(self) -> bool:
         return self._closed
 
+    # ------------------------------------------ handing the pipe to a child
+    def _hand_over(self, what: str) -> None:
+        """Ready our end to become a new child's ``what`` (``spawn(stdin=p1.stdout)``).
+
+        It is made blocking (the child's copy shares the flag, and a program
+        reading a non-blocking stdin fails with EAGAIN), and reading here
+        raises :class:`anyio.BusyResourceError` until :meth:`_handed`, since a
+        read of a blocking pipe would block the loop. Raises ``ValueError``,
+        changing nothing, if data read into our buffer would be lost.
+        """
+        if self._closed:
+            problem = "it is closed"
+        elif self._reading:
+            problem = "a task is reading it"
+        elif self._lent:
+            problem = "it is being handed to another child"
+        elif self._buf:
+            problem = f"{len(self._buf)} bytes already read from it would be lost"
+        else:
+            os.set_blocking(self._fd, True)
+            self._lent = True
+            return
+        raise ValueError(f"{what}: {self!r} cannot be handed to the child: {problem}")
+
+    def _handed(self, taken: bool) -> None:
+        """The spawn is over: the child took the pipe (close ours), or it failed (as before)."""
+        self._lent = False
+        if taken:
+            self.close()
+        elif not self._closed:
+            os.set_blocking(self._fd, False)
+
 
 def _wake(fut: asyncio.Future[None]) -> None:
     if not fut.done():
@@ -267,6 +319,8 @@ class ProcessWriter(anyio.abc.ByteSendStream):
         self._buf = bytearray()
         self._closing = False
         self._closed = False
+        self._closed_by_us = False  # close(), write_eof(), abort() or aclose() was called
+        self._lent = False  # being handed to a child (see _hand_over)
         self._error: OSError | None = None  # why the pipe broke; see _failure()
         self._writing = False  # registered with add_writer
         self._drainers: list[tuple[int, asyncio.Future[None]]] = []
@@ -287,6 +341,8 @@ class ProcessWriter(anyio.abc.ByteSendStream):
             raise self._failure()
         if self._closing:
             raise anyio.ClosedResourceError("write() after close()")
+        if self._lent:
+            raise anyio.BusyResourceError("writing to a pipe being handed to a child")
         if not data:
             return
         if isinstance(data, memoryview) and (data.itemsize != 1 or data.ndim != 1):
@@ -400,6 +456,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
 
     def close(self) -> None:
         """Close once the buffered data is written (at once if there is none)."""
+        self._closed_by_us = True
         if self._closing:
             return
         self._closing = True
@@ -414,6 +471,7 @@ class ProcessWriter(anyio.abc.ByteSendStream):
         """
         self._buf.clear()
         self._closing = True
+        self._closed_by_us = True
         drainers, self._drainers = self._drainers, []
         for _, fut in drainers:
             # Still waiting, so the buffer was above their mark: data was dropped.
@@ -434,14 +492,65 @@ class ProcessWriter(anyio.abc.ByteSendStream):
 
     # -------------------------------------------------------------- anyio API
     async def send(self, item: bytes) -> None:
-        if self._closing and self._error is None:
+        """Write ``item`` and wait until the pipe has taken all of it (anyio's ``send``).
+
+        Raises :class:`anyio.ClosedResourceError` once the stream was closed
+        here (``close()``, ``aclose()``, ``abort()``, ``write_eof()``), also
+        when an ``abort()`` drops ``item``; and :class:`anyio.BrokenResourceError`
+        (from the :class:`BrokenPipeError`) when the child has closed its stdin
+        or exited. The asyncio-style ``write()``/``drain()`` raise the
+        :class:`BrokenPipeError` itself, as asyncio's streams do.
+        """
+        if self._closed_by_us:
             raise anyio.ClosedResourceError("the stream is closed")
-        self.write(item)
-        await self._wait_buffer(0)
+        try:
+            self.write(item)
+            await self._wait_buffer(0)
+        except OSError as exc:
+            if self._closed_by_us:  # closed while we waited, then the pipe broke
+                raise anyio.ClosedResourceError("the stream was closed") from exc
+            raise anyio.BrokenResourceError(f"the child's stdin is gone: {exc}") from exc
+
+    def _hand_over(self, what: str) -> None:
+        """Ready our end to become a new child's ``what`` (``spawn(stdout=p1.stdin)``).
+
+        As :meth:`ProcessReader._hand_over`: made blocking, and writing here
+        raises :class:`anyio.BusyResourceError` until :meth:`_handed`.
+        Raises ``ValueError``, changing nothing, if buffered data would be lost.
+        """
+        if self._closing:
+            problem = "it is closed"
+        elif self._lent:
+            problem = "it is being handed to another child"
+        elif self._buf:
+            problem = f"{len(self._buf)} bytes written to it are not in the pipe yet"
+        else:
+            os.set_blocking(self._fd, True)
+            self._lent = True
+            return
+        raise ValueError(f"{what}: {self!r} cannot be handed to the child: {problem}")
+
+    def _handed(self, taken: bool) -> None:
+        """The spawn is over: the child took the pipe (close ours), or it failed (as before)."""
+        self._lent = False
+        if taken:
+            self.close()
+        elif not self._closing:
+            os.set_blocking(self._fd, False)
 
     async def aclose(self) -> None:
+        """Close once the buffered data is written, and wait for it (idempotent).
+
+        If cancelled while waiting (a child that does not read), the pipe is
+        closed at once and the rest of the data dropped, as :meth:`abort`:
+        the stream is closed whichever way this returns.
+        """
         self.close()
-        await self.wait_closed()
+        try:
+            await self.wait_closed()
+        except BaseException:
+            self.abort()
+            raise
 
     @property
     def closed(self) -> bool:

@@ -5,13 +5,33 @@ Import ``create_subprocess_exec``, ``create_subprocess_shell``, ``PIPE``,
 rest of the code keeps working: the :class:`Process` returned has the whole
 interface of :class:`asyncio.subprocess.Process` (``pid``, ``returncode``,
 ``stdin``/``stdout``/``stderr``, ``wait()``, ``communicate()``,
-``send_signal()``, ``terminate()``, ``kill()``). Underneath it is an
+``send_signal()``, ``terminate()``, ``kill()``), and is one: it subclasses
+it, and its streams subclass :class:`asyncio.StreamWriter` and
+:class:`asyncio.StreamReader`, so code that annotates or checks asyncio's
+types takes it (see "Subclassing asyncio's classes" below). Underneath it is an
 :class:`aioproc.Process`: no thread per child, no signal ever sent to a
 recycled PID, a ``wait()`` that returns when the child has exited even if a
 grandchild holds its pipes, and no "Event loop is closed" at exit.
 
 Where asyncio's behaviour is a known bug, aioproc's wins; ``docs/migrating.md``
 lists every difference, with the Python versions where asyncio behaves so.
+
+Subclassing asyncio's classes
+-----------------------------
+asyncio's ``Process``, ``StreamWriter`` and ``StreamReader`` are built around a
+transport and a protocol, which aioproc does not have. The subclasses here
+never run the base ``__init__`` and override every public method and
+property of their base (and ``__del__``), so no base code that expects a
+transport ever runs; the base classes' private helpers are only called by
+the base methods overridden here. ``tests/test_compat.py`` checks that
+this holds for the running Python: a method a later Python adds to one of
+those classes makes it fail, instead of being inherited broken. What has no
+meaning without a transport says so: ``StreamWriter.transport`` raises
+``AttributeError`` (``hasattr()`` is False), ``get_extra_info()`` returns
+the default, ``start_tls()`` raises ``NotImplementedError``, and the
+protocol-side methods of ``StreamReader`` (``feed_data()``, ``feed_eof()``,
+``set_exception()``, ``set_transport()``) raise ``RuntimeError``: the pipe
+is read directly, nothing feeds it.
 """
 
 from __future__ import annotations
@@ -20,7 +40,9 @@ import asyncio
 import contextlib
 import signal as _signal
 from collections.abc import Iterable
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, NoReturn, final
+
+import anyio.abc
 
 from ._process import Process as _CoreProcess
 from ._process import spawn
@@ -28,11 +50,17 @@ from ._spawn import DEVNULL, PIPE, STDOUT, Redirect, StrOrBytesPath
 from ._status import ExitStatus
 from ._streams import DEFAULT_LIMIT, ProcessReader, ProcessWriter
 
+if TYPE_CHECKING:
+    import ssl
+
+    from _typeshed import ReadableBuffer
+
 __all__ = [
     "DEVNULL",
     "PIPE",
     "STDOUT",
     "Process",
+    "StreamReader",
     "StreamWriter",
     "create_subprocess_exec",
     "create_subprocess_shell",
@@ -41,14 +69,23 @@ __all__ = [
 # subprocess.Popen keywords that asyncio passes through to Popen and that
 # aioproc's spawn() takes as they are.
 _PASSED_THROUGH = frozenset(
-    {"cwd", "env", "start_new_session", "process_group", "pass_fds", "user", "group", "umask"}
+    {
+        "cwd",
+        "env",
+        "start_new_session",
+        "process_group",
+        "pass_fds",
+        "close_fds",
+        "user",
+        "group",
+        "umask",
+    }
 )
 
 # Popen keywords aioproc has no equivalent for: accepted at their default
 # value only (code often spells the default out), anything else is refused
-# rather than silently ignored. ``close_fds=True`` is what aioproc always does.
+# rather than silently ignored.
 _ONLY_DEFAULT: dict[str, tuple[object, str]] = {
-    "close_fds": (True, "aioproc closes every descriptor the child is not given in pass_fds"),
     "preexec_fn": (None, "aioproc runs no Python code in the child between fork and exec"),
     "executable": (None, "aioproc runs argv[0] (looked up in PATH)"),
     "restore_signals": (True, "aioproc always restores SIGPIPE, SIGXFZ and SIGXFSZ"),
@@ -111,7 +148,7 @@ async def create_subprocess_exec(
     (inherit ours). ``limit`` bounds the line length of ``readline()`` on the
     pipes. Of the :class:`subprocess.Popen` keywords asyncio passes through,
     ``cwd``, ``env``, ``start_new_session``, ``process_group``, ``pass_fds``,
-    ``user``, ``group`` and ``umask`` are supported; ``close_fds``,
+    ``close_fds``, ``user``, ``group`` and ``umask`` are supported;
     ``restore_signals``, ``preexec_fn``, ``executable``, ``extra_groups``,
     ``pipesize``, ``startupinfo`` and ``creationflags`` only at their default
     values (``ValueError`` otherwise). ``universal_newlines``, ``text``,
@@ -179,21 +216,21 @@ def _forget(task: asyncio.Task[ExitStatus]) -> None:
 
 
 @final
-class Process:
-    """What :func:`create_subprocess_exec` returns, with :class:`asyncio.subprocess.Process`'s API.
+class Process(asyncio.subprocess.Process):
+    """What :func:`create_subprocess_exec` returns: an :class:`asyncio.subprocess.Process`.
 
-    ``stdin`` is a :class:`StreamWriter`; ``stdout`` and ``stderr`` are
-    :class:`aioproc.ProcessReader` objects, which have :class:`asyncio.StreamReader`'s
-    reading methods (``read``, ``readline``, ``readexactly``, ``readuntil``,
-    ``at_eof``, ``async for``). ``process`` is the underlying
-    :class:`aioproc.Process`, for what asyncio does not offer (``stop()``,
-    ``status``, ``async with``).
+    ``stdin`` is a :class:`StreamWriter` and ``stdout``/``stderr`` are
+    :class:`StreamReader` objects (subclasses of asyncio's). ``process`` is
+    the underlying :class:`aioproc.Process`, for what asyncio does not offer
+    (``stop()``, ``status``, ``async with``).
     """
 
-    __slots__ = ("__weakref__", "_proc", "_stdin")
-
+    # Plain attributes, as asyncio's (typeshed declares them so).
+    pid: int
+    stdin: StreamWriter | None
+    stdout: StreamReader | None
+    stderr: StreamReader | None
     _proc: _CoreProcess
-    _stdin: StreamWriter | None
 
     def __init__(self, *_: object, **__: object) -> None:
         raise TypeError("use aioproc.compat.create_subprocess_exec() or create_subprocess_shell()")
@@ -202,7 +239,10 @@ class Process:
     def _create(cls, proc: _CoreProcess) -> Process:
         self = object.__new__(cls)
         self._proc = proc
-        self._stdin = None if proc.stdin is None else StreamWriter._create(proc.stdin)
+        self.pid = proc.pid
+        self.stdin = None if proc.stdin is None else StreamWriter._create(proc.stdin)
+        self.stdout = None if proc.stdout is None else StreamReader._create(proc.stdout)
+        self.stderr = None if proc.stderr is None else StreamReader._create(proc.stderr)
         _keep_until_exit(proc)
         return self
 
@@ -210,29 +250,9 @@ class Process:
         return f"<Process {self.pid}>"
 
     @property
-    def pid(self) -> int:
-        """The child's process id."""
-        return self._proc.pid
-
-    @property
     def returncode(self) -> int | None:
         """None while the child runs; then its exit code, or minus the signal that killed it."""
         return self._proc.returncode
-
-    @property
-    def stdin(self) -> StreamWriter | None:
-        """The child's stdin, with ``stdin=PIPE``."""
-        return self._stdin
-
-    @property
-    def stdout(self) -> ProcessReader | None:
-        """The child's stdout, with ``stdout=PIPE``."""
-        return self._proc.stdout
-
-    @property
-    def stderr(self) -> ProcessReader | None:
-        """The child's stderr, with ``stderr=PIPE``."""
-        return self._proc.stderr
 
     @property
     def process(self) -> _CoreProcess:
@@ -253,7 +273,11 @@ class Process:
         """
         return int(await self._proc.wait())
 
-    async def communicate(self, input: bytes | None = None) -> tuple[bytes | None, bytes | None]:
+    # typeshed declares tuple[bytes, bytes]; asyncio returns None for a
+    # stream that is not a pipe, as this says.
+    async def communicate(  # type: ignore[override]
+        self, input: bytes | bytearray | memoryview | None = None
+    ) -> tuple[bytes | None, bytes | None]:
         """Write ``input`` to stdin and close it, read stdout and stderr to EOF, wait for exit.
 
         Returns ``(stdout_data, stderr_data)``; an entry is None when that
@@ -261,8 +285,10 @@ class Process:
         is not a pipe, and a child that exits or stops reading does not make it
         fail (the rest of ``input`` is dropped).
         """
-        if self._stdin is None or self._stdin.is_closing():
+        if self.stdin is None or self.stdin.is_closing():
             input = None  # asyncio drops it: nowhere to write it
+        if input is not None and not isinstance(input, bytes):
+            input = bytes(input)
         return await self._proc.communicate(input)
 
     def send_signal(self, signal: int) -> None:
@@ -292,8 +318,8 @@ class Process:
 
 
 @final
-class StreamWriter:
-    """The child's stdin, with :class:`asyncio.StreamWriter`'s interface.
+class StreamWriter(asyncio.StreamWriter):
+    """The child's stdin: an :class:`asyncio.StreamWriter` with no transport underneath.
 
     As with asyncio, ``write()`` does not raise when the child has closed its
     stdin: the data is dropped and the next ``drain()`` raises
@@ -316,6 +342,31 @@ class StreamWriter:
 
     def __repr__(self) -> str:
         return f"<aioproc.compat.StreamWriter {self._writer!r}>"
+
+    def __del__(self, *_: object) -> None:
+        # asyncio's (3.11+) closes the transport and warns; the pipe is the
+        # ProcessWriter's, closed with the process.
+        pass
+
+    @property
+    def transport(self) -> NoReturn:
+        """There is none: ``AttributeError`` (the pipe is written directly)."""
+        raise AttributeError("aioproc.compat's StreamWriter has no transport: see .writer")
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        """``default``: there is no transport to describe."""
+        return default
+
+    async def start_tls(
+        self,
+        sslcontext: ssl.SSLContext,
+        *,
+        server_hostname: str | None = None,
+        ssl_handshake_timeout: float | None = None,
+        ssl_shutdown_timeout: float | None = None,
+    ) -> None:
+        """Not supported: ``NotImplementedError`` (TLS over a child's stdin has no use)."""
+        raise NotImplementedError("start_tls() on a child's stdin")
 
     @property
     def writer(self) -> ProcessWriter:
@@ -366,3 +417,103 @@ class StreamWriter:
     async def wait_closed(self) -> None:
         """Wait until the pipe is closed."""
         await self._writer.wait_closed()
+
+
+_NOT_FED = (
+    "aioproc.compat's StreamReader reads the child's pipe itself; "
+    "no protocol feeds it, so {} has nothing to do"
+)
+
+
+@final
+class StreamReader(asyncio.StreamReader, anyio.abc.ByteReceiveStream):
+    """The child's stdout or stderr: an :class:`asyncio.StreamReader` that reads the pipe itself.
+
+    ``read``, ``readline``, ``readexactly``, ``readuntil``, ``at_eof`` and
+    ``async for`` behave as asyncio's; they are those of the
+    :class:`aioproc.ProcessReader` underneath (``reader``), which is also why
+    this is an anyio ``ByteReceiveStream`` (``receive()``, ``aclose()``).
+    ``exception()`` is always None. The protocol-side methods
+    (``feed_data()``, ``feed_eof()``, ``set_exception()``, ``set_transport()``)
+    raise :class:`RuntimeError`.
+    """
+
+    __slots__ = ("_reader",)
+
+    _reader: ProcessReader
+
+    def __init__(self, *_: object, **__: object) -> None:
+        raise TypeError("StreamReader objects are made by aioproc.compat, not directly")
+
+    @classmethod
+    def _create(cls, reader: ProcessReader) -> StreamReader:
+        self = object.__new__(cls)
+        self._reader = reader
+        return self
+
+    def __repr__(self) -> str:
+        return f"<aioproc.compat.StreamReader {self._reader!r}>"
+
+    @property
+    def reader(self) -> ProcessReader:
+        """The :class:`aioproc.ProcessReader` underneath."""
+        return self._reader
+
+    # ---------------------------------------------------------- asyncio's API
+    async def read(self, n: int = -1) -> bytes:
+        """Up to ``n`` bytes (all until EOF if ``n`` is negative); b"" at EOF."""
+        return await self._reader.read(n)
+
+    async def readline(self) -> bytes:
+        """One line with its ``\\n``; the unterminated rest at EOF; b"" after that."""
+        return await self._reader.readline()
+
+    async def readexactly(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, or :class:`asyncio.IncompleteReadError` at EOF."""
+        return await self._reader.readexactly(n)
+
+    async def readuntil(
+        self, separator: ReadableBuffer | tuple[ReadableBuffer, ...] = b"\n"
+    ) -> bytes:
+        """Up to and including ``separator`` (one separator: a tuple is a ``TypeError``)."""
+        if isinstance(separator, tuple):
+            raise TypeError("aioproc reads up to one separator, not a tuple of them")
+        return await self._reader.readuntil(bytes(separator))
+
+    def at_eof(self) -> bool:
+        """True once EOF was seen and the buffer is empty."""
+        return self._reader.at_eof()
+
+    def __aiter__(self) -> StreamReader:
+        return self
+
+    async def __anext__(self) -> bytes:
+        line = await self._reader.readline()
+        if not line:
+            raise StopAsyncIteration
+        return line
+
+    def exception(self) -> Exception | None:
+        """None: errors are raised by the reading methods themselves."""
+        return None
+
+    def set_exception(self, exc: Exception) -> None:
+        raise RuntimeError(_NOT_FED.format("set_exception()"))
+
+    def set_transport(self, transport: asyncio.BaseTransport) -> None:
+        raise RuntimeError(_NOT_FED.format("set_transport()"))
+
+    def feed_data(self, data: Any) -> None:
+        raise RuntimeError(_NOT_FED.format("feed_data()"))
+
+    def feed_eof(self) -> None:
+        raise RuntimeError(_NOT_FED.format("feed_eof()"))
+
+    # ------------------------------------------------------------ anyio's API
+    async def receive(self, max_bytes: int = 65536) -> bytes:
+        """anyio's ``receive()``: see :meth:`aioproc.ProcessReader.receive`."""
+        return await self._reader.receive(max_bytes)
+
+    async def aclose(self) -> None:
+        """Close our end of the pipe."""
+        await self._reader.aclose()

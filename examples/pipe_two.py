@@ -1,13 +1,16 @@
 """Connect one process's stdout to another's stdin, as ``printf ... | sort`` does.
 
-Run with ``python examples/pipe_two.py``. Two ways:
+Run with ``python examples/pipe_two.py``. Three ways:
 
-1. **An OS pipe** (``os.pipe()``): the producer writes straight into the consumer;
+1. **Hand one child's stream to the other** (``stdin=producer.stdout``): the
+   simplest. The producer's pipe goes to the consumer as its stdin, and the
+   parent's end is closed once the consumer has started (see docs/processes.md).
+2. **An OS pipe** (``os.pipe()``): the producer writes straight into the consumer;
    the data never passes through Python. Pass the write end as the producer's
    ``stdout`` and the read end as the consumer's ``stdin``, then close both ends in
    the parent *at once*: the consumer only sees EOF when every write end is closed,
    ours included.
-2. **Copying between aioproc streams**: both children get pipes to us, and a task
+3. **Copying between aioproc streams**: both children get pipes to us, and a task
    copies ``producer.stdout`` to ``consumer.stdin``. Slower, but the parent can
    look at, count or transform the data on the way; flow control is kept, since
    ``drain()`` waits while the consumer is behind.
@@ -22,6 +25,15 @@ import aioproc
 from aioproc import PIPE
 
 WORDS = "cherry\\napple\\nbanana\\n"  # printf expands the \n
+
+
+async def handed_over() -> bytes:
+    async with aioproc.spawn(["printf", WORDS], stdout=PIPE) as producer:
+        async with aioproc.spawn(["sort"], stdin=producer.stdout, stdout=PIPE) as consumer:
+            out, _ = await consumer.communicate()
+        await producer.wait()
+    assert out is not None
+    return out
 
 
 async def with_os_pipe() -> bytes:
@@ -67,6 +79,7 @@ async def with_copy() -> bytes:
 
 
 async def main() -> None:
+    print("handed:   ", (await handed_over()).decode().split())
     print("os.pipe():", (await with_os_pipe()).decode().split())
     print("copying:  ", (await with_copy()).decode().split())
     print("done")

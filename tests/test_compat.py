@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 import aioproc
@@ -348,6 +349,25 @@ async def test_rejected_like_asyncio(impl: Impl, kwds: dict[str, Any]) -> None:
             await impl.shell("true", **kwds)
 
 
+async def test_close_fds_false_keeps_inheritable_descriptors(impl: Impl) -> None:
+    # compat used to refuse close_fds=False (6 of CPython's own asyncio
+    # subprocess tests pass it).
+    r, w = os.pipe()
+    os.set_inheritable(w, True)
+    try:
+        script = "import os, sys; os.write(int(sys.argv[1]), b'inherited')"
+        proc = await impl.exec(PY, "-c", script, str(w), close_fds=False)
+        assert await proc.wait() == 0
+        assert os.read(r, 100) == b"inherited"
+        if impl.is_asyncio and _on_uvloop():
+            return  # uvloop's own spawn leaves an inheritable descriptor open with close_fds=True
+        proc = await impl.exec(PY, "-c", script, str(w), close_fds=True, stderr=impl.DEVNULL)
+        assert await proc.wait() == 1  # EBADF: closed in the child
+    finally:
+        os.close(r)
+        os.close(w)
+
+
 # ------------------------------------------------------------------- compat only
 async def test_dropped_process_keeps_its_child_running(compat_only: Impl) -> None:
     # asyncio keeps a child it started (and reaps it) after the program drops
@@ -388,7 +408,6 @@ async def test_refused_popen_options(compat_only: Impl) -> None:
     # asyncio hands these to subprocess.Popen; aioproc has no equivalent and
     # says so rather than ignoring them.
     for kwds in (
-        {"close_fds": False},
         {"preexec_fn": os.getpid},
         {"executable": "/bin/sh"},
         {"extra_groups": [0]},
@@ -490,6 +509,116 @@ async def test_the_core_process_is_there(compat_only: Impl) -> None:
     assert proc.status is not None
     assert proc.status.exit_code == 4
     assert isinstance(proc.process.stdout, type(None))
+
+
+# ------------------------------------------- an asyncio.subprocess.Process, for real
+async def test_process_and_streams_are_asyncios_types(compat_only: Impl) -> None:
+    # Code that checks isinstance(p, asyncio.subprocess.Process) (or its
+    # streams' types) takes compat's process; it used to be refused.
+    proc = await compat.create_subprocess_exec(
+        "cat", stdin=compat.PIPE, stdout=compat.PIPE, stderr=compat.PIPE
+    )
+    assert isinstance(proc, asyncio.subprocess.Process)
+    assert isinstance(proc.stdin, asyncio.StreamWriter)
+    assert isinstance(proc.stdout, asyncio.StreamReader)
+    assert isinstance(proc.stderr, asyncio.StreamReader)
+    # What needs a transport says there is none, instead of failing inside asyncio.
+    assert not hasattr(proc.stdin, "transport")
+    assert proc.stdin.get_extra_info("pipe", "none") == "none"
+    with pytest.raises(NotImplementedError):
+        await proc.stdin.start_tls(None)  # type: ignore[arg-type]
+    for call in (
+        lambda: proc.stdout.feed_data(b"x"),
+        proc.stdout.feed_eof,
+        lambda: proc.stdout.set_exception(ValueError()),
+        lambda: proc.stdout.set_transport(None),  # type: ignore[arg-type]
+    ):
+        with pytest.raises(RuntimeError, match="no protocol feeds it"):
+            call()
+    assert proc.stdout.exception() is None
+    # The reading methods are the ProcessReader's, anyio's receive() included.
+    proc.stdin.write(b"ab|cd\nrest")
+    proc.stdin.close()
+    assert await proc.stdout.readuntil(memoryview(b"|")) == b"ab|"
+    with pytest.raises(TypeError, match="tuple"):
+        await proc.stdout.readuntil((b"x", b"y"))
+    assert [line async for line in proc.stdout] == [b"cd\n", b"rest"]
+    assert proc.stdout.at_eof()
+    assert isinstance(proc.stdout.reader, aioproc.ProcessReader)
+    assert "ProcessReader" in repr(proc.stdout)
+    with pytest.raises(anyio.EndOfStream):
+        await proc.stdout.receive()
+    assert await proc.communicate(bytearray(b"ignored")) == (b"", b"")
+    assert await proc.wait() == 0
+    await proc.stdout.aclose()
+    assert proc.stdout.reader.closed
+    with pytest.raises(TypeError):
+        compat.StreamReader()
+
+
+@pytest.mark.parametrize(
+    ("ours", "base", "inherited_private"),
+    [
+        # Called only by the base's communicate(), which is overridden.
+        (compat.Process, asyncio.subprocess.Process, {"_feed_stdin", "_noop", "_read_stream"}),
+        (compat.StreamWriter, asyncio.StreamWriter, set()),
+        # Called only by the base's reading and feeding methods, all overridden.
+        (
+            compat.StreamReader,
+            asyncio.StreamReader,
+            {"_wakeup_waiter", "_maybe_resume_transport", "_wait_for_data"},
+        ),
+    ],
+)
+def test_subclasses_override_everything_that_needs_a_transport(
+    ours: type, base: type, inherited_private: set[str]
+) -> None:
+    # The subclasses never run asyncio's __init__, so any base method they
+    # inherit would fail on a missing transport. On this Python every public
+    # method and property of the base (and __repr__, __del__, async
+    # iteration) is overridden; a method a later Python adds fails here
+    # instead of being inherited broken.
+    inherited = set()
+    for name, value in vars(base).items():
+        if name in ("__init__", "__dict__", "__weakref__", "__module__", "__doc__"):
+            continue
+        if name.startswith("__") and name not in ("__repr__", "__del__", "__aiter__", "__anext__"):
+            continue
+        if not (callable(value) or isinstance(value, property)):
+            continue
+        if name not in vars(ours):
+            inherited.add(name)
+    assert inherited <= inherited_private, f"inherited from {base.__qualname__}: {inherited}"
+
+
+def test_a_type_checker_takes_compat_for_asyncio(tmp_path: Path) -> None:
+    # mypy --strict on code annotated with asyncio's types, given compat's
+    # objects (it used to report three incompatible types).
+    pytest.importorskip("mypy")
+    code = textwrap.dedent(
+        """
+        import asyncio
+        import asyncio.subprocess
+
+        from aioproc import compat
+
+
+        async def start(cmd: str) -> asyncio.subprocess.Process:
+            proc = await compat.create_subprocess_exec(cmd, stdin=compat.PIPE, stdout=compat.PIPE)
+            reader: asyncio.StreamReader | None = proc.stdout
+            writer: asyncio.StreamWriter | None = proc.stdin
+            assert reader is not None and writer is not None
+            return proc
+        """
+    )
+    (tmp_path / "uses_asyncio_types.py").write_text(code)
+    result = subprocess.run(
+        [PY, "-m", "mypy", "--strict", "--no-incremental", "uses_asyncio_types.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        # An editable install's import hook is not something mypy follows.
+        env={**os.environ, "MYPYPATH": str(Path(aioproc.__file__).parent.parent)},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def _run_script(code: str, loop: str) -> subprocess.CompletedProcess[str]:

@@ -243,6 +243,7 @@ def test_run_with_timeout() -> None:
 def test_pipe_two() -> None:
     out = _run("pipe_two.py").stdout.splitlines()
     assert out == [
+        "handed:    ['apple', 'banana', 'cherry']",
         "os.pipe(): ['apple', 'banana', 'cherry']",
         "copying:   ['apple', 'banana', 'cherry']",
         "done",

@@ -14,12 +14,16 @@ import gc
 import os
 import select
 import signal
+import subprocess
 import sys
 import threading
 from pathlib import Path
+from typing import Any
 
+import anyio
 import anyio.abc
 import pytest
+from anyio.streams.buffered import BufferedByteReceiveStream
 
 import aioproc
 from aioproc import PIPE, ExitStatus
@@ -867,6 +871,104 @@ async def test_bad_input_gets_a_clear_error_and_leaves_nothing(
         await aioproc.spawn(argv, **kwargs)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"pass_fds": [2**64]}, "pass_fds: 18446744073709551616 is not a file descriptor"),
+        ({"pass_fds": [2**31]}, "pass_fds: 2147483648 is not a file descriptor"),
+        ({"stdin": 2**64}, "stdin: 18446744073709551616 is not a file descriptor"),
+        ({"stdout": 2**31}, "stdout: 2147483648 is not a file descriptor"),
+        ({"stderr": 2**40}, "stderr: 1099511627776 is not a file descriptor"),
+        ({"user": 2**64}, "user id out of range: 18446744073709551616"),
+        ({"user": 2**32}, "user id out of range: 4294967296"),
+        # (uid_t)-1 means "no change" to setreuid(): the child would stay root.
+        ({"user": 2**32 - 1}, "user id out of range: 4294967295"),
+        ({"user": -5}, "user id out of range: -5"),
+        ({"group": 2**64}, "group id out of range: 18446744073709551616"),
+        ({"group": 2**32 - 1}, "group id out of range: 4294967295"),
+        ({"umask": 2**64}, "umask must be -1 .leave it. or 0 to 0o777"),
+        ({"umask": 2**31}, "umask must be"),
+        ({"umask": 0o1022}, "umask must be"),
+        ({"umask": -2}, "umask must be"),
+        ({"process_group": 2**64}, "process_group must be a process group id"),
+        ({"process_group": 2**31}, "process_group must be a process group id"),
+    ],
+)
+async def test_out_of_range_integers_are_value_errors(
+    wait_mode: str, kwargs: dict[str, object], match: str
+) -> None:
+    # They used to raise OverflowError (from C conversions), "uid is less than
+    # minimum" for a uid over 32 bits, or, for uid 4294967295, run the child
+    # as root. Both spawn steps: pid mode takes the fallback, pidfd mode the C step.
+    before = children_of()
+    with pytest.raises(ValueError, match=match):
+        await aioproc.spawn(["true"], **kwargs)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=match):
+        await aioproc.run(["true"], **kwargs)
+    assert children_of() == before
+
+
+# ------------------------------------------------ one process piped into another
+async def test_pipe_one_process_into_another(wait_mode: str) -> None:
+    # stdin=p1.stdout, as a shell's `printf ... | sort`. Our end of the pipe is
+    # non-blocking; sort used to get it so and fail with "Resource temporarily
+    # unavailable". p1 writes only once sort is reading.
+    script = "sleep 0.2; printf 'cherry\\napple\\nbanana\\n'"
+    async with aioproc.spawn(["sh", "-c", script], stdout=PIPE) as p1:
+        assert p1.stdout is not None
+        async with aioproc.spawn(["sort"], stdin=p1.stdout, stdout=PIPE, stderr=PIPE) as p2:
+            assert p1.stdout.closed  # handed to sort
+            assert await p2.communicate() == (b"apple\nbanana\ncherry\n", b"")
+            assert (await p2.wait()).success
+        assert (await p1.wait()).success
+
+
+async def test_piped_producer_gets_sigpipe_when_the_consumer_exits(wait_mode: str) -> None:
+    # `yes | head -n 1`: once head exits, yes must get SIGPIPE, which needs
+    # every read end closed, ours included (it used to stay open: yes blocked
+    # on the full pipe for ever).
+    async with aioproc.spawn(["yes"], stdout=PIPE) as p1:
+        async with aioproc.spawn(["head", "-n", "1"], stdin=p1.stdout, stdout=PIPE) as p2:
+            assert await p2.communicate() == (b"y\n", None)
+        status = await asyncio.wait_for(p1.wait(), 10)
+        assert status.signal == signal.SIGPIPE
+
+
+async def test_pipe_into_another_process_stdin(wait_mode: str) -> None:
+    # The other direction: the new child writes into p1's stdin.
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as p1:
+        assert p1.stdin is not None
+        async with aioproc.spawn(["printf", "through"], stdout=p1.stdin) as p2:
+            assert p1.stdin.closed
+            assert (await p2.wait()).success
+        assert await p1.communicate() == (b"through", None)
+
+
+async def test_a_stream_that_cannot_be_handed_over_is_refused(wait_mode: str) -> None:
+    async with aioproc.spawn(["printf", "abc"], stdout=PIPE) as p1:
+        out = p1.stdout
+        assert out is not None
+        assert await out.readexactly(1) == b"a"
+        with pytest.raises(
+            ValueError, match=r"stdin: .* 2 bytes already read from it would be lost"
+        ):
+            await aioproc.spawn(["cat"], stdin=out)
+        assert await out.read() == b"bc"  # untouched
+        # A failed spawn leaves the stream as it was: ours, and non-blocking.
+        with pytest.raises(FileNotFoundError):
+            await aioproc.spawn(["/nonexistent/program"], stdin=out)
+        assert not out.closed
+        assert not os.get_blocking(out.fileno())
+        await out.aclose()
+        with pytest.raises(ValueError, match="it is closed"):
+            await aioproc.spawn(["cat"], stdin=out)
+    async with aioproc.spawn(["sleep", "30"], stdin=PIPE) as p1:
+        assert p1.stdin is not None
+        p1.stdin.write(b"x" * 2**20)  # far more than the pipe holds
+        with pytest.raises(ValueError, match=r"stdout: .* not in the pipe yet"):
+            await aioproc.spawn(["true"], stdout=p1.stdin)
+
+
 async def test_not_executable_is_a_permission_error(wait_mode: str, tmp_path: Path) -> None:
     script = tmp_path / "script.sh"
     script.write_text("#!/bin/sh\necho hi\n")
@@ -1009,3 +1111,95 @@ async def test_signal_group_needs_a_group_and_an_unreaped_leader(wait_mode: str)
     await leader.wait()
     with pytest.raises(ProcessLookupError):
         leader.signal_group(signal.SIGTERM)
+
+
+# ------------------------------------------ anyio's tests/test_subprocesses.py, ported
+# anyio's own checks of open_process()/run_process(), on spawn()/run(); the
+# stream rules (ClosedResourceError after the block...) are in test_streams.py.
+@pytest.mark.parametrize("shell", [True, False])
+async def test_anyio_ported_run_process(shell: bool) -> None:
+    script = "import sys; print(sys.stdin.read()[::-1])"
+    argv: Any = f'{sys.executable} -c "{script}"' if shell else [sys.executable, "-c", script]
+    result = await aioproc.run(argv, input=b"abc", capture_output=True, shell=shell)
+    assert result.returncode == 0
+    assert result.stdout.rstrip() == b"cba"
+
+
+async def test_anyio_ported_run_process_checked() -> None:
+    script = 'import sys; print("stderr-text", file=sys.stderr); print("stdout-text"); sys.exit(1)'
+    with pytest.raises(subprocess.CalledProcessError) as info:
+        await aioproc.run([sys.executable, "-c", script], check=True, capture_output=True)
+    assert info.value.returncode == 1
+    assert info.value.stdout.rstrip() == b"stdout-text"
+    assert info.value.stderr.rstrip() == b"stderr-text"
+
+
+async def test_anyio_ported_terminate(tmp_path: Path) -> None:
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import signal, sys, time\n"
+        "signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(5)\n"
+    )
+    async with aioproc.spawn([sys.executable, str(script)], stdout=PIPE) as process:
+        assert process.stdout is not None
+        line = await BufferedByteReceiveStream(process.stdout).receive_until(b"\n", 100)
+        assert line.rstrip() == b"ready"
+        process.terminate()
+        assert await process.wait() == 2
+
+
+async def test_anyio_ported_cwd_env_and_new_session(tmp_path: Path) -> None:
+    script = "import os; print(os.getcwd()); print(os.environ['foo']); print(os.getsid(0))"
+    result = await aioproc.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "foo": "bar"},
+        capture_output=True,
+    )  # fmt: skip
+    cwd, foo, sid = result.stdout.decode().split()
+    assert (cwd, foo, int(sid)) == (str(tmp_path), "bar", os.getsid(0))
+    result = await aioproc.run(
+        [sys.executable, "-c", "import os; print(os.getsid(0))"],
+        start_new_session=True, capture_output=True,
+    )  # fmt: skip
+    assert int(result.stdout) != os.getsid(0)
+
+
+async def test_anyio_ported_connect_to_files(tmp_path: Path) -> None:
+    (tmp_path / "stdin").write_text("Hello, process!\n")
+    script = (
+        "import sys; txt = sys.stdin.read().strip(); "
+        "print('stdin says', repr(txt), 'but stderr says NO!', file=sys.stderr); "
+        "print('stdin says', repr(txt), 'and stdout says YES!')"
+    )
+    with (
+        (tmp_path / "stdin").open("rb") as fin,
+        (tmp_path / "stdout").open("wb") as fout,
+        (tmp_path / "stderr").open("wb") as ferr,
+    ):
+        async with aioproc.spawn(
+            [sys.executable, "-c", script], stdin=fin, stdout=fout, stderr=ferr
+        ) as p:
+            assert await p.wait() == 0
+    assert (tmp_path / "stdout").read_text() == (
+        "stdin says 'Hello, process!' and stdout says YES!\n"
+    )
+    assert (tmp_path / "stderr").read_text() == (
+        "stdin says 'Hello, process!' but stderr says NO!\n"
+    )
+
+
+async def test_anyio_ported_inherit_stdout(capfd: pytest.CaptureFixture[str]) -> None:
+    script = 'import sys; print("stderr-text", file=sys.stderr); print("stdout-text")'
+    await aioproc.run([sys.executable, "-c", script], check=True)
+    out, err = capfd.readouterr()
+    assert out == "stdout-text\n"
+    assert err == "stderr-text\n"
+
+
+async def test_anyio_ported_aexit_cancellation_does_not_orphan_the_process() -> None:
+    with anyio.CancelScope() as scope:
+        async with aioproc.spawn([sys.executable, "-c", "import time; time.sleep(1)"]) as process:
+            scope.cancel()
+    assert process.returncode is not None
+    assert process.returncode != 0

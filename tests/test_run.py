@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -443,3 +444,24 @@ async def test_cancel_arriving_as_the_stop_after_a_timeout_ends_is_not_lost(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert returned == []
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"encoding": "bogus"}, "unknown encoding: bogus"),
+        ({"errors": "bogus"}, "unknown error handler name 'bogus'"),
+        ({"text": True, "errors": "bogus"}, "unknown error handler name 'bogus'"),
+        ({"encoding": "utf-8", "errors": "bogus", "input": b"x"}, "bogus"),
+    ],
+)
+async def test_unknown_encoding_fails_before_the_child_starts(
+    tmp_path: Path, kwargs: dict[str, object], match: str
+) -> None:
+    # It used to fail decoding the output, after the child had run.
+    marker = tmp_path / "ran"
+    before = children_of()
+    with pytest.raises(LookupError, match=match):
+        await aioproc.run(["touch", marker], capture_output=True, **kwargs)  # type: ignore[arg-type]
+    assert not marker.exists(), "the child was started"
+    assert children_of() == before

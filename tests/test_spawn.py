@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import errno
 import gc
@@ -840,3 +841,79 @@ def test_a_user_change_we_may_not_make_raises_and_leaves_nothing(loop: str) -> N
     assert out["group"] == ["PermissionError", errno.EPERM]
     assert out["children"] == []
     assert out["fds"] == out["fds_before"]
+
+
+# ------------------------------------------------------------------ close_fds
+_REPORT_OPEN = """
+import os, sys
+def is_open(fd):
+    try:
+        os.fstat(fd)
+    except OSError:
+        return "closed"
+    return "open"
+print(*[is_open(int(fd)) for fd in sys.argv[1:]])
+"""
+
+# The child's descriptors from 3 up (not the one listdir opened: closed by now).
+_LIST_OPEN = """
+import os
+fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+open_fds = []
+for fd in fds:
+    try:
+        os.fstat(fd)
+    except OSError:
+        continue
+    if fd > 2:
+        open_fds.append(fd)
+print(*open_fds)
+"""
+
+
+@pytest.mark.parametrize("step", ["clone_exec", "posixsubprocess"])
+async def test_close_fds_false_keeps_the_inheritable_descriptors(
+    step: str, pidfd_mode: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As subprocess: with close_fds=False the child keeps what is not marked
+    # close-on-exec, and only that; pass_fds turns close_fds back on (with
+    # subprocess's RuntimeWarning). It used to be refused by aioproc.compat.
+    from aioproc import _spawn
+
+    if step == "posixsubprocess":
+        monkeypatch.setattr(_spawn, "_clone_exec", None)
+    elif _spawn._clone_exec is None:
+        pytest.skip("aioproc._clone_exec is not in use (not built, or AIOPROC_NO_C_SPAWN=1)")
+    cloexec_r, cloexec_w = os.pipe()  # os.pipe() makes them close-on-exec
+    inheritable_r, inheritable_w = os.pipe()
+    os.set_inheritable(inheritable_w, True)
+    fds = [str(inheritable_w), str(cloexec_w)]
+    try:
+        argv = [sys.executable, "-c", _REPORT_OPEN, *fds]
+        result = await aioproc.run(argv, capture_output=True, close_fds=False)
+        assert result.stdout.split() == [b"open", b"closed"]
+        result = await aioproc.run(argv, capture_output=True)  # close_fds=True
+        assert result.stdout.split() == [b"closed", b"closed"]
+        with pytest.warns(RuntimeWarning, match="pass_fds overriding close_fds"):
+            result = await aioproc.run(
+                argv, capture_output=True, close_fds=False, pass_fds=[cloexec_w]
+            )
+        assert result.stdout.split() == [b"closed", b"open"]
+        # Nothing else: the descriptors the spawn makes, and the loop's, are
+        # close-on-exec. (Whatever ran us may have given us inheritable ones.)
+        inheritable = set()
+        for fd in open_fds():
+            with contextlib.suppress(OSError):  # the one listdir opened is closed
+                if fd > 2 and os.get_inheritable(fd):
+                    inheritable.add(fd)
+        assert inheritable_w in inheritable
+        for close_fds in (True, False):
+            async with aioproc.spawn(
+                [sys.executable, "-c", _LIST_OPEN],
+                stdin=PIPE, stdout=PIPE, stderr=PIPE, close_fds=close_fds,
+            ) as proc:  # fmt: skip
+                out, _ = await proc.communicate()
+            assert set(map(int, out.split())) == (set() if close_fds else inheritable)
+    finally:
+        for fd in (cloexec_r, cloexec_w, inheritable_r, inheritable_w):
+            os.close(fd)

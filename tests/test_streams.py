@@ -343,6 +343,20 @@ async def test_readuntil_limit_overrun_without_separator() -> None:
         assert await out.readline() == b""
 
 
+@pytest.mark.parametrize("limit", [2**40, 2**64])
+async def test_a_huge_limit_means_no_limit(limit: int) -> None:
+    # A read used to ask for `limit` bytes at once: MemoryError for 2**40,
+    # OverflowError for 2**64, with the child already started.
+    line = b"x" * (3 * MiB) + b"\n"
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE, limit=limit) as proc:
+        stdin, out = pipes(proc)
+        writing = asyncio.ensure_future(stdin.send(line))
+        assert await out.readline() == line
+        await writing
+    result = await aioproc.run(["echo", "hi"], capture_output=True, limit=limit)
+    assert result.stdout == b"hi\n"
+
+
 async def test_limit_must_be_positive() -> None:
     loop = asyncio.get_running_loop()
     with pytest.raises(ValueError, match="limit"):
@@ -644,7 +658,7 @@ async def test_drain_blocks_then_killed_child_gives_broken_pipe() -> None:
             stdin.write(b"more")
         with pytest.raises(BrokenPipeError):
             await stdin.drain()
-        with pytest.raises(BrokenPipeError):
+        with pytest.raises(anyio.BrokenResourceError):  # anyio's send(): anyio's error
             await stdin.send(b"more")
         assert stdin.closed
         await stdin.wait_closed()
@@ -780,6 +794,192 @@ async def test_anyio_async_with_closes_streams() -> None:
         async with out:
             assert await out.receive() == b"data"
         assert out.closed
+
+
+# ------------------------------------------- anyio's stream contract, rule by rule
+# anyio.abc.ByteReceiveStream / ByteSendStream / AsyncResource, as documented
+# in anyio's abc/_streams.py and _resources.py, and as anyio's own
+# tests/test_subprocesses.py checks its process streams.
+@pytest.mark.parametrize("max_bytes", [0, -1, -65536])
+async def test_anyio_receive_max_bytes_below_one_raises_value_error(max_bytes: int) -> None:
+    # "raises ValueError: if max_bytes is less than 1". receive(0) used to
+    # raise EndOfStream with data waiting, and receive(-1) to return it all.
+    async with aioproc.spawn(["printf", "data"], stdout=PIPE) as proc:
+        out = stdout_of(proc)
+        assert await out.receive(1) == b"d"  # data is buffered and more is waiting
+        with pytest.raises(ValueError, match="max_bytes"):
+            await out.receive(max_bytes)
+        assert await out.receive() == b"ata"  # nothing was consumed
+        with pytest.raises(anyio.EndOfStream):
+            await out.receive()
+
+
+async def test_anyio_receive_never_returns_more_than_max_bytes_nor_empty() -> None:
+    async with aioproc.spawn(["printf", "x" * 1000], stdout=PIPE) as proc:
+        out = stdout_of(proc)
+        got = []
+        while True:
+            try:
+                got.append(await out.receive(7))
+            except anyio.EndOfStream:
+                break
+        assert all(0 < len(chunk) <= 7 for chunk in got)
+        assert b"".join(got) == b"x" * 1000
+
+
+async def test_anyio_receive_at_eof_raises_end_of_stream_every_time() -> None:
+    async with aioproc.spawn(["true"], stdout=PIPE) as proc:
+        out = stdout_of(proc)
+        for _ in range(3):
+            with pytest.raises(anyio.EndOfStream):
+                await out.receive()
+
+
+async def test_anyio_receive_after_aclose_raises_closed_even_at_eof() -> None:
+    # "raises ClosedResourceError: if the receive stream has been explicitly
+    # closed" comes before EndOfStream; aclose() is idempotent.
+    async with aioproc.spawn(["true"], stdout=PIPE, stderr=PIPE) as proc:
+        out, err = stdout_of(proc), proc.stderr
+        assert err is not None
+        with pytest.raises(anyio.EndOfStream):
+            await out.receive()
+        await out.aclose()
+        await out.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await out.receive()
+        async with err:
+            pass
+        assert err.closed
+        with pytest.raises(anyio.ClosedResourceError):
+            await err.receive(1)
+
+
+async def test_anyio_streams_have_no_typed_attributes() -> None:
+    # TypedAttributeProvider: a lookup of an attribute the stream does not
+    # provide raises TypedAttributeLookupError, or returns the default given.
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as proc:
+        for stream in pipes(proc):
+            assert stream.extra_attributes == {}
+            with pytest.raises(anyio.TypedAttributeLookupError):
+                stream.extra(anyio.abc.SocketAttribute.raw_socket)
+            assert stream.extra(anyio.abc.SocketAttribute.raw_socket, None) is None
+
+
+async def test_anyio_send_to_a_child_that_exited_raises_broken_resource_error() -> None:
+    # "raises BrokenResourceError: if this stream has been rendered unusable
+    # due to external causes"; it used to be BrokenPipeError.
+    async with aioproc.spawn(["true"], stdin=PIPE) as proc:
+        stdin = stdin_of(proc)
+        await proc.wait()
+        with pytest.raises(anyio.BrokenResourceError) as info:
+            await stdin.send(b"x")
+        assert isinstance(info.value.__cause__, BrokenPipeError)
+        with pytest.raises(anyio.BrokenResourceError):  # and every time after
+            await stdin.send(b"x")
+        # The asyncio-style methods keep asyncio's error.
+        with pytest.raises(BrokenPipeError):
+            stdin.write(b"x")
+        await stdin.aclose()  # closing a broken stream is not an error
+        await stdin.aclose()
+
+
+async def test_anyio_send_waiting_when_the_child_exits_raises_broken_resource_error() -> None:
+    async with aioproc.spawn(["sleep", "30"], stdin=PIPE) as proc:
+        stdin = stdin_of(proc)
+        send = asyncio.ensure_future(stdin.send(b"x" * MiB))  # far more than the pipe holds
+        await let_tasks_block()
+        assert not send.done()
+        proc.kill()
+        with pytest.raises(anyio.BrokenResourceError):
+            await asyncio.wait_for(send, TIMEOUT)
+
+
+@pytest.mark.parametrize("how", ["aclose", "close", "write_eof", "abort"])
+async def test_anyio_send_after_close_raises_closed_resource_error(how: str) -> None:
+    # Closed here comes before broken: once we closed the stream, send() says
+    # so, whether or not the child is still there to read.
+    async with aioproc.spawn(["true"], stdin=PIPE) as proc:
+        stdin = stdin_of(proc)
+        await proc.wait()
+        with pytest.raises(anyio.BrokenResourceError):
+            await stdin.send(b"x")  # the pipe is broken first
+        if how == "aclose":
+            await stdin.aclose()
+        else:
+            getattr(stdin, how)()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stdin.send(b"x")
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as proc:
+        stdin = stdin_of(proc)
+        await stdin.aclose()
+        with pytest.raises(anyio.ClosedResourceError):
+            await stdin.send(b"x")
+
+
+async def test_anyio_send_rejects_str() -> None:
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as proc:
+        with pytest.raises(TypeError):
+            await stdin_of(proc).send("text")  # type: ignore[arg-type]
+
+
+async def test_anyio_aclose_cancelled_still_closes_the_stream() -> None:
+    # AsyncResource.aclose() must leave the resource closed even when it is
+    # cancelled: with data the child never reads, aclose() waits for it, and
+    # a timeout used to leave the pipe open for good.
+    async with aioproc.spawn(["sleep", "30"], stdin=PIPE) as proc:
+        stdin = stdin_of(proc)
+        stdin.write(b"x" * MiB)
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(stdin.aclose(), 0.05)
+        assert stdin.closed
+        with pytest.raises(anyio.ClosedResourceError):
+            await stdin.send(b"x")
+        await asyncio.wait_for(stdin.aclose(), TIMEOUT)  # idempotent, and at once now
+
+
+async def test_anyio_process_streams_closed_when_aexit_is_cancelled() -> None:
+    # Ported from anyio's test_process_aexit_cancellation_closes_standard_streams.
+    with anyio.CancelScope() as scope:
+        async with aioproc.spawn(
+            [PY, "-c", "import time; time.sleep(1)"], stdin=PIPE, stdout=PIPE, stderr=PIPE
+        ) as proc:
+            scope.cancel()
+    assert proc.returncode is not None
+    assert proc.stdin is not None
+    with pytest.raises(anyio.ClosedResourceError):
+        await proc.stdin.send(b"foo")
+    for stream in (proc.stdout, proc.stderr):
+        assert stream is not None
+        with pytest.raises(anyio.ClosedResourceError):
+            await stream.receive(1)
+
+
+# ------------------------------------------------ handing a pipe to a child
+async def test_a_stream_being_handed_to_a_child_is_busy_and_blocking() -> None:
+    # spawn(stdin=p1.stdout) makes the pipe end blocking for the new child;
+    # meanwhile a read or write here would block the loop, so it is refused.
+    async with aioproc.spawn(["cat"], stdin=PIPE, stdout=PIPE) as proc:
+        stdin, out = pipes(proc)
+        for stream in (out, stdin):
+            stream._hand_over("stdin")
+            assert os.get_blocking(stream.fileno())
+            with pytest.raises(ValueError, match="being handed to another child"):
+                stream._hand_over("stdin")
+        with pytest.raises(anyio.BusyResourceError):
+            await out.read(1)
+        assert out.read_available() == b""  # does not read the blocking pipe
+        with pytest.raises(anyio.BusyResourceError):
+            stdin.write(b"x")
+        for stream in (out, stdin):
+            stream._handed(taken=False)  # the spawn failed: as before
+            assert not os.get_blocking(stream.fileno())
+            assert not stream.closed
+        await stdin.send(b"x")
+        assert await out.receive() == b"x"
+        for stream in (out, stdin):
+            stream._hand_over("stdout")
+            stream._handed(taken=True)
+            assert stream.closed
 
 
 # ============================================================ big transfers
