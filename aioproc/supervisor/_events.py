@@ -67,6 +67,9 @@ class ServiceStatus:
     last_status: ExitStatus | None
     uptime: float | None  #: seconds since the current process was spawned, or None
     message: str | None = None  #: the last ``STATUS=`` (ReadyNotify), or why it is FATAL
+    #: whether the last run ended well (a clean exit, a success exit code, or death by
+    #: the stop signal the supervisor sent); None before the first run ended
+    last_clean: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
