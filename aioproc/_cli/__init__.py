@@ -35,9 +35,9 @@ def _parser() -> argparse.ArgumentParser:
         help="supervise the services of a Procfile or an aioproc.toml",
         description="Start the services of FILE (default: ./aioproc.toml, else ./Procfile), "
         "restart them by their policies, and stop them all in reverse dependency order on "
-        "SIGINT/SIGTERM (a second signal kills at once). Exit code: 0 when everything "
-        "stopped cleanly, else that of the essential service that failed (128+N for "
-        "signal N); 2 for a bad configuration.",
+        "SIGINT/SIGTERM (a second signal kills at once). Exit code: 0 when every service "
+        "ended well, else that of the essential service that failed, or of the first "
+        "service that failed (128+N for signal N); 2 for a bad configuration.",
     )
     run.add_argument("file", nargs="?", metavar="FILE", help="a Procfile or an aioproc.toml")
     run.add_argument(

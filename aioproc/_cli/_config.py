@@ -28,6 +28,7 @@ from ..supervisor import (
     StartLimit,
     Supervisor,
 )
+from ..supervisor._service import DEPENDENCY_CONDITIONS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +38,11 @@ else:  # pragma: no cover
 __all__ = ["Config", "ConfigError", "find_config", "load_config", "parse_dotenv"]
 
 CONFIG_NAMES = ("aioproc.toml", "Procfile")
+
+#: The parent-death signal ``aioproc run`` gives its services unless one says otherwise
+#: (``pdeathsig = false`` in its table): if ``aioproc run`` itself is killed (SIGKILL,
+#: the OOM killer), the kernel sends this to every service's process.
+DEFAULT_PDEATHSIG = signal.SIGTERM
 
 #: The options of ``[services.NAME]`` besides ``command``/``argv``.
 SERVICE_OPTIONS = (
@@ -50,6 +56,7 @@ SERVICE_OPTIONS = (
     "stop_signal",
     "stop_timeout",
     "kill_group",
+    "pdeathsig",
     "env",
     "cwd",
     "output",
@@ -151,7 +158,15 @@ def _load_procfile(path: Path, text: str) -> Config:
         seen.add(name)
         try:
             services.append(
-                Service(name, command, shell=True, cwd=path.parent, env=env, essential=True)
+                Service(
+                    name,
+                    command,
+                    shell=True,
+                    cwd=path.parent,
+                    env=env,
+                    essential=True,
+                    pdeathsig=DEFAULT_PDEATHSIG,
+                )
             )
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{path}:{lineno}: {exc}") from None
@@ -372,6 +387,18 @@ def _strings(value: Any, what: str) -> list[str]:
     return list(value)
 
 
+def _depends_on(value: Any) -> list[str] | dict[str, str]:
+    if not isinstance(value, dict):
+        return _strings(value, "depends_on")
+    for dep, condition in value.items():
+        if condition not in DEPENDENCY_CONDITIONS:
+            raise ValueError(
+                f"depends_on.{dep} must be one of "
+                f"{', '.join(repr(c) for c in DEPENDENCY_CONDITIONS)}, not {condition!r}"
+            )
+    return dict(value)
+
+
 def _env(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ValueError('env must be a table, like env = { PORT = "8000" }')
@@ -393,7 +420,12 @@ def _service_from_toml(
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             line = lines.at(key, f"services.{name}")
             raise ConfigError(f"{line}: service {name!r}: unknown option {key!r}{hint}")
-    if ("command" in table) == ("argv" in table):
+    if "command" in table and "argv" in table:
+        line = lines.at("argv", f"services.{name}")
+        raise ConfigError(
+            f"{line}: service {name!r}: 'command' and 'argv' are exclusive: give one, not both"
+        )
+    if "command" not in table and "argv" not in table:
         raise ConfigError(f"{where}: needs a 'command' (run by the shell) or an 'argv' list")
     kw: dict[str, Any] = {}
     base = path.parent
@@ -417,7 +449,9 @@ def _service_from_toml(
             elif key in ("stable_after", "stop_timeout"):
                 kw[key] = _seconds(value, key)
             elif key == "depends_on":
-                kw[key] = _strings(value, key)
+                kw[key] = _depends_on(value)
+            elif key == "pdeathsig":
+                kw[key] = None if value is False else _signal(value, key)
             elif key == "ready":
                 kw[key] = _ready(value)
             elif key in ("essential", "kill_group"):
@@ -445,6 +479,7 @@ def _service_from_toml(
             else:  # restart, user, group: Service checks them
                 kw[key] = value
         kw.setdefault("cwd", base)
+        kw.setdefault("pdeathsig", DEFAULT_PDEATHSIG)
         return Service(name, argv, **kw)
     except (TypeError, ValueError) as exc:
         msg = str(exc).replace(f"service {name!r}: ", "")

@@ -1,10 +1,11 @@
 """``aioproc run``: supervise the services of a Procfile or an aioproc.toml.
 
-The first SIGINT/SIGTERM/SIGHUP starts a graceful shutdown (reverse dependency order,
-``stop_signal``, ``stop_timeout``, SIGKILL, within ``shutdown_timeout``); a second one
-SIGKILLs every service's process group at once. The exit code is 0 when everything
-stopped cleanly, else that of the essential service that failed (128 + the signal
-number for a signal).
+The first SIGINT/SIGTERM/SIGHUP (or another shutdown signal: see ``_dispositions.py``,
+which also lists the signals that are ignored) starts a graceful shutdown (reverse
+dependency order, ``stop_signal``, ``stop_timeout``, SIGKILL, within
+``shutdown_timeout``); a second one SIGKILLs every service's process group at once.
+At the end, one summary line per service; the exit code is 0 when every service
+ended well, else that of the one that failed (see ``_summary.py``).
 """
 
 from __future__ import annotations
@@ -22,17 +23,21 @@ from ..supervisor import (
     EventStream,
     Exited,
     Fatal,
+    Outcome,
     Ready,
     Starting,
     Stopped,
     Stopping,
+    Supervisor,
 )
 from ._config import Config
+from ._dispositions import IGNORED, SHUTDOWN, ignore_realtime
+from ._summary import exit_code, summary_line
 
 __all__ = ["run_services"]
 
 SYSTEM = "aioproc"
-SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SHUTDOWN_SIGNALS = (*SHUTDOWN, signal.SIGHUP)
 
 
 class _Say:
@@ -101,8 +106,36 @@ async def run_services(config: Config, color: bool | None, stream: TextIO | None
     say = _Say(out, width, color)
     with_ready = {s.name for s in config.services if s.ready is not None}
     sup = config.supervisor(color=color, output_stream=out, prefix_width=width)
-    # Subscribe before any child exists: a Ctrl-C from then on is ours to handle.
-    async with signals.subscribe(*SHUTDOWN_SIGNALS) as sigs, sup:
+    # Subscribe before any child exists: a Ctrl-C from then on is ours to handle,
+    # and no stray signal can kill us and orphan the services.
+    with ignore_realtime():
+        async with (
+            signals.subscribe(*SHUTDOWN_SIGNALS) as sigs,
+            signals.subscribe(*IGNORED) as ignored,
+        ):
+            dropper = asyncio.ensure_future(_drop(ignored, say))
+            try:
+                outcome = await _supervise(sup, sigs, say, with_ready)
+            finally:
+                dropper.cancel()
+    statuses = sup.status()
+    if not outcome.ok:
+        say(f"{outcome.service} failed: exit code {outcome.exit_code}")
+    for status in statuses.values():
+        say(summary_line(status))
+    return exit_code(outcome, statuses)
+
+
+async def _drop(ignored: signals.Subscription, say: _Say) -> None:
+    async for sig in ignored:
+        say(f"{sig.name} received: ignored")
+
+
+async def _supervise(
+    sup: Supervisor, sigs: signals.Subscription, say: _Say, with_ready: set[str]
+) -> Outcome:
+    """Run the supervisor until it ends or a signal stops it; its outcome."""
+    async with sup:
         events = sup.events()
         printer = asyncio.ensure_future(_print_events(events, say, with_ready))
         waiter = asyncio.ensure_future(sup.wait())
@@ -127,9 +160,7 @@ async def run_services(config: Config, color: bool | None, stream: TextIO | None
                 task.cancel()
     outcome = await sup.wait()
     await printer
-    if not outcome.ok:
-        say(f"{outcome.service} failed: exit code {outcome.exit_code}")
-    return outcome.exit_code
+    return outcome
 
 
 async def _print_events(events: EventStream, say: _Say, with_ready: set[str]) -> None:
