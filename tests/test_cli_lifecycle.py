@@ -5,9 +5,12 @@ is SIGKILLed."""
 from __future__ import annotations
 
 import os
+import pty
 import re
 import signal
 import subprocess
+import sys
+import termios
 import time
 from pathlib import Path
 
@@ -338,3 +341,60 @@ def _descendants(pid: int) -> set[int]:
                 out.add(child)
                 todo.append(child)
     return out
+
+
+# ------------------------------------------------------- init, run and a terminal
+
+# Make the pty (our stdin) the controlling terminal of this new session, then
+# become aioproc init: the session's only group is the terminal's foreground.
+_ON_A_TERMINAL = """
+import fcntl, os, sys, termios
+fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+os.execv(sys.executable, [sys.executable, "-m", "aioproc", *sys.argv[1:]])
+"""
+
+
+def test_one_ctrl_c_on_a_terminal_is_one_graceful_stop(tmp_path: Path) -> None:
+    (tmp_path / "aioproc.toml").write_text(
+        '[services.svc]\nargv = ["python3", "-c", "import time; print(\'up\', flush=True); '
+        'time.sleep(60)"]\nready = { line = "^up$" }\n'
+    )
+    master, slave = pty.openpty()
+    attrs = termios.tcgetattr(slave)
+    attrs[3] &= ~termios.ECHO  # no "^C" echoed into the output
+    termios.tcsetattr(slave, termios.TCSANOW, attrs)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            _ON_A_TERMINAL,
+            "init",
+            "-v",
+            "--",
+            *AIOPROC,
+            "run",
+            "--color=never",
+        ],
+        cwd=tmp_path,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+    )
+    os.close(slave)
+    out = Reader(master)
+    try:
+        out.until(r"^aioproc \| svc is ready$")
+        os.write(master, b"\x03")  # Ctrl-C, as typed
+        code = proc.wait(timeout=20)
+        lines = out.rest()
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    stops = [line for line in lines if "received" in line]
+    assert stops == ["aioproc | SIGINT received: stopping everything (again to kill at once)"]
+    assert "aioproc | svc: stopped, 0 restarts, killed by SIGTERM: ok" in lines
+    assert code == 0, lines
+    assert any(re.match(r"aioproc init: terminal given to process group \d+", x) for x in lines)

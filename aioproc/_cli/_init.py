@@ -36,6 +36,7 @@ from ..supervisor._group import (
     signal_group,
     wait_gone,
 )
+from ._terminal import foreground_terminal, give_terminal, take_terminal_back
 
 __all__ = ["FORWARDED", "become_subreaper", "reap_orphans", "run_init"]
 
@@ -147,11 +148,20 @@ async def run_init(argv: list[str], group: bool, grace: float, log: Log, verbose
         signals.subscribe(*FORWARDED) as forward,
         signals.subscribe(signal.SIGCHLD) as sigchld,
     ):
+        # In the foreground of a terminal, the child gets its own process group and
+        # the terminal: a Ctrl-C then reaches it once, not also through us.
+        tty = foreground_terminal()
         try:
-            proc = await spawn(argv, kill_group=group)
+            proc = await spawn(
+                argv, kill_group=group, process_group=None if tty is None or group else 0
+            )
         except OSError as exc:
             log(f"cannot run {argv[0]}: {exc.strerror or exc}")
             return 127 if isinstance(exc, FileNotFoundError) else 126
+        if tty is not None:
+            handed = give_terminal(tty, proc.pid)
+            if verbose:
+                log(f"terminal {'given' if handed else 'not given'} to process group {proc.pid}")
 
         def reap() -> None:
             for status in reap_orphans(proc.pid):
@@ -165,6 +175,8 @@ async def run_init(argv: list[str], group: bool, grace: float, log: Log, verbose
             finally:
                 leader.close()
         status = await proc.wait()
+        if tty is not None:
+            take_terminal_back(tty)
         if verbose:
             log(f"main child: {status}")
         await _sweep(me, grace, sigchld, reap, log, verbose)
