@@ -12,6 +12,7 @@ import subprocess
 import sys
 import termios
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from aioproc._cli._config import load_config
 
 from .helpers import children_of, open_pidfds, wait_gone
-from .test_cli import AIOPROC, Reader
+from .test_cli import AIOPROC, NO_PIDNS, Reader, _unshare_works
 
 
 class Run:
@@ -398,3 +399,105 @@ def test_one_ctrl_c_on_a_terminal_is_one_graceful_stop(tmp_path: Path) -> None:
     assert "aioproc | svc: stopped, 0 restarts, killed by SIGTERM: ok" in lines
     assert code == 0, lines
     assert any(re.match(r"aioproc init: terminal given to process group \d+", x) for x in lines)
+
+
+# ------------------------------------------------------------------ subreaper
+
+# A service that leaves behind three short-lived orphans and a daemon (its own
+# session, out of the service's process group) that says when it gets SIGTERM.
+DAEMONIZING = """
+[services.svc]
+command = '''
+for i in 1 2 3; do (sleep 0.1 &); done
+setsid python3 -c "$DAEMON" &
+sleep 0.3; while [ ! -s daemon.pid ]; do sleep 0.01; done; echo orphans gone
+exec sleep 60
+'''
+env = { DAEMON = '''
+import os, signal, sys, time
+def bye(*args):
+    with open("term.marker", "w") as f:
+        f.write("TERM\\n")
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+with open("daemon.pid", "w") as f:
+    f.write(str(os.getpid()))
+while True:
+    time.sleep(1)
+''' }
+"""
+
+
+LEFT = r"aioproc \| 1 processes left: SIGTERM, then SIGKILL after 5 s"
+
+
+def _zombie_children(pid: int) -> set[int]:
+    out = set()
+    for child in children_of(pid):
+        try:
+            with open(f"/proc/{child}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    out.add(child)
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def _until(predicate: Callable[[], bool], timeout: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+def test_run_adopts_what_a_service_leaves_behind_and_stops_it(tmp_path: Path) -> None:
+    run = Run(tmp_path, DAEMONIZING)
+    try:
+        run.until(r"^svc +\| orphans gone$")
+        daemon = int((tmp_path / "daemon.pid").read_text())
+        run.proc.send_signal(signal.SIGTERM)
+        # The service stops; its daemon, out of its group, is re-parented to
+        # aioproc run (a subreaper), which sweeps it: SIGTERM, and it is gone.
+        code, lines, err = run.end()
+    finally:
+        run.close()
+    assert code == 0, (lines, err)
+    assert any(re.fullmatch(LEFT, line) for line in lines), lines
+    assert (tmp_path / "term.marker").read_text() == "TERM\n"
+    assert not os.path.exists(f"/proc/{daemon}")
+
+
+@pytest.mark.skipif(not _unshare_works(), reason=NO_PIDNS)
+def test_run_as_pid_1_reaps_orphans_and_stops_daemons(tmp_path: Path) -> None:
+    (tmp_path / "aioproc.toml").write_text(DAEMONIZING)
+    proc = subprocess.Popen(
+        ["unshare", "--pid", "--fork", "--mount-proc", *AIOPROC, "run", "--color=never"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    out = Reader(proc.stdout.fileno())
+    run_pid = None
+    try:
+        out.until(r"^svc +\| orphans gone$")
+        (run_pid,) = children_of(proc.pid)  # aioproc run: PID 1 inside
+        # The three orphans were adopted by PID 1 and have exited: reaped, no zombie.
+        assert _until(lambda: not _zombie_children(run_pid), 2.0), _zombie_children(run_pid)
+        os.kill(run_pid, signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        lines = out.rest()
+    finally:
+        proc.stdout.close()
+        proc.stderr.close()
+        if proc.poll() is None:
+            if run_pid is not None:  # the namespace ends with its PID 1
+                os.kill(run_pid, signal.SIGKILL)
+            proc.kill()
+            proc.wait()
+    # Stopped with SIGTERM by aioproc run, not SIGKILLed by the namespace's end.
+    assert any(re.fullmatch(LEFT, line) for line in lines), lines
+    assert (tmp_path / "term.marker").read_text() == "TERM\n"

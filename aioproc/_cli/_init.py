@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import ExitStatus, Process, signals, spawn
+from .. import reap_orphans as _reap_orphans
 from ..supervisor._group import (
     LeaderWatch,
     descendants,
@@ -70,62 +71,14 @@ def become_subreaper() -> None:
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
-def _children() -> set[int]:
-    """Our children, live or zombie (each thread's list: a child belongs to a thread)."""
-    out: set[int] = set()
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except FileNotFoundError:  # pragma: no cover - no /proc
-        return out
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                out.update(int(p) for p in f.read().split())
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def _reap(pid: int) -> ExitStatus | None:
-    try:
-        res = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
-    except ChildProcessError:
-        return None
-    if res is None:
-        return None
-    if res.si_code == os.CLD_EXITED:
-        return ExitStatus.exited(pid, res.si_status)
-    return ExitStatus.killed(pid, res.si_status, res.si_code == os.CLD_DUMPED)
-
-
 def reap_orphans(main: int | None) -> list[ExitStatus]:
-    """Reap every exited child except ``main``; return their statuses.
+    """Reap every exited child but ``main`` and aioproc's own; their statuses.
 
-    ``waitid(P_ALL, WNOHANG | WNOWAIT)`` names an exited child without reaping it. If
-    it is not ``main``, it is reaped by PID (it is our child and unreaped, so its PID
-    cannot have been reused) and we ask again. If it is ``main`` (exited, not yet reaped
-    by aioproc), ``P_ALL`` would keep naming it, and reaping it would steal the status
-    aioproc is about to collect: so we fall back to trying each of our other children
-    by PID.
+    ``aioproc.reap_orphans`` does it (``waitid(P_ALL, WNOHANG | WNOWAIT)`` names an
+    exited child without reaping it; only those aioproc did not spawn are reaped,
+    by PID), so the main child's status is never stolen.
     """
-    reaped: list[ExitStatus] = []
-    while True:
-        try:
-            res = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return reaped
-        if res is None:
-            return reaped
-        if res.si_pid != main:
-            status = _reap(res.si_pid)
-            if status is not None:
-                reaped.append(status)
-            continue
-        for pid in _children() - {main}:
-            status = _reap(pid)
-            if status is not None:
-                reaped.append(status)
-        return reaped
+    return _reap_orphans(() if main is None else (main,))
 
 
 def _exit_code(status: ExitStatus) -> int:

@@ -4,8 +4,10 @@ The first SIGINT/SIGTERM/SIGHUP (or another shutdown signal: see ``_dispositions
 which also lists the signals that are ignored) starts a graceful shutdown (reverse
 dependency order, ``stop_signal``, ``stop_timeout``, SIGKILL, within
 ``shutdown_timeout``); a second one SIGKILLs every service's process group at once.
-At the end, one summary line per service; the exit code is 0 when every service
-ended well, else that of the one that failed (see ``_summary.py``).
+It is a subreaper: it reaps what it adopts and, once the services are stopped,
+stops what they left behind (``_subreaper.py``). At the end, one summary line per
+service; the exit code is 0 when every service ended well, else that of the one that
+failed (see ``_summary.py``).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from ..supervisor import (
 )
 from ._config import Config
 from ._dispositions import IGNORED, SHUTDOWN, ignore_realtime
+from ._subreaper import adopting
 from ._summary import exit_code, summary_line
 
 __all__ = ["run_services"]
@@ -115,7 +118,8 @@ async def run_services(config: Config, color: bool | None, stream: TextIO | None
         ):
             dropper = asyncio.ensure_future(_drop(ignored, say))
             try:
-                outcome = await _supervise(sup, sigs, say, with_ready)
+                async with adopting(say):
+                    outcome = await _supervise(sup, sigs, say, with_ready)
             finally:
                 dropper.cancel()
     statuses = sup.status()
