@@ -140,10 +140,11 @@ class Outcome:
     """How a supervisor ended, from :meth:`Supervisor.wait`.
 
     ``ok`` is False when an essential service failed (became FATAL, or ended with a
-    failing status and no restart); ``service``, ``status`` and ``reason`` then
-    describe it. ``exit_code`` is what a command should exit with: 0 when ``ok``,
-    else the service's exit code, 128 + the signal number for a signal, 127 when it
-    could not be found, 126 when it could not be executed, 1 otherwise.
+    failing status and no restart; a status in its ``success_exit_codes`` is no
+    failure); ``service``, ``status`` and ``reason`` then describe it. ``exit_code``
+    is what a command should exit with: 0 when ``ok``, else the service's exit code,
+    128 + the signal number for a signal, 127 when it could not be found, 126 when it
+    could not be executed, 1 otherwise.
     """
 
     ok: bool
