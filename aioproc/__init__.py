@@ -15,6 +15,7 @@ from __future__ import annotations
 from . import signals
 from ._exceptions import Error, ProcessError, TimeoutExpired
 from ._forklock import ForkLock, exec_replace, fork_lock
+from ._orphans import reap_orphans
 from ._process import Process, spawn
 from ._run import run
 from ._spawn import DEVNULL, PIPE, STDOUT, get_spawn_workers, set_spawn_workers
@@ -43,6 +44,7 @@ __all__ = [
     "fork_lock",
     "get_spawn_workers",
     "get_wait_mode",
+    "reap_orphans",
     "run",
     "set_spawn_workers",
     "set_wait_mode",

@@ -79,6 +79,7 @@ __all__ = [
     "inline_allowed",
     "make_spec",
     "must_stay_inline",
+    "pooled_in_flight",
     "set_spawn_workers",
     "spawn_finish",
     "spawn_start",
@@ -1401,6 +1402,16 @@ def set_spawn_workers(workers: int) -> None:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"workers must be a non-negative int, not {workers!r}")
     _pool.resize(workers)
+
+
+def pooled_in_flight() -> bool:
+    """Whether a spawn handed to the pool has not reached its loop yet (any loop).
+
+    Its child may exist already, unknown to ``_waiting`` until the outcome is
+    delivered on the loop thread (``_deliver``: the count drops there, in the same
+    step as the child is registered). See ``aioproc.reap_orphans``.
+    """
+    return bool(_inflight)
 
 
 def get_spawn_workers() -> int:

@@ -320,9 +320,12 @@ ready = { line = "up" }
         out.until(r"stopping deaf")
         t0 = time.monotonic()
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=10) == 0  # we stopped it: a clean stop
+        # Killed, not stopped: not a clean end (128 + SIGKILL).
+        assert proc.wait(timeout=10) == 128 + signal.SIGKILL
         assert time.monotonic() - t0 < 5
-        assert any("received again: killing everything" in line for line in out.rest())
+        lines = out.rest()
+        assert any("received again: killing everything" in line for line in lines)
+        assert "aioproc | deaf: stopped, 0 restarts, killed by SIGKILL: FAILED" in lines
     finally:
         proc.stdout.close()
         if proc.poll() is None:

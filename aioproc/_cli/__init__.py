@@ -42,8 +42,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Start the services of FILE (default: ./aioproc.toml, else ./Procfile), "
         "restart them by their policies, and stop them all in reverse dependency order on "
         "SIGINT/SIGTERM (a second signal kills at once); SIGHUP reloads FILE. Exit code: "
-        "0 when everything stopped cleanly, else that of the essential service that failed "
-        "(128+N for signal N); 2 for a bad configuration.",
+        "0 when every service ended well, else that of the essential service that failed, "
+        "or of the first service that failed (128+N for signal N); 2 for a bad "
+        "configuration.",
     )
     _config_arguments(run)
     run.add_argument(
@@ -243,7 +244,7 @@ def _command_run(args: argparse.Namespace) -> int:
         return _error(str(exc))
     control = None if args.no_control else control_path(args.control, config.path)
     try:
-        return asyncio.run(run_services(config, _COLOR[args.color], control=control, only=only))
+        return asyncio.run(run_services(config, _COLOR[args.color], control=control))
     except (SocketInUse, OSError) as exc:
         # Only binding the control socket gets here: it happens before any service starts.
         return _error(f"control socket: {exc}")

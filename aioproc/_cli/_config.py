@@ -28,6 +28,7 @@ from ..supervisor import (
     StartLimit,
     Supervisor,
 )
+from ..supervisor._service import DEPENDENCY_CONDITIONS
 from ._envfile import merge_env_files, read_env_file
 from ._errors import ConfigError
 
@@ -48,6 +49,11 @@ __all__ = [
 
 CONFIG_NAMES = ("aioproc.toml", "Procfile")
 
+#: The parent-death signal ``aioproc run`` gives its services unless one says otherwise
+#: (``pdeathsig = false`` in its table): if ``aioproc run`` itself is killed (SIGKILL,
+#: the OOM killer), the kernel sends this to every service's process.
+DEFAULT_PDEATHSIG = signal.SIGTERM
+
 #: The options of ``[services.NAME]`` besides ``command``/``argv``.
 SERVICE_OPTIONS = (
     "restart",
@@ -60,6 +66,7 @@ SERVICE_OPTIONS = (
     "stop_signal",
     "stop_timeout",
     "kill_group",
+    "pdeathsig",
     "env",
     "cwd",
     "output",
@@ -261,6 +268,7 @@ def _load_procfile(path: Path, text: str, opts: LoadOptions) -> Config:
                         cwd=base,
                         env={**env, **extra},
                         essential=True,
+                        pdeathsig=DEFAULT_PDEATHSIG,
                     )
                 )
             except (TypeError, ValueError) as exc:
@@ -374,15 +382,19 @@ class _TomlContext:
             except ValueError as exc:
                 raise ConfigError(f"{self.lines.at('env')}: {exc}") from None
 
-    def depends_on(self, names: list[str], where: str) -> list[str]:
-        """A dependency on a replicated service is one on each of its instances."""
-        out: list[str] = []
-        for dep in names:
+    def depends_on(
+        self, deps: list[str] | dict[str, str], where: str
+    ) -> list[str] | dict[str, str]:
+        """A dependency on a replicated service is one on each of its instances
+        (with the same condition)."""
+        conditions = dict.fromkeys(deps, "ready") if isinstance(deps, list) else deps
+        out: dict[str, str] = {}
+        for dep, condition in conditions.items():
             instances = self.instances.get(dep, [dep])
             if not instances:
                 raise ConfigError(f"{where}: depends on {dep!r}, which runs no instance")
-            out.extend(instances)
-        return out
+            out.update(dict.fromkeys(instances, condition))
+        return list(out) if isinstance(deps, list) else out
 
 
 class _Lines:
@@ -518,6 +530,18 @@ def _strings(value: Any, what: str) -> list[str]:
     return list(value)
 
 
+def _depends_on(value: Any) -> list[str] | dict[str, str]:
+    if not isinstance(value, dict):
+        return _strings(value, "depends_on")
+    for dep, condition in value.items():
+        if condition not in DEPENDENCY_CONDITIONS:
+            raise ValueError(
+                f"depends_on.{dep} must be one of "
+                f"{', '.join(repr(c) for c in DEPENDENCY_CONDITIONS)}, not {condition!r}"
+            )
+    return dict(value)
+
+
 def _env(value: Any) -> dict[str, str]:
     if not isinstance(value, dict):
         raise ValueError('env must be a table, like env = { PORT = "8000" }')
@@ -541,7 +565,12 @@ def _service_from_toml(
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             line = lines.at(key, f"services.{name}")
             raise ConfigError(f"{line}: service {name!r}: unknown option {key!r}{hint}")
-    if ("command" in table) == ("argv" in table):
+    if "command" in table and "argv" in table:
+        line = lines.at("argv", f"services.{name}")
+        raise ConfigError(
+            f"{line}: service {name!r}: 'command' and 'argv' are exclusive: give one, not both"
+        )
+    if "command" not in table and "argv" not in table:
         raise ConfigError(f"{where}: needs a 'command' (run by the shell) or an 'argv' list")
     kw: dict[str, Any] = {}
     base = ctx.base
@@ -566,11 +595,13 @@ def _service_from_toml(
             elif key in ("stable_after", "stop_timeout"):
                 kw[key] = _seconds(value, key)
             elif key == "depends_on":
-                kw[key] = ctx.depends_on(_strings(value, key), where)
+                kw[key] = ctx.depends_on(_depends_on(value), where)
             elif key == "env_file":
                 files = ctx.env_files(value, where)
             elif key == "replicas":
                 continue  # read before, with every service's
+            elif key == "pdeathsig":
+                kw[key] = None if value is False else _signal(value, key)
             elif key == "ready":
                 kw[key] = _ready(value)
             elif key in ("essential", "kill_group"):
@@ -598,6 +629,7 @@ def _service_from_toml(
             else:  # restart, user, group: Service checks them
                 kw[key] = value
         kw.setdefault("cwd", base)
+        kw.setdefault("pdeathsig", DEFAULT_PDEATHSIG)
         env = {**ctx.file_env, **_file_env(files), **ctx.env, **kw.pop("env", {})}
         instances = ctx.instances[name]
         out = []

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .. import ExitStatus, Process, signals, spawn
+from .. import reap_orphans as _reap_orphans
 from ..supervisor._group import (
     LeaderWatch,
     descendants,
@@ -36,6 +37,7 @@ from ..supervisor._group import (
     signal_group,
     wait_gone,
 )
+from ._terminal import foreground_terminal, give_terminal, take_terminal_back
 
 __all__ = ["FORWARDED", "become_subreaper", "reap_orphans", "run_init"]
 
@@ -69,62 +71,14 @@ def become_subreaper() -> None:
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 
 
-def _children() -> set[int]:
-    """Our children, live or zombie (each thread's list: a child belongs to a thread)."""
-    out: set[int] = set()
-    try:
-        tasks = os.listdir("/proc/self/task")
-    except FileNotFoundError:  # pragma: no cover - no /proc
-        return out
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/children") as f:
-                out.update(int(p) for p in f.read().split())
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def _reap(pid: int) -> ExitStatus | None:
-    try:
-        res = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG)
-    except ChildProcessError:
-        return None
-    if res is None:
-        return None
-    if res.si_code == os.CLD_EXITED:
-        return ExitStatus.exited(pid, res.si_status)
-    return ExitStatus.killed(pid, res.si_status, res.si_code == os.CLD_DUMPED)
-
-
 def reap_orphans(main: int | None) -> list[ExitStatus]:
-    """Reap every exited child except ``main``; return their statuses.
+    """Reap every exited child but ``main`` and aioproc's own; their statuses.
 
-    ``waitid(P_ALL, WNOHANG | WNOWAIT)`` names an exited child without reaping it. If
-    it is not ``main``, it is reaped by PID (it is our child and unreaped, so its PID
-    cannot have been reused) and we ask again. If it is ``main`` (exited, not yet reaped
-    by aioproc), ``P_ALL`` would keep naming it, and reaping it would steal the status
-    aioproc is about to collect: so we fall back to trying each of our other children
-    by PID.
+    ``aioproc.reap_orphans`` does it (``waitid(P_ALL, WNOHANG | WNOWAIT)`` names an
+    exited child without reaping it; only those aioproc did not spawn are reaped,
+    by PID), so the main child's status is never stolen.
     """
-    reaped: list[ExitStatus] = []
-    while True:
-        try:
-            res = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return reaped
-        if res is None:
-            return reaped
-        if res.si_pid != main:
-            status = _reap(res.si_pid)
-            if status is not None:
-                reaped.append(status)
-            continue
-        for pid in _children() - {main}:
-            status = _reap(pid)
-            if status is not None:
-                reaped.append(status)
-        return reaped
+    return _reap_orphans(() if main is None else (main,))
 
 
 def _exit_code(status: ExitStatus) -> int:
@@ -147,11 +101,20 @@ async def run_init(argv: list[str], group: bool, grace: float, log: Log, verbose
         signals.subscribe(*FORWARDED) as forward,
         signals.subscribe(signal.SIGCHLD) as sigchld,
     ):
+        # In the foreground of a terminal, the child gets its own process group and
+        # the terminal: a Ctrl-C then reaches it once, not also through us.
+        tty = foreground_terminal()
         try:
-            proc = await spawn(argv, kill_group=group)
+            proc = await spawn(
+                argv, kill_group=group, process_group=None if tty is None or group else 0
+            )
         except OSError as exc:
             log(f"cannot run {argv[0]}: {exc.strerror or exc}")
             return 127 if isinstance(exc, FileNotFoundError) else 126
+        if tty is not None:
+            handed = give_terminal(tty, proc.pid)
+            if verbose:
+                log(f"terminal {'given' if handed else 'not given'} to process group {proc.pid}")
 
         def reap() -> None:
             for status in reap_orphans(proc.pid):
@@ -165,6 +128,8 @@ async def run_init(argv: list[str], group: bool, grace: float, log: Log, verbose
             finally:
                 leader.close()
         status = await proc.wait()
+        if tty is not None:
+            take_terminal_back(tty)
         if verbose:
             log(f"main child: {status}")
         await _sweep(me, grace, sigchld, reap, log, verbose)

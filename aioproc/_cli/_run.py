@@ -1,11 +1,14 @@
 """``aioproc run``: supervise the services of a Procfile or an aioproc.toml.
 
-The first SIGINT/SIGTERM starts a graceful shutdown (reverse dependency order,
-``stop_signal``, ``stop_timeout``, SIGKILL, within ``shutdown_timeout``); a second one
-SIGKILLs every service's process group at once. The exit code is 0 when everything
-stopped cleanly, else that of the essential service that failed (128 + the signal
-number for a signal). SIGHUP reloads the configuration file (``_serve.py``), as
-``aioproc ctl reload`` does through the control socket.
+The first SIGINT/SIGTERM (or another shutdown signal: see ``_dispositions.py``,
+which also lists the signals that are ignored) starts a graceful shutdown (reverse
+dependency order, ``stop_signal``, ``stop_timeout``, SIGKILL, within
+``shutdown_timeout``); a second one SIGKILLs every service's process group at once.
+SIGHUP reloads the configuration file (``_serve.py``), as ``aioproc ctl reload``
+does through the control socket. It is a subreaper: it reaps what it adopts and,
+once the services are stopped, stops what they left behind (``_subreaper.py``). At
+the end, one summary line per service; the exit code is 0 when every service ended
+well, else that of the one that failed (see ``_summary.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -27,18 +30,23 @@ from ..supervisor import (
     EventStream,
     Exited,
     Fatal,
+    Outcome,
     Ready,
     Starting,
     Stopped,
     Stopping,
+    Supervisor,
 )
 from ._config import Config
+from ._dispositions import IGNORED, SHUTDOWN, ignore_realtime
 from ._serve import make_reload
+from ._subreaper import adopting
+from ._summary import exit_code, summary_line
 
 __all__ = ["run_services"]
 
 SYSTEM = "aioproc"
-SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SHUTDOWN_SIGNALS = SHUTDOWN
 RELOAD_SIGNAL = signal.SIGHUP
 
 
@@ -108,23 +116,57 @@ async def run_services(
     stream: TextIO | None = None,
     *,
     control: Path | None = None,
-    only: Sequence[str] = (),
 ) -> int:
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
     say = _Say(out, width, color)
     with_ready = {s.name for s in config.services if s.ready is not None}
     sup = config.supervisor(color=color, output_stream=out, prefix_width=width)
-    reload = make_reload(config, only, sup, say, with_ready)
+    reload = make_reload(config, sup, say, with_ready)
     endpoint: ControlServer | contextlib.nullcontext[None] = contextlib.nullcontext()
     if control is not None:
         endpoint = serve(sup, control, reload=reload, log=say)
         endpoint.bind()  # before anything starts: a live socket there ends us here
-    # Subscribe before any child exists: a Ctrl-C from then on is ours to handle.
-    async with endpoint, signals.subscribe(*SHUTDOWN_SIGNALS) as sigs, sup:
+    # Subscribe before any child exists: a Ctrl-C from then on is ours to handle,
+    # and no stray signal can kill us and orphan the services.
+    with ignore_realtime():
+        async with (
+            endpoint,
+            signals.subscribe(*SHUTDOWN_SIGNALS) as sigs,
+            signals.subscribe(*IGNORED) as ignored,
+            signals.subscribe(RELOAD_SIGNAL) as hups,
+        ):
+            dropper = asyncio.ensure_future(_drop(ignored, say))
+            try:
+                async with adopting(say):
+                    outcome = await _supervise(sup, sigs, say, with_ready, (hups, reload))
+            finally:
+                dropper.cancel()
+    statuses = sup.status()
+    if not outcome.ok:
+        say(f"{outcome.service} failed: exit code {outcome.exit_code}")
+    for status in statuses.values():
+        say(summary_line(status))
+    return exit_code(outcome, statuses)
+
+
+async def _drop(ignored: signals.Subscription, say: _Say) -> None:
+    async for sig in ignored:
+        say(f"{sig.name} received: ignored")
+
+
+async def _supervise(
+    sup: Supervisor,
+    sigs: signals.Subscription,
+    say: _Say,
+    with_ready: set[str],
+    reloads: tuple[signals.Subscription, Callable[[], Awaitable[object]]],
+) -> Outcome:
+    """Run the supervisor until it ends or a signal stops it; its outcome."""
+    async with sup:
         events = sup.events()
         printer = asyncio.ensure_future(_print_events(events, say, with_ready))
-        hups = asyncio.ensure_future(_reload_on_signal(reload, say))
+        hups = asyncio.ensure_future(_reload_on_signal(*reloads, say))
         waiter = asyncio.ensure_future(sup.wait())
         first = asyncio.ensure_future(sigs.get())
         try:
@@ -147,21 +189,20 @@ async def run_services(
                 task.cancel()
     outcome = await sup.wait()
     await printer
-    if not outcome.ok:
-        say(f"{outcome.service} failed: exit code {outcome.exit_code}")
-    return outcome.exit_code
+    return outcome
 
 
-async def _reload_on_signal(reload: Callable[[], Awaitable[object]], say: _Say) -> None:
-    async with signals.subscribe(RELOAD_SIGNAL) as hups:
-        async for _ in hups:
-            say(f"{RELOAD_SIGNAL.name} received: reloading the configuration")
-            try:
-                await reload()
-            except ValueError as exc:
-                say(f"reload failed, nothing changed: {exc}")
-            except RuntimeError:  # shutting down
-                return
+async def _reload_on_signal(
+    hups: signals.Subscription, reload: Callable[[], Awaitable[object]], say: _Say
+) -> None:
+    async for _ in hups:
+        say(f"{RELOAD_SIGNAL.name} received: reloading the configuration")
+        try:
+            await reload()
+        except ValueError as exc:
+            say(f"reload failed, nothing changed: {exc}")
+        except RuntimeError:  # shutting down
+            return
 
 
 async def _print_events(events: EventStream, say: _Say, with_ready: set[str]) -> None:

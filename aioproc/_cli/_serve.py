@@ -1,14 +1,14 @@
 """``aioproc run``'s control endpoint: where its socket is, and what a reload does.
 
 A reload (``aioproc ctl reload``, or SIGHUP) reads the configuration file again,
-with the same ``--only``, and hands the services to
+with the options it was first read with (``--only``, ``-e``, ``-c``...), and hands the services to
 :meth:`Supervisor.reconfigure`: added ones start, removed ones stop, changed ones
 restart, unchanged ones keep running. A file that does not load changes nothing.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 from ..supervisor import Reconfigured, Supervisor
 from ._config import Config, ConfigError, load_config
@@ -18,7 +18,6 @@ __all__ = ["make_reload"]
 
 def make_reload(
     config: Config,
-    only: Sequence[str],
     sup: Supervisor,
     say: Callable[[str], None],
     with_ready: set[str],

@@ -35,7 +35,7 @@ import errno
 import os
 from typing import Literal
 
-from ._child import Child
+from ._child import Child, is_watched
 from ._sys import pidfd_supported
 from .pid import PidChild
 from .pidfd import PidfdChild, close_watcher, flush_put_off
@@ -46,6 +46,7 @@ __all__ = [
     "close_watcher",
     "flush_put_off",
     "get_wait_mode",
+    "is_watched",
     "open_pidfd",
     "set_wait_mode",
     "watch_child",

@@ -24,13 +24,36 @@ import functools
 import os
 import signal
 import threading
+import weakref
 from collections.abc import Iterator
 from typing import ClassVar
 
 from .._status import ExitStatus
 from . import _sys
 
-__all__ = ["Child"]
+__all__ = ["Child", "is_watched"]
+
+# Every Child by PID, for is_watched(). Weak: the handle's finalizer (kill and reap)
+# must still run once nobody holds it.
+_by_pid: weakref.WeakValueDictionary[int, Child] = weakref.WeakValueDictionary()
+
+
+def is_watched(pid: int) -> bool:
+    """Whether ``pid`` is a child aioproc spawned and has not reaped yet.
+
+    Only a reap frees a PID, so an unreaped child's entry cannot name another
+    process. A child forked by a spawn worker is entered once its outcome reaches
+    the loop thread (see :func:`aioproc.reap_orphans`).
+    """
+    child = _by_pid.get(pid)
+    return child is not None and child._status is None
+
+
+def _after_fork_in_child() -> None:
+    _by_pid.clear()  # the parent's children are not ours
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class Child:
@@ -64,6 +87,7 @@ class Child:
         # between the reap and the waiter's wake-up).
         self._waiters: list[asyncio.Future[ExitStatus]] = []
         self._exited_fut: asyncio.Future[None] | None = None
+        _by_pid[pid] = self
 
     # ---------------------------------------------------------------- backend hooks
     def _watch(self) -> None:

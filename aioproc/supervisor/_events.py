@@ -67,6 +67,9 @@ class ServiceStatus:
     last_status: ExitStatus | None
     uptime: float | None  #: seconds since the current process was spawned, or None
     message: str | None = None  #: the last ``STATUS=`` (ReadyNotify), or why it is FATAL
+    #: whether the last run ended well (a clean exit, a success exit code, or death by
+    #: the stop signal the supervisor sent); None before the first run ended
+    last_clean: bool | None = None
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -137,10 +140,11 @@ class Outcome:
     """How a supervisor ended, from :meth:`Supervisor.wait`.
 
     ``ok`` is False when an essential service failed (became FATAL, or ended with a
-    failing status and no restart); ``service``, ``status`` and ``reason`` then
-    describe it. ``exit_code`` is what a command should exit with: 0 when ``ok``,
-    else the service's exit code, 128 + the signal number for a signal, 127 when it
-    could not be found, 126 when it could not be executed, 1 otherwise.
+    failing status and no restart; a status in its ``success_exit_codes`` is no
+    failure); ``service``, ``status`` and ``reason`` then describe it. ``exit_code``
+    is what a command should exit with: 0 when ``ok``, else the service's exit code,
+    128 + the signal number for a signal, 127 when it could not be found, 126 when it
+    could not be executed, 1 otherwise.
     """
 
     ok: bool

@@ -27,6 +27,7 @@ __all__ = [
     "RestartPolicy",
     "StartHistory",
     "StartLimit",
+    "ended_cleanly",
     "is_clean",
     "should_restart",
 ]
@@ -69,6 +70,28 @@ def is_clean(status: ExitStatus | None, reason: ExitReason, success_exit_codes: 
     if status.exit_code == 0 or status.signal in CLEAN_SIGNALS:
         return True
     return _listed(status, success_exit_codes)
+
+
+def ended_cleanly(
+    status: ExitStatus | None,
+    reason: ExitReason,
+    success_exit_codes: ExitCodes,
+    stop_signal: int,
+) -> bool:
+    """Whether a run ended well: :func:`is_clean`, or death by the stop signal we sent.
+
+    A run we stopped (``reason == "stopped"``) that died of its ``stop_signal`` ended
+    as asked, whatever the signal. One we had to SIGKILL (it outlived
+    ``stop_timeout``, or everything was killed at once) did not, unless SIGKILL is
+    its stop signal or listed in ``success_exit_codes``.
+    """
+    if reason == "stopped":
+        if status is None:
+            return True
+        if status.signal is not None and status.signal == stop_signal:
+            return True
+        return is_clean(status, "exited", success_exit_codes)
+    return is_clean(status, reason, success_exit_codes)
 
 
 def should_restart(

@@ -12,13 +12,24 @@ import os
 import re
 import signal
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from ._output import OutputSpec
 from ._policies import RESTART_POLICIES, Backoff, RestartPolicy, StartLimit
 from ._readiness import ReadyCall, ReadyCheck
 
-__all__ = ["SPAWN_OPTIONS", "Service"]
+__all__ = ["DEPENDENCY_CONDITIONS", "SPAWN_OPTIONS", "DependencyCondition", "Service"]
+
+#: When a dependency lets its dependents start (as docker compose's ``condition``):
+#: ``started``: once it has been spawned; ``ready``: once its readiness check passed
+#: (or it completed successfully); ``completed_successfully``: once it has exited
+#: successfully and will not be restarted (a one-shot job such as a migration).
+DependencyCondition = Literal["started", "ready", "completed_successfully"]
+DEPENDENCY_CONDITIONS: tuple[DependencyCondition, ...] = (
+    "started",
+    "ready",
+    "completed_successfully",
+)
 
 # foreman and honcho accept ``-foo_bar``; ``.`` and ``@`` may not lead.
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.@-]*\Z")
@@ -36,6 +47,30 @@ def _number(value: object, what: str, positive: bool = False) -> float:
     if value < 0 or (positive and value == 0):
         raise ValueError(f"{what} must be {'positive' if positive else 'non-negative'}")
     return float(value)
+
+
+def _dependencies(
+    name: str, depends_on: Iterable[str] | Mapping[str, DependencyCondition] | str
+) -> dict[str, DependencyCondition]:
+    if isinstance(depends_on, str):
+        depends_on = (depends_on,)
+    if isinstance(depends_on, Mapping):
+        items = list(depends_on.items())
+    else:
+        items = [(dep, "ready") for dep in depends_on]
+    out: dict[str, DependencyCondition] = {}
+    for dep, condition in items:
+        if not isinstance(dep, str):
+            raise TypeError(f"service {name!r}: depends_on takes service names")
+        if condition not in DEPENDENCY_CONDITIONS:
+            raise ValueError(
+                f"service {name!r}: depends_on {dep!r}: the condition must be one of "
+                f"{', '.join(DEPENDENCY_CONDITIONS)}, not {condition!r}"
+            )
+        out[dep] = condition
+    if name in out:
+        raise ValueError(f"service {name!r} depends on itself")
+    return out
 
 
 def _exit_codes(codes: Iterable[int | signal.Signals], what: str) -> frozenset[int]:
@@ -59,9 +94,12 @@ class Service:
     systemd), adjusted by ``success_exit_codes`` and ``restart_exit_codes`` (ints are
     exit codes, :class:`signal.Signals` members are signals). ``backoff``,
     ``start_limit`` and ``stable_after`` pace restarts. ``depends_on`` names services
-    that must be ready first; ``ready`` says when this one is. ``essential=True``:
+    that must be ready first, or maps names to a condition (``"started"``,
+    ``"ready"``, ``"completed_successfully"``); ``ready`` says when this one is. ``essential=True``:
     its failure shuts the supervisor down. ``stop_signal``/``stop_timeout``: how it
     is stopped (then SIGKILL), its whole process group with ``kill_group=True``.
+    ``pdeathsig``: a signal the kernel sends the service's process if the
+    supervisor's process dies (``prctl(PR_SET_PDEATHSIG)``; None: none).
     ``env`` is added to the supervisor's environment (a None value removes a
     variable); ``cwd`` is its working directory; ``output`` where its output goes.
     Other keyword arguments go to :func:`aioproc.spawn` (``user``, ``group``,
@@ -75,11 +113,13 @@ class Service:
     start_limit: StartLimit
     stable_after: float
     depends_on: tuple[str, ...]
+    dependency_conditions: Mapping[str, DependencyCondition]
     ready: ReadyCheck | None
     essential: bool
     stop_signal: signal.Signals
     stop_timeout: float
     kill_group: bool
+    pdeathsig: signal.Signals | None
     env: Mapping[str, str | None] | None
     cwd: str | os.PathLike[str] | None
     output: OutputSpec
@@ -96,12 +136,13 @@ class Service:
         backoff: Backoff | None = None,
         start_limit: StartLimit | None = None,
         stable_after: float = 10.0,
-        depends_on: Iterable[str] = (),
+        depends_on: Iterable[str] | Mapping[str, DependencyCondition] = (),
         ready: ReadyCheck | Any | None = None,
         essential: bool = False,
         stop_signal: int = signal.SIGTERM,
         stop_timeout: float = 10.0,
         kill_group: bool = True,
+        pdeathsig: int | None = None,
         env: Mapping[str, str | None] | None = None,
         cwd: str | os.PathLike[str] | None = None,
         output: OutputSpec = "prefix",
@@ -133,14 +174,9 @@ class Service:
         if not isinstance(self.start_limit, StartLimit):
             raise TypeError("start_limit must be a StartLimit")
         self.stable_after = _number(stable_after, "stable_after")
-        if isinstance(depends_on, str):
-            depends_on = (depends_on,)
-        self.depends_on = tuple(dict.fromkeys(depends_on))
-        for dep in self.depends_on:
-            if not isinstance(dep, str):
-                raise TypeError(f"service {name!r}: depends_on takes service names")
-        if name in self.depends_on:
-            raise ValueError(f"service {name!r} depends on itself")
+        conditions = _dependencies(name, depends_on)
+        self.depends_on = tuple(conditions)
+        self.dependency_conditions = conditions
         if ready is not None and not isinstance(ready, ReadyCheck):
             if inspect.iscoroutinefunction(ready) or callable(ready):
                 ready = ReadyCall(ready)
@@ -164,6 +200,17 @@ class Service:
             raise ValueError(f"service {name!r}: {stop_signal} is not a signal") from None
         self.stop_timeout = _number(stop_timeout, "stop_timeout")
         self.kill_group = bool(kill_group)
+        if pdeathsig is None:
+            self.pdeathsig = None
+        elif isinstance(pdeathsig, bool) or not isinstance(pdeathsig, int):
+            raise TypeError(f"service {name!r}: pdeathsig must be a signal number or None")
+        else:
+            try:
+                self.pdeathsig = signal.Signals(pdeathsig)
+            except ValueError:
+                raise ValueError(
+                    f"service {name!r}: pdeathsig {pdeathsig} is not a signal"
+                ) from None
         self.env = None if env is None else dict(env)
         self.cwd = cwd
         if not (output in ("inherit", "prefix") or isinstance(output, (str, os.PathLike))) and (

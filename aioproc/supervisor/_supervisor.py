@@ -50,10 +50,10 @@ from ._events import (
 from ._group import LeaderWatch, group_members, hold_reap, signal_group, wait_group_empty
 from ._history import LogHistory, LogLine, LogStream
 from ._output import LineSplitter, PrefixWriter, Sink, make_sink
-from ._policies import ExitReason, StartHistory, should_restart
+from ._policies import ExitReason, StartHistory, ended_cleanly, is_clean, should_restart
 from ._readiness import NotifySocket, ReadyContext, ReadyNotify
 from ._reconfigure import Reconfigured, diff
-from ._service import Service
+from ._service import DependencyCondition, Service
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -98,11 +98,13 @@ class _Runner:
         self.task: asyncio.Task[None] | None = None
         self.restarts = 0
         self.last_status: ExitStatus | None = None
+        self.last_clean: bool | None = None
         self.started_at: float | None = None
         self.message: str | None = None
         self.error_code: int | None = None
         self.ready = asyncio.Event()  # set while a run is ready
         self.parked = False  # stopped by Supervisor.stop(): waits for a start()
+        self.spawned = False  # a run was spawned since the last launch()
         self._stop: asyncio.Future[None] | None = None
 
     # -------------------------------------------------------------- control
@@ -120,6 +122,7 @@ class _Runner:
         self.parked = False
         self.message = None
         self.error_code = None
+        self.spawned = False
         self.task = loop.create_task(self._lifecycle(), name=f"aioproc service {self.service.name}")
         self.task.add_done_callback(self._task_done)
 
@@ -160,6 +163,7 @@ class _Runner:
             last_status=self.last_status,
             uptime=uptime,
             message=self.message,
+            last_clean=self.last_clean,
         )
 
     def _set_state(self, state: ServiceState) -> None:
@@ -205,6 +209,9 @@ class _Runner:
             run = await self._run_once(starts)
             starts += 1
             self.last_status = run.status
+            self.last_clean = ended_cleanly(
+                run.status, run.reason, svc.success_exit_codes, svc.stop_signal
+            )
             if run.reason == "stopped" or self.stop_requested:
                 self._emit_exited(run, False)
                 break
@@ -261,27 +268,29 @@ class _Runner:
         return True
 
     async def _wait_deps(self) -> bool:
-        """Wait until every dependency is ready; False if this service must not start.
+        """Wait until every dependency meets its condition; False if this one must not start.
 
-        A dependency that ended successfully and will not restart (a one-shot job)
-        counts as satisfied; one that is FATAL or ended in failure makes this
-        service FATAL. A stopped one is waited for: someone may start it.
+        ``started``: the dependency has been spawned (since it was last started).
+        ``ready``: it is ready, or it ended successfully and will not restart (a
+        one-shot job). ``completed_successfully``: it ended successfully and will not
+        restart. A dependency that can no longer meet its condition (FATAL, or ended
+        in failure, or ended before it was ever spawned) makes this service FATAL,
+        with the reason. A stopped one is waited for: someone may start it.
         """
         assert self._stop is not None
         self._set_state(_S.WAITING)
+        conditions = self.service.dependency_conditions
         while True:
             if self.stop_requested or self.sup._closing:
                 return False
             waiting = []
-            for name in self.service.depends_on:
+            for name, condition in conditions.items():
                 dep = self.sup._runners[name]
-                if dep.ready.is_set():
+                verdict = _dependency_met(dep, condition)
+                if verdict is True:
                     continue
-                status = dep.last_status
-                if dep.state is _S.EXITED and status is not None and status.success:
-                    continue
-                if dep.state in (_S.FATAL, _S.EXITED):
-                    self._fatal(f"dependency {name!r} is {dep.state}")
+                if isinstance(verdict, str):
+                    self._fatal(f"dependency {name!r} {verdict}")
                     return False
                 waiting.append(name)
             if not waiting:
@@ -317,6 +326,7 @@ class _Runner:
                 kill_group=svc.kill_group,
                 stop_signal=svc.stop_signal,
                 stop_timeout=svc.stop_timeout,
+                pdeathsig=svc.pdeathsig,
                 **kwargs,
             )
         except BaseException as exc:
@@ -336,6 +346,7 @@ class _Runner:
         hold: ContextManager[None] = hold_reap(proc) if svc.kill_group else contextlib.nullcontext()
         hold.__enter__()
         self.proc = proc
+        self.spawned = True
         self.started_at = started = time.monotonic()
         self.error_code = None
         leader = LeaderWatch(proc, held=svc.kill_group)
@@ -457,6 +468,39 @@ class _Runner:
         if not await wait_group_empty(pgid, leader, svc.stop_timeout):
             signal_group(proc, signal.SIGKILL)
             await wait_group_empty(pgid, leader, None)
+
+
+def _dependency_met(dep: _Runner, condition: DependencyCondition) -> bool | str:
+    """True if ``dep`` meets ``condition``, False if not yet, or why it never will."""
+    svc = dep.service
+    status = dep.last_status
+    completed = (
+        dep.state is _S.EXITED
+        and status is not None
+        and is_clean(status, "exited", svc.success_exit_codes)
+    )
+    if condition == "started" and dep.spawned:
+        return True
+    if condition == "ready" and dep.ready.is_set():
+        return True
+    if completed:
+        return True
+    if dep.state is _S.FATAL:
+        return f"is fatal ({dep.message})" if dep.message else "is fatal"
+    if dep.state is _S.EXITED:
+        if condition == "completed_successfully":
+            return f"did not complete successfully ({_describe_end(status)})"
+        if condition == "ready":
+            return f"exited before it was ready ({_describe_end(status)})"
+    return False
+
+
+def _describe_end(status: ExitStatus | None) -> str:
+    if status is None:
+        return "it could not be spawned"
+    if status.signal is not None:
+        return f"killed by {status.signal.name}"
+    return f"exit code {status.exit_code}"
 
 
 async def _pump(proc: Process, splitter: LineSplitter) -> None:
@@ -893,7 +937,11 @@ class Supervisor:
         svc = runner.service
         if svc.essential and runner.state in (_S.EXITED, _S.FATAL) and not self._closing:
             status = runner.last_status
-            ok = runner.state is _S.EXITED and status is not None and status.success
+            ok = (
+                runner.state is _S.EXITED
+                and status is not None
+                and is_clean(status, "exited", svc.success_exit_codes)
+            )
             self._final = Outcome(
                 ok=ok,
                 service=svc.name,
