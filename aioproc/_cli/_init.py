@@ -63,10 +63,11 @@ FORWARDED = tuple(sorted(s for s in signal.Signals if s not in _NOT_FORWARDED))
 Log = Callable[[str], None]
 
 
-def become_subreaper() -> None:
-    """``prctl(PR_SET_CHILD_SUBREAPER, 1)``: orphaned descendants come to us."""
+def become_subreaper(on: bool = True) -> None:
+    """``prctl(PR_SET_CHILD_SUBREAPER, 1)``: orphaned descendants come to us (``on=False``
+    undoes it)."""
     libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"prctl(PR_SET_CHILD_SUBREAPER): {os.strerror(err)}")
 

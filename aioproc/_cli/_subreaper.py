@@ -26,7 +26,7 @@ import os
 import signal
 from collections.abc import AsyncIterator, Callable
 
-from .. import reap_orphans, set_spawn_workers, signals
+from .. import get_spawn_workers, reap_orphans, set_spawn_workers, signals
 from ._init import _sweep, become_subreaper
 
 __all__ = ["SWEEP_GRACE", "adopting"]
@@ -37,13 +37,20 @@ SWEEP_GRACE = 5.0
 
 @contextlib.asynccontextmanager
 async def adopting(log: Callable[[str], None]) -> AsyncIterator[None]:
-    """Be a subreaper inside the block; reap orphans; at the end, sweep what is left."""
+    """Be a subreaper inside the block; reap orphans; at the end, sweep what is left.
+
+    The process is as before afterwards (no longer a subreaper, its spawn pool back
+    to its size), so that ``run_services`` can also run inside another program.
+    """
     me = os.getpid()
+    subreaper = False
     if me != 1:
         try:
             become_subreaper()
+            subreaper = True
         except OSError as exc:
             log(f"warning: {exc}; orphans will go to the system's init")
+    workers = get_spawn_workers()
     set_spawn_workers(0)
     # Subscribed before the services exist: no child's exit goes unnoticed.
     async with signals.subscribe(signal.SIGCHLD) as sigchld:
@@ -62,4 +69,9 @@ async def adopting(log: Callable[[str], None]) -> AsyncIterator[None]:
         finally:
             reaper.cancel()
             await asyncio.wait([reaper])
-            await _sweep(me, SWEEP_GRACE, sigchld, reap, log, True)
+            try:
+                await _sweep(me, SWEEP_GRACE, sigchld, reap, log, True)
+            finally:
+                set_spawn_workers(workers)
+                if subreaper:
+                    become_subreaper(False)
