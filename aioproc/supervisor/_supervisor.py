@@ -46,7 +46,8 @@ from ._events import (
     Stopped,
     Stopping,
 )
-from ._group import LeaderWatch, group_members, hold_reap, signal_group, wait_group_empty
+from ._group import LeaderWatch, hold_reap, signal_group, wait_group_empty
+from ._groupscan import GroupScanner
 from ._output import LineSplitter, PrefixWriter, Sink, make_sink
 from ._policies import ExitReason, StartHistory, should_restart
 from ._readiness import NotifySocket, ReadyContext, ReadyNotify
@@ -458,16 +459,17 @@ class _Runner:
                 await leader.exited
             return
         pgid = proc.pid
-        if leader.done and not group_members(pgid):
+        scanner = self.sup._scanner
+        if leader.done and not await scanner.members(pgid):
             return
         self._set_state(_S.STOPPING)
         signal_group(proc, svc.stop_signal)
         if svc.stop_signal not in (signal.SIGKILL, signal.SIGCONT):
             # As systemd: a stopped (SIGSTOP) member could not act on the signal.
             signal_group(proc, signal.SIGCONT)
-        if not await wait_group_empty(pgid, leader, svc.stop_timeout):
+        if not await wait_group_empty(pgid, leader, svc.stop_timeout, scanner):
             signal_group(proc, signal.SIGKILL)
-            await wait_group_empty(pgid, leader, None)
+            await wait_group_empty(pgid, leader, None, scanner)
 
 
 async def _pump(proc: Process, splitter: LineSplitter) -> None:
@@ -576,6 +578,7 @@ class Supervisor:
             raise ValueError("shutdown_timeout must not be negative")
         self.shutdown_timeout = float(shutdown_timeout)
         self._writer = PrefixWriter(output_stream, color, prefix_width)
+        self._scanner = GroupScanner()  # one /proc scan for all the groups being stopped
         self._services: dict[str, Service] = {}
         self._runners: dict[str, _Runner] = {}
         for service in services:
@@ -644,14 +647,16 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         tasks: dict[str, asyncio.Task[None]] = {}
+        # Who depends on whom, reversed once (not once per service: that was quadratic).
+        users: dict[str, list[str]] = {}
+        for other, svc in self._services.items():
+            for dep in svc.depends_on:
+                users.setdefault(dep, []).append(other)
 
         async def stop_after_dependents(name: str) -> None:
             # Reverse dependency order: a service stops once all that depend on it did.
-            dependents = [
-                tasks[other]
-                for other, svc in self._services.items()
-                if name in svc.depends_on and other in tasks
-            ]
+            # Services with no dependency between them stop concurrently.
+            dependents = [tasks[other] for other in users.get(name, ()) if other in tasks]
             if dependents:
                 await asyncio.wait(dependents)
             await self._runners[name].stop()
