@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import pwd
 import signal
 import sys
 import time
@@ -96,6 +97,18 @@ class _Run:
     ran_for: float = 0.0
     pid: int | None = None
     fatal: bool = False  # a spawn error that a retry cannot fix (bad arguments)
+
+
+def _service_uid(user: object) -> int | None:
+    """The uid a service runs as (None: ours), for its notify socket's checks."""
+    if isinstance(user, int) and not isinstance(user, bool):
+        return user
+    if isinstance(user, str):
+        try:
+            return pwd.getpwnam(user).pw_uid
+        except KeyError:
+            return None  # spawn() refuses it with a clear error
+    return None
 
 
 def _error_code(exc: BaseException) -> int:
@@ -318,7 +331,11 @@ class _Runner:
         try:
             extra: dict[str, str] = {}
             if isinstance(svc.ready, ReadyNotify):
-                notify = NotifySocket(on_status=self._on_notify_status)
+                notify = NotifySocket(
+                    self._on_notify_status,
+                    uid=_service_uid(svc.spawn_kwargs.get("user")),
+                    access=svc.ready.access,
+                )
                 extra["NOTIFY_SOCKET"] = notify.address
                 if svc.ready.watchdog is not None:
                     extra["WATCHDOG_USEC"] = str(int(svc.ready.watchdog * 1e6))
@@ -353,6 +370,8 @@ class _Runner:
         # so from here on its PID (and group id) stays ours until we let go.
         hold: ContextManager[None] = hold_reap(proc) if svc.kill_group else contextlib.nullcontext()
         hold.__enter__()
+        if notify is not None:
+            notify.watch(proc.pid, proc.pid if svc.kill_group else None)
         self.proc = proc
         self.started_at = started = time.monotonic()
         self.error_code = None
