@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
         default="auto",
         help="colour the name prefixes (auto: on a terminal, unless NO_COLOR is set)",
     )
+    run.add_argument(
+        "--raw-output",
+        action="store_true",
+        help="keep the colours (SGR sequences) in the services' output; other control "
+        "characters are always shown escaped, as \\x1b",
+    )
 
     init = sub.add_parser(
         "init",
@@ -120,4 +126,4 @@ def _command_run(args: argparse.Namespace) -> int:
         config = load_config(path, only)
     except ConfigError as exc:
         return _error(str(exc))
-    return asyncio.run(run_services(config, _COLOR[args.color]))
+    return asyncio.run(run_services(config, _COLOR[args.color], raw_output=args.raw_output))

@@ -95,12 +95,16 @@ def describe(event: Event, with_ready: set[str]) -> str | None:
     return None
 
 
-async def run_services(config: Config, color: bool | None, stream: TextIO | None = None) -> int:
+async def run_services(
+    config: Config, color: bool | None, stream: TextIO | None = None, raw_output: bool = False
+) -> int:
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
     say = _Say(out, width, color)
     with_ready = {s.name for s in config.services if s.ready is not None}
-    sup = config.supervisor(color=color, output_stream=out, prefix_width=width)
+    sup = config.supervisor(
+        color=color, output_stream=out, prefix_width=width, raw_output=raw_output
+    )
     # Subscribe before any child exists: a Ctrl-C from then on is ours to handle.
     async with signals.subscribe(*SHUTDOWN_SIGNALS) as sigs, sup:
         events = sup.events()

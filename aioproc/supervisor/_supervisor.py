@@ -575,8 +575,10 @@ class Supervisor:
     (then SIGKILL). ``await sup.wait()`` returns the :class:`Outcome` once every
     service has ended, or once an essential one failed and the rest were stopped.
 
-    ``color`` (None: auto), ``output_stream`` (default ``sys.stdout``) and
-    ``prefix_width`` (a minimum) shape ``output="prefix"``.
+    ``color`` (None: auto), ``output_stream`` (default ``sys.stdout``),
+    ``prefix_width`` (a minimum) and ``raw_output`` shape ``output="prefix"``: the
+    services' control characters and escape sequences are shown escaped
+    (``\x1b``), and ``raw_output=True`` keeps their colours (SGR sequences) only.
 
     Raises :class:`ValueError` for duplicate names, an unknown dependency or a
     dependency cycle.
@@ -590,13 +592,14 @@ class Supervisor:
         color: bool | None = None,
         output_stream: TextIO | None = None,
         prefix_width: int = 0,
+        raw_output: bool = False,
     ) -> None:
         if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)):
             raise TypeError("shutdown_timeout must be a number of seconds")
         if shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must not be negative")
         self.shutdown_timeout = float(shutdown_timeout)
-        self._writer = PrefixWriter(output_stream, color, prefix_width)
+        self._writer = PrefixWriter(output_stream, color, prefix_width, raw_output)
         self._scanner = GroupScanner()  # one /proc scan for all the groups being stopped
         self._services: dict[str, Service] = {}
         self._runners: dict[str, _Runner] = {}
