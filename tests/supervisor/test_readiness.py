@@ -198,7 +198,7 @@ async def _send_from(address: str, message: str, count: int, other_uid: bool) ->
 @pytest.mark.parametrize("other_uid", [True, False], ids=["other-uid", "same-uid-outsider"])
 async def test_notify_from_outsiders_is_ignored(other_uid: bool) -> None:
     """READY=1 and STATUS= from a process that is not the service's change nothing."""
-    svc, told = _telling(["sleep", "30"], ReadyNotify(timeout=1.5))
+    svc, told = _telling(["sleep", "30"], ReadyNotify(timeout=3))
     async with Supervisor([svc]) as sup:
         rec = Recorder(sup)
         address = await asyncio.wait_for(told, 10)
@@ -235,7 +235,7 @@ async def test_notify_access_from_a_child_of_the_service(access: str, ready: boo
     svc = Service(
         "n",
         ["sh", "-c", script],
-        ready=ReadyNotify(timeout=1.5, access=access),  # type: ignore[arg-type]
+        ready=ReadyNotify(timeout=3, access=access),  # type: ignore[arg-type]
         restart="no",
         output=drop,
     )
