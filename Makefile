@@ -23,11 +23,11 @@ demo: $(STAMP)
 	$(BIN)/python examples/supervisor_demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check setup.py aioproc tests examples benchmarks tools
-	$(BIN)/ruff format --check setup.py aioproc tests examples benchmarks tools
+	$(BIN)/ruff check setup.py aioproc aioproc_main tests examples benchmarks tools
+	$(BIN)/ruff format --check setup.py aioproc aioproc_main tests examples benchmarks tools
 
 typecheck: $(STAMP)
-	$(BIN)/mypy aioproc
+	$(BIN)/mypy aioproc aioproc_main
 
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -17,16 +17,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 
 __all__ = [
     "GONE",
     "UNSUPPORTED",
     "descendants",
     "group_members",
+    "groups",
     "pidfd_open_ex",
     "use_pidfd",
     "wait_gone",
+    "wait_gone_async",
 ]
 
 #: Switch for the tests: False forces the polling fallback used where pidfd_open is
@@ -56,6 +58,17 @@ def group_members(pgid: int) -> set[int]:
             fields = _stat(entry)
             if fields is not None and int(fields[2]) == pgid and _live(fields):
                 out.add(int(entry))
+    return out
+
+
+def groups() -> dict[int, set[int]]:
+    """Every live (not zombie) process, by process group id: one scan for all groups."""
+    out: dict[int, set[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            fields = _stat(entry)
+            if fields is not None and _live(fields):
+                out.setdefault(int(fields[2]), set()).add(int(entry))
     return out
 
 
@@ -154,11 +167,20 @@ async def wait_gone(scan: Callable[[], set[int]], timeout: float | None) -> bool
     for an unrelated process, which costs time but never signals anybody, and the
     rescan does not find it any more. Without pidfds it polls, backing off to 50 ms.
     """
+
+    async def ascan() -> set[int]:
+        return scan()
+
+    return await wait_gone_async(ascan, timeout)
+
+
+async def wait_gone_async(scan: Callable[[], Awaitable[set[int]]], timeout: float | None) -> bool:
+    """:func:`wait_gone` with a scan that is awaited (one shared by many waiters)."""
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     delay = 0.002
     while True:
-        found = scan()
+        found = await scan()
         if not found:
             return True
         left = None if deadline is None else deadline - loop.time()

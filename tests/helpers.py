@@ -8,7 +8,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = [
@@ -17,6 +19,8 @@ __all__ = [
     "cancel_as_it_finishes",
     "children_of",
     "group_members",
+    "left_behind",
+    "nothing_left_behind",
     "open_fds",
     "open_pidfds",
     "process_state",
@@ -169,3 +173,48 @@ async def cancel_as_it_finishes(target: asyncio.Task[object], qualname: str) -> 
                 return
         await asyncio.sleep(0)
     raise AssertionError(f"no task runs {qualname}")
+
+
+#: The environment variable that marks a command's process tree (see ``nothing_left_behind``).
+TAG_VAR = "AIOPROC_TEST_TREE"
+
+
+def left_behind(tag: str) -> dict[int, str]:
+    """Live (not zombie) processes whose environment carries ``TAG_VAR=tag``: pid -> cmdline.
+
+    A command run by a test (``aioproc run``, ``aioproc init -- CMD``) passes its
+    environment on to everything it starts, and a process's environment stays
+    readable in /proc whoever its parent is now: so this finds the descendants of
+    the command even once they were re-parented to the host's init, which a walk
+    down the process tree cannot. (A zombie's environment reads as empty.)
+    """
+    needle = f"{TAG_VAR}={tag}".encode()
+    out: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read().split(b"\0")
+            if needle not in env or process_state(int(entry)) in (None, "Z", "X"):
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                out[int(entry)] = f.read().replace(b"\0", b" ").decode(errors="replace")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+    return out
+
+
+@contextmanager
+def nothing_left_behind(env: Mapping[str, str] | None = None) -> Iterator[dict[str, str]]:
+    """Yield an environment to run a command with; fail if any of its tree outlives the block.
+
+    ``with nothing_left_behind() as env: subprocess.run([...aioproc run...], env=env)``:
+    after the block, no live process carries the block's tag (``left_behind``).
+    """
+    tag = uuid.uuid4().hex
+    tagged = dict(os.environ if env is None else env)
+    tagged[TAG_VAR] = tag
+    yield tagged
+    left = left_behind(tag)
+    assert not left, f"processes left behind: {left}"

@@ -124,7 +124,7 @@ BAD = [
     (
         "aioproc.toml",
         '[services.web]\ncommand = "touch started"\nready = { tcp = "localhost" }\n',
-        r"aioproc\.toml:1: service 'web': ready.tcp must be \"HOST:PORT\"",
+        r"aioproc\.toml:3: service 'web': ready.tcp must be \"HOST:PORT\"",
     ),
     (
         "Procfile",

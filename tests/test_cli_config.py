@@ -1,290 +1,299 @@
-"""aioproc run's configuration beyond the basics: environment files and ``[env]``,
-replicas with foreman's ``PORT``/``PS``, foreman's options and ``aioproc check``."""
+"""``aioproc run``'s configuration checked before anything starts (``_cli/_config.py``).
+
+Bad values are refused with exit code 2 and one line naming the file, the line of
+the offending key and the key; generated inputs (hypothesis) either load or are
+refused that way, never with a traceback.
+"""
 
 from __future__ import annotations
 
-import io
-import os
+import json
+import math
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from aioproc._cli import main
-from aioproc._cli._config import ConfigError, LoadOptions, load_config
-from aioproc._cli._run import run_services
+from aioproc._cli._config import SERVICE_OPTIONS, ConfigError, load_config
+from aioproc._cli._toml_lines import KeyLines
 
-from .helpers import process_state
-from .test_cli import Reader, started_pids
+from .helpers import nothing_left_behind
 
 AIOPROC = [sys.executable, "-m", "aioproc"]
+HEAD = '[services.web]\ncommand = "touch started"\n'
 
-# Each instance prints what foreman-style variables it got, then stays up.
-SHOW = 'echo "ps=$PS port=$PORT instance=$AIOPROC_INSTANCE"; exec sleep 60'
-
-
-def _cli(
-    tmp_path: Path, *args: str, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*AIOPROC, *args], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
-    )
-
-
-def _one_line_error(res: subprocess.CompletedProcess[str], pattern: str) -> None:
-    assert res.returncode == 2, res
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1, res.stderr
-    assert lines[0].startswith("aioproc: error: ")
-    assert re.search(pattern, lines[0]), lines[0]
-
-
-async def _run(config_path: Path, options: LoadOptions | None = None) -> tuple[int, list[str]]:
-    """Run a configuration in this process (on this test's loop) to its end."""
-    config = load_config(config_path, options=options)
-    out = io.StringIO()
-    code = await run_services(config, color=False, stream=out)
-    return code, out.getvalue().splitlines()
-
-
-def _said(lines: list[str], name: str) -> list[str]:
-    prefix = re.compile(rf"^{re.escape(name)}\s* \| ")
-    return [prefix.sub("", line) for line in lines if prefix.match(line)]
-
-
-# ----------------------------------------------------------------- Procfile parity
-
-
-def test_procfile_instances_get_foremans_port_and_ps_and_stop_cleanly(tmp_path: Path) -> None:
-    (tmp_path / "Procfile").write_text(f"web: {SHOW}\n-worker_2: {SHOW}\nclock: {SHOW}\n")
-    env = {k: v for k, v in os.environ.items() if k != "PORT"}
-    env["NO_COLOR"] = "1"
-    r, w = os.pipe()
-    proc = subprocess.Popen(
-        [*AIOPROC, "run", "-c", "web=2,-worker_2=3", "-c", "clock=0", "-p", "6000"],
-        cwd=tmp_path,
-        stdout=w,
-        stderr=subprocess.PIPE,
-        env=env,
-        start_new_session=True,
-    )
-    os.close(w)
-    out = Reader(r)
-    want = {
-        "web.1": "ps=web.1 port=6000 instance=1",
-        "web.2": "ps=web.2 port=6001 instance=2",
-        "-worker_2.1": "ps=-worker_2.1 port=6100 instance=1",
-        "-worker_2.2": "ps=-worker_2.2 port=6101 instance=2",
-        "-worker_2.3": "ps=-worker_2.3 port=6102 instance=3",
-    }
-    try:
-        for name, line in want.items():
-            out.until(rf"^{re.escape(name)}\s+\| {line}$")
-        pids = started_pids(out.lines)
-        assert len(pids) == 5
-        assert not any(line.startswith("clock") for line in out.lines)
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        os.close(r)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    assert proc.stderr is not None
-    assert proc.stderr.read() == b""
-    proc.stderr.close()
-    for pid in pids:
-        assert process_state(pid) is None
-
-
-def test_procfile_port_base_from_the_environment_then_5000(tmp_path: Path) -> None:
-    path = tmp_path / "Procfile"
-    path.write_text("web: true\nworker: true\n")
-    (tmp_path / ".env").write_text("PORT=7000\n")
-    saved = os.environ.pop("PORT", None)
-    try:
-        services = load_config(path).services
-        assert [s.env and s.env["PORT"] for s in services] == ["7000", "7100"]
-        (tmp_path / ".env").unlink()
-        services = load_config(path).services
-        assert [s.env and s.env["PORT"] for s in services] == ["5000", "5100"]
-        os.environ["PORT"] = "9000"  # the real environment wins over .env
-        (tmp_path / ".env").write_text("PORT=7000\n")
-        services = load_config(path).services
-        assert [s.env and s.env["PORT"] for s in services] == ["9000", "9100"]
-    finally:
-        os.environ.pop("PORT", None)
-        if saved is not None:
-            os.environ["PORT"] = saved
-
-
-def test_procfile_and_root_options_and_default_env_file(tmp_path: Path) -> None:
-    files, root = tmp_path / "files", tmp_path / "root"
-    files.mkdir()
-    root.mkdir()
-    (files / "Procfile.dev").write_text("web: true\n")
-    (files / ".env").write_text("WHERE=beside the Procfile\n")
-    (root / ".env").write_text("WHERE=in the root\n")
-    config = load_config(files / "Procfile.dev", options=LoadOptions(root=root))
-    [web] = config.services
-    assert web.cwd == root
-    assert web.env is not None
-    assert web.env["WHERE"] == "in the root"
-    # --env-file replaces the default .env, as foreman's -e does.
-    other = tmp_path / "other.env"
-    other.write_text("OTHER=1\n")
-    config = load_config(files / "Procfile.dev", options=LoadOptions(env_files=(other,)))
-    [web] = config.services
-    assert web.env is not None
-    assert "WHERE" not in web.env
-    assert web.env["OTHER"] == "1"
-    # The same through the command line.
-    res = _cli(tmp_path, "check", "-f", "files/Procfile.dev", "-d", "root")
-    assert res.returncode == 0, res.stderr
-    assert "web\n  command: true\n  cwd: root\n" in res.stdout
-
-
-BAD_OPTIONS = [
-    (["-c", "nope=2"], r"Procfile: --concurrency: no process named 'nope'"),
-    (["-c", "web"], r"--concurrency: expected NAME=COUNT, got 'web'"),
-    (["-c", "web=0"], r"Procfile: no processes to run"),
-    (["-c", "web=1001"], r"at most 1000 instances"),
-    (["-p", "70000"], r"-p/--port: 70000 is not a port number"),
-    (["-c", "web=2", "-p", "65535"], r"web\.2: PORT 65536 is past 65535"),
-    (["-e", "missing.env"], r"missing\.env: cannot read"),
-    (["-d", "nowhere"], r"-d/--root: nowhere is not a directory"),
-    (["-f", "Procfile", "Other"], r"give the file once"),
+#: (the rest of the [services.web] table, the line, what the message must say)
+BAD = [
+    ("umask = 1099511627776\n", 3, r"umask must be between 0 and 511"),
+    ('umask = "999"\n', 3, r"umask must be octal digits"),
+    ("user = 1099511627776\n", 3, r"user id must be between 0 and 4294967294"),
+    ("user = -1\n", 3, r"user id must be between"),
+    ('user = "no-such-user-aioproc"\n', 3, r"unknown user 'no-such-user-aioproc'"),
+    ('group = "no-such-group-aioproc"\n', 3, r"unknown group 'no-such-group-aioproc'"),
+    ("group = 4294967295\n", 3, r"group id must be between"),
+    ('env = { "A=B" = "x" }\n', 3, r"env: 'A=B' cannot be a variable name"),
+    ('env = { "A\\u0000" = "x" }\n', 3, r"env: 'A\\x00' cannot be a variable name"),
+    ('[services.web.env]\nOK = "1"\n"X=Y" = "2"\n', 5, r"env: 'X=Y' cannot be"),
+    ('env = { A = "a\\u0000b" }\n', 3, r"env.A: a NUL character"),
+    ("backoff.initial = nan\n", 3, r"backoff.initial must be a finite number, not nan"),
+    ("backoff = { max = inf }\n", 3, r"backoff.max must be a finite number, not inf"),
+    ("\n[services.web.backoff]\nfactor = -inf\n", 5, r"backoff.factor must be a finite"),
+    ("ready.notify = true\nready.timeout = nan\n", 4, r"ready.timeout must be a finite"),
+    ("ready = { notify = true, watchdog = nan }\n", 3, r"ready.watchdog must be a finite"),
+    ("ready = { notify = true, watchdog = 1e300 }\n", 3, r"ready.watchdog must be between"),
+    ("start_limit = { interval = inf }\n", 3, r"start_limit.interval must be a finite"),
+    ("start_limit = { burst = 1099511627776 }\n", 3, r"start_limit.burst must be between"),
+    ("stop_timeout = -inf\n", 3, r"stop_timeout must be a finite"),
+    ("stable_after = nan\n", 3, r"stable_after must be a finite"),
+    ("success_exit_codes = [0, 1099511627776]\n", 3, r"an exit code must be between 0 and 255"),
+    ("stop_signal = 1099511627776\n", 3, r"stop_signal: 1099511627776 is not a signal"),
+    ('ready = { tcp = "127.0.0.1:99999" }\n', 3, r"ready.tcp: '99999' is not a port"),
+    ("x = " + "[" * 3000 + "]" * 3000 + "\n", 3, r"nested too deeply \(key 'x'\)"),
+    ("env = { A = " + "[" * 3000 + "]" * 3000 + " }\n", 3, r"nested too deeply \(key 'env'\)"),
 ]
 
 
-@pytest.mark.parametrize(("args", "message"), BAD_OPTIONS)
-def test_bad_options_are_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
-    (tmp_path / "Procfile").write_text("web: touch started\n")
-    for command in ("run", "check"):
-        _one_line_error(_cli(tmp_path, command, *args), message)
+@pytest.mark.parametrize(("rest", "line", "message"), BAD, ids=[m[:40] for _, _, m in BAD])
+def test_bad_values_name_file_line_and_key(
+    tmp_path: Path, rest: str, line: int, message: str
+) -> None:
+    path = tmp_path / "aioproc.toml"
+    path.write_text(HEAD + rest)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}:{line}: "), text
+    assert re.search(message, text), text
+    assert len(text.splitlines()) == 1
+
+
+@pytest.mark.parametrize("rest", [b[0] for b in BAD[::3]], ids=[b[2][:30] for b in BAD[::3]])
+def test_bad_values_exit_2_with_one_line_before_anything_starts(tmp_path: Path, rest: str) -> None:
+    (tmp_path / "aioproc.toml").write_text(HEAD + rest)
+    with nothing_left_behind() as env:
+        res = subprocess.run(
+            [*AIOPROC, "run"], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60
+        )
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(f"aioproc: error: {tmp_path / 'aioproc.toml'}:")
     assert not (tmp_path / "started").exists()
 
 
-def test_check_prints_the_services_and_hides_values(tmp_path: Path) -> None:
-    (tmp_path / "Procfile").write_text("web: exec python3 web.py\n")
-    (tmp_path / ".env").write_text("SECRET=hunter2\n")
-    res = _cli(tmp_path, "check", "-c", "web=2")
-    assert res.returncode == 0, res.stderr
-    assert res.stderr == ""
-    assert "Procfile: 2 services" in res.stdout
-    assert "web.1\n  command: exec python3 web.py\n" in res.stdout
-    assert "PS=web.2" in res.stdout
-    assert "SECRET (values not shown)" in res.stdout
-    assert "hunter2" not in res.stdout
-    assert not list(tmp_path.glob("started*"))
-    (tmp_path / "Procfile").write_text("web exec\n")
-    _one_line_error(_cli(tmp_path, "check"), r"Procfile:1: expected 'name: command'")
+def test_supervisor_table_values(tmp_path: Path) -> None:
+    path = tmp_path / "aioproc.toml"
+    path.write_text("# top\n[supervisor]\nshutdown_timeout = nan\n\n" + HEAD)
+    with pytest.raises(ConfigError, match=r"aioproc\.toml:3: shutdown_timeout must be a finite"):
+        load_config(path)
 
 
-def test_check_help_and_only_with_replicas(
+def test_dotenv_and_procfile_nul(tmp_path: Path) -> None:
+    (tmp_path / "Procfile").write_text("web: true\n")
+    (tmp_path / ".env").write_text('A=1\nB="x\\u0000"\nC=a\0b\n')
+    with pytest.raises(ConfigError, match=r"\.env:3: C: a NUL character"):
+        load_config(tmp_path / "Procfile")
+    (tmp_path / ".env").unlink()
+    (tmp_path / "Procfile").write_text("web: true\nbad: echo a\0b\n")
+    with pytest.raises(ConfigError, match=r"Procfile:2: process 'bad': a NUL character"):
+        load_config(tmp_path / "Procfile")
+
+
+def test_messages_stay_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "aioproc.toml"
+    path.write_text(HEAD + 'env = { "a\\u2028b\\nc=" = "x" }\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert len(str(info.value).splitlines()) == 1
+    assert r"\u2028" in str(info.value)
+
+
+def test_key_lines_best_effort() -> None:
+    text = (
+        "# c\n[supervisor]\nshutdown_timeout = nan\n\n[services.web]\ncommand = 'x'\n"
+        'backoff = { initial = nan }\nready.timeout = nan\n\n[services."db"]\n'
+        "command = 'y'\n\n[services.db.start_limit]\nburst = 0\n"
+    )
+    lines = KeyLines(text)
+    assert lines.find(("supervisor",), ("shutdown_timeout",)) == 3
+    assert lines.find(("services", "web"), ("backoff", "initial")) == 7
+    assert lines.find(("services", "web"), ("ready", "timeout")) == 8
+    assert lines.find(("services", "db"), ("start_limit", "burst")) == 14
+    assert lines.find(("services", "db"), ("start_limit",)) == 13
+    assert lines.find(("services", "db"), ("user",)) == 10  # not there: the header
+    assert lines.find(("services", "nope"), ("x",)) is None
+
+
+# ---------------------------------------------------------------------- fuzzing
+
+
+def toml_value(value: Any) -> str:
+    """``value`` as TOML text (an inline table for a dict)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # lone surrogates come out as \ud800: a TOML error
+    if isinstance(value, list):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return (
+            "{ " + ", ".join(f"{json.dumps(k)} = {toml_value(v)}" for k, v in value.items()) + " }"
+        )
+    raise TypeError(value)
+
+
+def deep(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+EDGE_NUMBERS = st.sampled_from(
+    [0, -1, 1, 2**31, 2**32 - 1, 2**32, 2**63, 1099511627776, -(2**63), 0.5, 1e300, 1e-300,
+     math.nan, math.inf, -math.inf, -0.0]
+)  # fmt: skip
+SCALARS = st.one_of(
+    EDGE_NUMBERS,
+    st.integers(),
+    st.floats(),
+    st.booleans(),
+    st.text(max_size=12),
+    st.sampled_from(["root", "nobody", "no-such-user-aioproc", "", "SIGTERM", "KILL", "022",
+                     "prefix", "inherit", "always", "no", "a=b", "a\0b", "127.0.0.1:1"]),
+)  # fmt: skip
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(
+            st.one_of(
+                st.sampled_from(["initial", "factor", "max", "jitter", "burst", "interval",
+                                 "tcp", "http", "line", "notify", "timeout", "watchdog",
+                                 "access", "PATH", "A=B", ""]),
+                st.text(max_size=5),
+            ),
+            inner,
+            max_size=3,
+        ),
+    ),
+    max_leaves=6,
+)  # fmt: skip
+OPTION = st.one_of(
+    st.sampled_from(["command", "argv", *SERVICE_OPTIONS]), st.text(min_size=1, max_size=6)
+)
+SERVICE = st.dictionaries(OPTION, VALUES, max_size=4).map(
+    lambda d: {"command": "true", **d} if "argv" not in d else d
+)
+NAMES = st.one_of(st.sampled_from(["web", "db", "w.1", "-x", "a b"]), st.text(max_size=4))
+
+
+@st.composite
+def toml_files(draw: st.DrawFn) -> str:
+    parts = []
+    if draw(st.booleans()):
+        value = draw(st.one_of(VALUES, st.just(30)))
+        parts.append(f"[supervisor]\nshutdown_timeout = {toml_value(value)}\n")
+    for name, table in draw(st.dictionaries(NAMES, SERVICE, min_size=0, max_size=3)).items():
+        parts.append(f"[services.{json.dumps(name)}]")
+        for key, value in table.items():
+            parts.append(f"{json.dumps(key)} = {toml_value(value)}")
+        if draw(st.integers(0, 9)) == 0:
+            parts.append(f"deep = {deep(draw(st.sampled_from([10, 300, 1000, 5000])))}")
+    if draw(st.integers(0, 9)) == 0:
+        parts.append(draw(st.text(max_size=30)))  # whatever: often a TOML syntax error
+    return "\n".join(parts) + "\n"
+
+
+PROCFILE_LINES = st.one_of(
+    st.sampled_from(["web: true", "web: exit 3", "w.1: true", "bad", ": x", "x:", "# c", ""]),
+    st.text(max_size=20),
+    st.builds(lambda n, c: f"{n}: {c}", st.text(max_size=6), st.text(max_size=12)),
+)
+DOTENV_LINES = st.one_of(
+    st.sampled_from(["A=1", "export B=2", "C='x", 'D="a\\nb"', "E=a # c", "=x", "F"]),
+    st.text(max_size=20),
+)
+
+
+def check_load(path: Path) -> str:
+    """Load ``path`` as ``aioproc run`` does: loaded, or ConfigError with one line."""
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        message = str(exc)
+        assert len(message.splitlines()) == 1, message
+        assert message.startswith(str(path.parent)), message
+        return "refused"
+    return "loaded"
+
+
+FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+@FUZZ
+@given(text=toml_files())
+def test_fuzz_toml_loads_or_is_refused_in_one_line(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "aioproc.toml"
+    path.write_text(text, errors="surrogateescape")
+    check_load(path)
+
+
+@FUZZ
+@given(
+    procfile=st.lists(PROCFILE_LINES, max_size=4),
+    dotenv=st.none() | st.lists(DOTENV_LINES, max_size=4),
+)
+def test_fuzz_procfile_and_dotenv_load_or_are_refused_in_one_line(
+    tmp_path: Path, procfile: list[str], dotenv: list[str] | None
+) -> None:
+    (tmp_path / "Procfile").write_text("\n".join(procfile) + "\n", errors="surrogateescape")
+    env = tmp_path / ".env"
+    if dotenv is None:
+        env.unlink(missing_ok=True)
+    else:
+        env.write_text("\n".join(dotenv) + "\n", errors="surrogateescape")
+    check_load(tmp_path / "Procfile")
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=toml_files())
+def test_fuzz_real_command_never_prints_a_traceback(tmp_path: Path, text: str) -> None:
+    """A few generated files through the real command: exit 2 in one line, or a run."""
+    path = tmp_path / "aioproc.toml"
+    path.write_text(text, errors="surrogateescape")
+    with nothing_left_behind() as env:
+        proc = subprocess.Popen(
+            [*AIOPROC, "run", str(path)],
+            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            _, err = proc.communicate(timeout=3)
+        except subprocess.TimeoutExpired:  # it runs (restart = "always"...): stop it
+            proc.terminate()
+            _, err = proc.communicate(timeout=60)
+    assert b"Traceback" not in err, err.decode(errors="replace")
+    if proc.returncode == 2:
+        assert len(err.splitlines()) == 1, err
+
+
+def test_main_reports_config_errors_in_process(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["check", "--help"]) == 0
-    assert "usage: aioproc check" in capsys.readouterr().out
-    path = tmp_path / "aioproc.toml"
-    path.write_text(
-        '[services.db]\ncommand = "true"\n'
-        '[services.web]\ncommand = "true"\nreplicas = 2\ndepends_on = ["db"]\n'
-        '[services.other]\ncommand = "true"\n'
-    )
-    config = load_config(path, only=["web"])
-    assert [s.name for s in config.services] == ["db", "web.1", "web.2"]
-    assert config.instances == {"web": ["web.1", "web.2"]}
-
-
-# ----------------------------------------------------------------- aioproc.toml
-
-
-def test_toml_env_files_and_env_tables_in_their_order(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Lowest first: env files (global, --env-file, the service's), then the real
-    # environment, then [env], then the service's env.
-    (tmp_path / "global.env").write_text("A=global-file\nB=global-file\nC=global-file\nR=file\n")
-    (tmp_path / "cli.env").write_text("B=cli-file\nF=cli-file\n")
-    (tmp_path / "svc.env").write_text("C=svc-file\nD=svc-file\n")
-    monkeypatch.setenv("R", "real")
-    path = tmp_path / "aioproc.toml"
-    path.write_text(
-        'env_file = "global.env"\n'
-        '[env]\nE = "global-table"\nD = "global-table"\n'
-        "[services.app]\n"
-        'command = "true"\n'
-        'env_file = ["svc.env"]\n'
-        'env = { E = "service-table" }\n'
-    )
-    options = LoadOptions(env_files=(tmp_path / "cli.env",))
-    [app] = load_config(path, options=options).services
-    assert app.env == {
-        "A": "global-file",
-        "B": "cli-file",
-        "C": "svc-file",
-        "D": "global-table",
-        "E": "service-table",
-        "F": "cli-file",
-    }
-    assert app.child_env({})["R"] == "real"
-
-
-async def test_toml_replicas_run_with_their_variables_and_dependencies(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("PORT", raising=False)
-    (tmp_path / "app.env").write_text('GREETING="hi \\"there\\""\n')
-    path = tmp_path / "aioproc.toml"
-    path.write_text(
-        'env_file = "app.env"\n'
-        "[services.prepare]\n"
-        'command = "echo prepared"\nrestart = "no"\n'
-        "[services.web]\n"
-        "command = 'echo \"$GREETING ps=$PS port=$PORT instance=$AIOPROC_INSTANCE\"'\n"
-        'restart = "no"\nreplicas = 3\ndepends_on = ["prepare"]\n'
-        "[services.after]\n"
-        'command = "echo after"\nrestart = "no"\ndepends_on = "web"\n'
-    )
-    config = load_config(path, options=LoadOptions(port=8000))
-    assert [s.name for s in config.services] == ["prepare", "web.1", "web.2", "web.3", "after"]
-    assert config.services[-1].depends_on == ("web.1", "web.2", "web.3")
-    code, lines = await _run(path, LoadOptions(port=8000))
-    assert code == 0, lines
-    for i in (1, 2, 3):
-        assert _said(lines, f"web.{i}") == [
-            f'hi "there" ps=web.{i} port={8100 + i - 1} instance={i}'
-        ]
-    assert _said(lines, "after") == ["after"]
-    # after started only once every instance of web was up.
-    started = [line for line in lines if " started, pid " in line]
-    assert started[-1].startswith("aioproc | after started")
-
-
-BAD_TOML = [
-    (
-        '[services.web]\ncommand = "x"\nreplicas = 0\n',
-        r"aioproc\.toml:3: service 'web': replicas must be",
-    ),
-    (
-        '[services.web]\ncommand = "x"\nreplicas = true\n',
-        r"aioproc\.toml:3: service 'web': replicas must be",
-    ),
-    ('env_file = 3\n[services.web]\ncommand = "x"\n', r"aioproc\.toml:1: env_file must be"),
-    ('env = "x"\n[services.web]\ncommand = "x"\n', r"aioproc\.toml:1: env must be a table"),
-    ('[services.web]\ncommand = "x"\nenv_file = "nope.env"\n', r"nope\.env: cannot read"),
-    ('[services.web]\ncommand = "x"\nenv_file = ".env"\n', r"\.env:2: expected KEY=VALUE"),
-]
-
-
-@pytest.mark.parametrize(("text", "message"), BAD_TOML)
-def test_bad_toml_env_and_replicas(tmp_path: Path, text: str, message: str) -> None:
-    (tmp_path / ".env").write_text("A=1\n=bad\n")
-    (tmp_path / "aioproc.toml").write_text(text)
-    _one_line_error(_cli(tmp_path, "run"), message)
-    with pytest.raises(ConfigError, match=message):
-        load_config(tmp_path / "aioproc.toml")
+    (tmp_path / "aioproc.toml").write_text(HEAD + "umask = 1099511627776\n")
+    assert main(["run", str(tmp_path / "aioproc.toml")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "aioproc.toml:3: service 'web': umask" in err

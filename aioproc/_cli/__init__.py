@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         help="colour the name prefixes (auto: on a terminal, unless NO_COLOR is set)",
     )
     run.add_argument(
+        "--raw-output",
+        action="store_true",
+        help="keep the colours (SGR sequences) in the services' output; other control "
+        "characters are always shown escaped, as \\x1b",
+    )
+    run.add_argument(
         "--control",
         metavar="PATH",
         help="serve the control socket ('aioproc ctl') at PATH (default: $AIOPROC_CONTROL, "
@@ -244,7 +250,9 @@ def _command_run(args: argparse.Namespace) -> int:
         return _error(str(exc))
     control = None if args.no_control else control_path(args.control, config.path)
     try:
-        return asyncio.run(run_services(config, _COLOR[args.color], control=control))
+        return asyncio.run(
+            run_services(config, _COLOR[args.color], control=control, raw_output=args.raw_output)
+        )
     except (SocketInUse, OSError) as exc:
         # Only binding the control socket gets here: it happens before any service starts.
         return _error(f"control socket: {exc}")

@@ -3,22 +3,31 @@
 Every problem is a :class:`ConfigError` whose message is one line naming the file and
 the line or the service: ``Procfile:3: expected 'name: command'``,
 ``aioproc.toml:12: service 'web': unknown option 'restrt' (did you mean 'restart'?)``.
-Nothing is started before the whole file has been checked.
+For an ``aioproc.toml`` the line is that of the offending key (``backoff.initial``,
+not ``[services.web]``), found again in the text: best effort, see
+``_toml_lines.py``. Nothing is started before the whole file has been checked,
+and what can be checked then is: users and groups exist, environment names have
+no ``=`` or NUL, numbers are finite and in range (durations at most
+:data:`MAX_SECONDS`), values are not nested too deeply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import grp
+import math
 import os
+import pwd
 import re
 import signal
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from ..supervisor import (
+    DEPENDENCY_CONDITIONS,
     Backoff,
     ReadyHTTP,
     ReadyLine,
@@ -28,9 +37,9 @@ from ..supervisor import (
     StartLimit,
     Supervisor,
 )
-from ..supervisor._service import DEPENDENCY_CONDITIONS
 from ._envfile import merge_env_files, read_env_file
 from ._errors import ConfigError
+from ._toml_lines import KeyLines
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -38,6 +47,7 @@ else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 __all__ = [
+    "MAX_SECONDS",
     "Config",
     "ConfigError",
     "LoadOptions",
@@ -46,6 +56,12 @@ __all__ = [
     "load_config",
     "parse_dotenv",
 ]
+
+#: The longest duration a configuration may give (about 31 years): past it, event
+#: loops overflow their timers (uvloop counts milliseconds in 64 bits).
+MAX_SECONDS = 1e9
+#: uid_t and gid_t are 32 bits, and -1 (2**32 - 1) means "unchanged".
+_MAX_ID = 2**32 - 2
 
 CONFIG_NAMES = ("aioproc.toml", "Procfile")
 
@@ -78,6 +94,23 @@ SERVICE_OPTIONS = (
     "env_file",
     "replicas",
 )
+
+
+class _Bad(ValueError):
+    """A bad value at ``path`` (keys below the option being read), for the line."""
+
+    def __init__(self, path: tuple[str, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut short: a message stays one readable line."""
+    try:
+        text = repr(value)
+    except RecursionError:  # pragma: no cover - tomllib's nesting limit comes first
+        text = f"<a deeply nested {type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -245,6 +278,8 @@ def _load_procfile(path: Path, text: str, opts: LoadOptions) -> Config:
             raise ConfigError(f"{path}:{lineno}: duplicate process name {name!r}")
         if not command:
             raise ConfigError(f"{path}:{lineno}: process {name!r} has no command")
+        if "\0" in command:
+            raise ConfigError(f"{path}:{lineno}: process {name!r}: a NUL character in the command")
         seen.add(name)
         entries.append((lineno, name, command))
     if not entries:
@@ -289,6 +324,10 @@ parse_dotenv = read_env_file
 def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        line, key = _deepest(text)
+        what = f" (key {key!r})" if key else ""
+        raise ConfigError(f"{path}:{line}: a value is nested too deeply{what}") from None
     except tomllib.TOMLDecodeError as exc:
         msg = str(exc)
         m = re.search(r"\s*\(at line (\d+), column (\d+)\)$", msg)
@@ -296,53 +335,55 @@ def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
             msg = msg[: m.start()]
             raise ConfigError(f"{path}:{m.group(1)}:{m.group(2)}: {msg}") from None
         raise ConfigError(f"{path}: {msg}") from None
-    lines = _Lines(path, text)
+    lines = KeyLines(text)
+
+    def at(table: tuple[str, ...], keys: tuple[str, ...] = ()) -> str:
+        line = lines.find(table, keys)
+        return str(path) if line is None else f"{path}:{line}"
+
     for key in data:
         if key not in ("services", "supervisor", "env", "env_file"):
             raise ConfigError(
-                f"{lines.at(key)}: unknown table or key {key!r} (expected [services.NAME] "
+                f"{at((), (key,))}: unknown table or key {key!r} (expected [services.NAME] "
                 "tables, an optional [supervisor] table, env and env_file)"
             )
     shutdown_timeout = 30.0
     sup = data.get("supervisor", {})
     if not isinstance(sup, dict):
-        raise ConfigError(f"{lines.at('supervisor')}: [supervisor] must be a table")
+        raise ConfigError(f"{at((), ('supervisor',))}: [supervisor] must be a table")
     for key, value in sup.items():
+        where = at(("supervisor",), (key,))
         if key != "shutdown_timeout":
-            raise ConfigError(
-                f"{lines.at(key, 'supervisor')}: [supervisor]: unknown option {key!r}"
-            )
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(
-                f"{lines.at(key, 'supervisor')}: shutdown_timeout must be a number of seconds"
-            )
-        shutdown_timeout = float(value)
+            raise ConfigError(f"{where}: [supervisor]: unknown option {key!r}")
+        try:
+            shutdown_timeout = _seconds(value, "shutdown_timeout")
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
     services_table = data.get("services")
     if not isinstance(services_table, dict) or not services_table:
         raise ConfigError(f"{path}: no services defined (add a [services.NAME] table)")
-    ctx = _TomlContext(path, lines, opts)
+    ctx = _TomlContext(path, at, opts)
     ctx.read_globals(data)
     replicas: dict[str, int] = {}
     for name, table in services_table.items():
         if isinstance(table, dict) and "replicas" in table:
-            replicas[name] = _replicas(table["replicas"], lines, name)
+            replicas[name] = _replicas(table["replicas"], at, name)
     ctx.names = list(services_table)
     ctx.instances = _instances(path, ctx.names, opts.concurrency, replicas)
     services = []
     for name, table in services_table.items():
-        where = f"{lines.at(None, 'services.' + name)}: service {name!r}"
         if not isinstance(table, dict):
-            raise ConfigError(f"{where}: must be a table")
-        services.extend(_service_from_toml(ctx, name, table, where))
+            raise ConfigError(f"{at(('services',), (name,))}: service {name!r}: must be a table")
+        services.extend(_service_from_toml(ctx, name, table))
     replicated = {name: names for name, names in ctx.instances.items() if names != [name]}
     return Config(path, services, shutdown_timeout, instances=replicated)
 
 
-def _replicas(value: Any, lines: _Lines, name: str) -> int:
+def _replicas(value: Any, at: Callable[..., str], name: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_REPLICAS:
         raise ConfigError(
-            f"{lines.at('replicas', 'services.' + name)}: service {name!r}: replicas must be "
-            f"a whole number from 1 to {MAX_REPLICAS}, not {value!r}"
+            f"{at(('services', name), ('replicas',))}: service {name!r}: replicas must be "
+            f"a whole number from 1 to {MAX_REPLICAS}, not {_show(value)}"
         )
     return value
 
@@ -352,9 +393,9 @@ class _TomlContext:
     variables of the global ``env_file``/``--env-file`` files and ``[env]``, the
     instance names of replicated services, and the ``--port`` base."""
 
-    def __init__(self, path: Path, lines: _Lines, opts: LoadOptions) -> None:
+    def __init__(self, path: Path, at: Callable[..., str], opts: LoadOptions) -> None:
         self.path = path
-        self.lines = lines
+        self.at = at
         self.opts = opts
         self.base = path.parent if opts.root is None else opts.root
         self.file_env: dict[str, str] = {}
@@ -362,29 +403,31 @@ class _TomlContext:
         self.names: list[str] = []
         self.instances: dict[str, list[str]] = {}
 
-    def env_files(self, value: Any, where: str) -> list[Path]:
+    def env_files(self, value: Any) -> list[Path]:
         """``env_file = "a.env"`` or a list, relative to the file's directory."""
-        try:
-            names = _strings(value, "env_file")
-        except ValueError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        names = _strings(value, "env_file")
+        if any("\0" in name for name in names):
+            raise ValueError("env_file: a NUL character cannot be in a path")
         return [self.path.parent / name for name in names]
 
     def read_globals(self, data: Mapping[str, Any]) -> None:
         files: list[Path] = []
-        if "env_file" in data:
-            files = self.env_files(data["env_file"], self.lines.at("env_file"))
+        try:
+            if "env_file" in data:
+                files = self.env_files(data["env_file"])
+        except ValueError as exc:
+            raise ConfigError(f"{self.at((), ('env_file',))}: {exc}") from None
         files.extend(self.opts.env_files or ())
         self.file_env = _file_env(files)
         if "env" in data:
             try:
                 self.env = _env(data["env"])
+            except _Bad as exc:
+                raise ConfigError(f"{self.at(('env',), exc.path)}: {exc}") from None
             except ValueError as exc:
-                raise ConfigError(f"{self.lines.at('env')}: {exc}") from None
+                raise ConfigError(f"{self.at((), ('env',))}: {exc}") from None
 
-    def depends_on(
-        self, deps: list[str] | dict[str, str], where: str
-    ) -> list[str] | dict[str, str]:
+    def depends_on(self, deps: list[str] | dict[str, str]) -> list[str] | dict[str, str]:
         """A dependency on a replicated service is one on each of its instances
         (with the same condition)."""
         conditions = dict.fromkeys(deps, "ready") if isinstance(deps, list) else deps
@@ -392,51 +435,63 @@ class _TomlContext:
         for dep, condition in conditions.items():
             instances = self.instances.get(dep, [dep])
             if not instances:
-                raise ConfigError(f"{where}: depends on {dep!r}, which runs no instance")
+                raise ValueError(f"depends on {dep!r}, which runs no instance")
             out.update(dict.fromkeys(instances, condition))
         return list(out) if isinstance(deps, list) else out
 
 
-class _Lines:
-    """Finds the line of a table header or a key in the TOML text, for messages."""
-
-    def __init__(self, path: Path, text: str) -> None:
-        self.path = path
-        self.lines = text.splitlines()
-
-    def _header(self, table: str) -> int | None:
-        parts = [re.escape(p) for p in table.split(".")]
-        quoted = r"\s*\.\s*".join(rf"(?:{p}|\"{p}\"|'{p}')" for p in parts)
-        pattern = re.compile(rf"^\s*\[\s*{quoted}\s*\]")
-        for i, line in enumerate(self.lines):
-            if pattern.match(line):
-                return i
-        return None
-
-    def at(self, key: str | None, table: str | None = None) -> str:
-        start = 0
-        if table is not None:
-            found = self._header(table)
-            if found is None:
-                return str(self.path)
-            start = found
-            if key is None:
-                return f"{self.path}:{start + 1}"
-        if key is not None:
-            pattern = re.compile(rf"^\s*(?:{re.escape(key)}|\"{re.escape(key)}\")\s*=")
-            for i in range(start + (1 if table else 0), len(self.lines)):
-                line = self.lines[i]
-                if table is not None and i > start and re.match(r"^\s*\[", line):
-                    break
-                if pattern.match(line):
-                    return f"{self.path}:{i + 1}"
-        return str(self.path) if table is None else f"{self.path}:{start + 1}"
+def _deepest(text: str) -> tuple[int, str | None]:
+    """Where the nesting of ``[`` and ``{`` is deepest (strings skipped, roughly): line, key."""
+    depth = best = 0
+    best_line = 1
+    quote = ""
+    for lineno, line in enumerate(text.splitlines(), 1):
+        for ch in line:
+            if quote:
+                if ch == quote:
+                    quote = ""
+            elif ch in "\"'":
+                quote = ch
+            elif ch in "[{":
+                depth += 1
+                if depth > best:
+                    best, best_line = depth, lineno
+            elif ch in "]}":
+                depth = max(0, depth - 1)
+            elif ch == "#":
+                break
+    m = re.match(r"\s*([A-Za-z0-9_.-]+)\s*=", text.splitlines()[best_line - 1] if text else "")
+    return best_line, m.group(1) if m else None
 
 
 def _seconds(value: Any, what: str) -> float:
+    """A duration: a finite number of seconds, 0 to :data:`MAX_SECONDS`."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{what} must be a number of seconds, not {value!r}")
+        raise ValueError(f"{what} must be a number of seconds, not {_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number of seconds, not {value}")
+    if not 0 <= value <= MAX_SECONDS:
+        raise ValueError(f"{what} must be between 0 and {MAX_SECONDS:g} seconds, not {value}")
     return float(value)
+
+
+def _number(value: Any, what: str, low: float, high: float) -> float:
+    """A finite number in [low, high] (the policy classes check their own rules after)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{what} must be a number, not {_show(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{what} must be a finite number, not {value}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be between {low:g} and {high:g}, not {value}")
+    return float(value)
+
+
+def _integer(value: Any, what: str, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{what} must be an integer, not {_show(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"{what} must be between {low} and {high}, not {value}")
+    return value
 
 
 def _signal(value: Any, what: str) -> signal.Signals:
@@ -447,13 +502,13 @@ def _signal(value: Any, what: str) -> signal.Signals:
         try:
             return signal.Signals[name]
         except KeyError:
-            raise ValueError(f"{what}: unknown signal {value!r}") from None
+            raise ValueError(f"{what}: unknown signal {_show(value)}") from None
     if isinstance(value, int) and not isinstance(value, bool):
         try:
             return signal.Signals(value)
         except ValueError:
-            raise ValueError(f"{what}: {value} is not a signal number") from None
-    raise ValueError(f"{what} must be a signal name like 'SIGTERM', not {value!r}")
+            raise ValueError(f"{what}: {_show(value)} is not a signal number") from None
+    raise ValueError(f"{what} must be a signal name like 'SIGTERM', not {_show(value)}")
 
 
 def _table(value: Any, what: str, keys: Iterable[str]) -> dict[str, Any]:
@@ -462,50 +517,94 @@ def _table(value: Any, what: str, keys: Iterable[str]) -> dict[str, Any]:
     allowed = list(keys)
     for key in value:
         if key not in allowed:
-            raise ValueError(f"{what}: unknown key {key!r} (expected {', '.join(allowed)})")
+            raise _Bad((key,), f"{what}: unknown key {_show(key)} (expected {', '.join(allowed)})")
     return value
+
+
+def _sub(what: str, table: dict[str, Any], key: str, check: Any, *args: Any) -> Any:
+    """``check(table[key], "what.key", *args)``, its error located at ``key``."""
+    try:
+        return check(table[key], f"{what}.{key}", *args)
+    except _Bad as exc:
+        raise _Bad((key, *exc.path), str(exc)) from None
+    except ValueError as exc:
+        raise _Bad((key,), str(exc)) from None
+
+
+def _backoff(value: Any) -> Backoff:
+    table = _table(value, "backoff", ("initial", "factor", "max", "jitter"))
+    kw = {}
+    for key in table:
+        high = 1.0 if key == "jitter" else 1e6 if key == "factor" else MAX_SECONDS
+        kw[key] = _sub("backoff", table, key, _number, 0.0, high)
+    return Backoff(**kw)
+
+
+def _start_limit(value: Any) -> StartLimit:
+    table = _table(value, "start_limit", ("burst", "interval"))
+    kw: dict[str, Any] = {}
+    if "burst" in table:
+        kw["burst"] = _sub("start_limit", table, "burst", _integer, 1, 1_000_000)
+    if "interval" in table:
+        kw["interval"] = _sub("start_limit", table, "interval", _seconds)
+    return StartLimit(**kw)
 
 
 def _ready(value: Any) -> Any:
     kinds = ("tcp", "http", "line", "notify")
-    table = _table(value, "ready", (*kinds, "timeout", "interval", "watchdog"))
+    table = _table(value, "ready", (*kinds, "timeout", "interval", "watchdog", "access"))
     chosen = [k for k in kinds if k in table]
     if len(chosen) != 1:
         raise ValueError(f"ready needs exactly one of {', '.join(kinds)}")
     kind = chosen[0]
     kw: dict[str, Any] = {}
     if "timeout" in table:
-        kw["timeout"] = _seconds(table["timeout"], "ready.timeout")
+        kw["timeout"] = _sub("ready", table, "timeout", _seconds)
+        if kw["timeout"] <= 0:
+            raise _Bad(("timeout",), "ready.timeout must be positive")
     if "interval" in table:
         if kind not in ("tcp", "http"):
-            raise ValueError(f"ready.interval only applies to tcp and http, not {kind}")
-        kw["interval"] = _seconds(table["interval"], "ready.interval")
+            raise _Bad(("interval",), f"ready.interval only applies to tcp and http, not {kind}")
+        kw["interval"] = _sub("ready", table, "interval", _seconds)
     if "watchdog" in table:
         if kind != "notify":
-            raise ValueError("ready.watchdog only applies to notify")
-        kw["watchdog"] = _seconds(table["watchdog"], "ready.watchdog")
+            raise _Bad(("watchdog",), "ready.watchdog only applies to notify")
+        kw["watchdog"] = _sub("ready", table, "watchdog", _seconds)
+        if kw["watchdog"] <= 0:
+            raise _Bad(("watchdog",), "ready.watchdog must be positive")
+    if "access" in table:
+        if kind != "notify":
+            raise _Bad(("access",), "ready.access only applies to notify")
+        if table["access"] not in ("main", "all"):
+            raise _Bad(
+                ("access",), f"ready.access must be 'main' or 'all', not {_show(table['access'])}"
+            )
+        kw["access"] = table["access"]
     target = table[kind]
-    if kind == "tcp":
-        if not isinstance(target, str) or ":" not in target:
-            raise ValueError('ready.tcp must be "HOST:PORT", like "127.0.0.1:8000"')
-        host, _, port = target.rpartition(":")
-        if not port.isdigit():
-            raise ValueError(f"ready.tcp: {port!r} is not a port number")
-        return ReadyTCP(host.strip("[]") or "127.0.0.1", int(port), **kw)
-    if kind == "http":
-        if not isinstance(target, str):
-            raise ValueError("ready.http must be a URL string")
-        return ReadyHTTP(target, **kw)
-    if kind == "line":
-        if not isinstance(target, str):
-            raise ValueError("ready.line must be a regular expression string")
-        try:
-            return ReadyLine(target, **kw)
-        except re.error as exc:
-            raise ValueError(f"ready.line: bad regular expression: {exc}") from None
-    if target is not True:
-        raise ValueError("ready.notify must be true")
-    return ReadyNotify(**kw)
+    try:
+        if kind == "tcp":
+            if not isinstance(target, str) or ":" not in target:
+                raise ValueError('ready.tcp must be "HOST:PORT", like "127.0.0.1:8000"')
+            host, _, port = target.rpartition(":")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"ready.tcp: {_show(port)} is not a port number")
+            return ReadyTCP(host.strip("[]") or "127.0.0.1", int(port), **kw)
+        if kind == "http":
+            if not isinstance(target, str):
+                raise ValueError("ready.http must be a URL string")
+            return ReadyHTTP(target, **kw)
+        if kind == "line":
+            if not isinstance(target, str):
+                raise ValueError("ready.line must be a regular expression string")
+            try:
+                return ReadyLine(target, **kw)
+            except (re.error, RecursionError, OverflowError) as exc:
+                raise ValueError(f"ready.line: bad regular expression: {exc}") from None
+        if target is not True:
+            raise ValueError("ready.notify must be true")
+        return ReadyNotify(**kw)
+    except ValueError as exc:
+        raise _Bad((kind,), str(exc)) from None
 
 
 def _codes(value: Any, what: str) -> list[int]:
@@ -516,9 +615,9 @@ def _codes(value: Any, what: str) -> list[int]:
         if isinstance(item, str):
             out.append(_signal(item, what))
         elif isinstance(item, int) and not isinstance(item, bool):
-            out.append(item)
+            out.append(_integer(item, f"{what}: an exit code", 0, 255))
         else:
-            raise ValueError(f"{what}: {item!r} is neither an exit code nor a signal name")
+            raise ValueError(f"{what}: {_show(item)} is neither an exit code nor a signal name")
     return out
 
 
@@ -535,9 +634,10 @@ def _depends_on(value: Any) -> list[str] | dict[str, str]:
         return _strings(value, "depends_on")
     for dep, condition in value.items():
         if condition not in DEPENDENCY_CONDITIONS:
-            raise ValueError(
+            raise _Bad(
+                (dep,),
                 f"depends_on.{dep} must be one of "
-                f"{', '.join(repr(c) for c in DEPENDENCY_CONDITIONS)}, not {condition!r}"
+                f"{', '.join(repr(c) for c in DEPENDENCY_CONDITIONS)}, not {condition!r}",
             )
     return dict(value)
 
@@ -547,26 +647,55 @@ def _env(value: Any) -> dict[str, str]:
         raise ValueError('env must be a table, like env = { PORT = "8000" }')
     out = {}
     for key, item in value.items():
+        if not key or "=" in key or "\0" in key:
+            raise _Bad((key,), f"env: {_show(key)} cannot be a variable name (empty, '=' or NUL)")
         if isinstance(item, bool) or not isinstance(item, (str, int, float)):
-            raise ValueError(f"env.{key} must be a string")
-        out[key] = str(item)
+            raise _Bad((key,), f"env.{key} must be a string")
+        text = str(item)
+        if "\0" in text:
+            raise _Bad((key,), f"env.{key}: a NUL character cannot be in a value")
+        out[key] = text
     return out
 
 
-def _service_from_toml(
-    ctx: _TomlContext, name: str, table: Mapping[str, Any], where: str
-) -> list[Service]:
+def _user(value: Any, what: str) -> str | int:
+    """A user (``what="user"``) or group name that exists, or an id in range."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _integer(value, f"{what} id", 0, _MAX_ID)
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"{what} must be a name or a numeric id, not {_show(value)}")
+    try:
+        if what == "user":
+            pwd.getpwnam(value)
+        else:
+            grp.getgrnam(value)
+    except KeyError:
+        database = "password" if what == "user" else "group"
+        raise ValueError(f"unknown {what} {_show(value)}: not in the {database} database") from None
+    return value
+
+
+def _umask(value: Any) -> int:
+    if isinstance(value, str):
+        if not re.fullmatch(r"0?o?[0-7]{1,4}", value):
+            raise ValueError(f"umask must be octal digits like '022', not {_show(value)}")
+        value = int(value.replace("o", ""), 8)
+    return _integer(value, "umask", 0, 0o777)
+
+
+def _service_from_toml(ctx: _TomlContext, name: str, table: Mapping[str, Any]) -> list[Service]:
     """The service of one ``[services.NAME]`` table: one, or its replicas."""
-    path, lines = ctx.path, ctx.lines
+    path, at = ctx.path, ctx.at
+    where = f"{at(('services', name))}: service {name!r}"
     known = ("command", "argv", *SERVICE_OPTIONS)
     for key in table:
         if key not in known:
             close = difflib.get_close_matches(key, known, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            line = lines.at(key, f"services.{name}")
-            raise ConfigError(f"{line}: service {name!r}: unknown option {key!r}{hint}")
+            line = at(("services", name), (key,))
+            raise ConfigError(f"{line}: service {name!r}: unknown option {_show(key)}{hint}")
     if "command" in table and "argv" in table:
-        line = lines.at("argv", f"services.{name}")
+        line = at(("services", name), ("argv",))
         raise ConfigError(
             f"{line}: service {name!r}: 'command' and 'argv' are exclusive: give one, not both"
         )
@@ -575,29 +704,31 @@ def _service_from_toml(
     kw: dict[str, Any] = {}
     base = ctx.base
     files: list[Path] = []
-    try:
-        if "command" in table:
-            argv: Any = table["command"]
-            if not isinstance(argv, str) or not argv.strip():
-                raise ValueError("command must be a non-empty string")
-            kw["shell"] = True
-        else:
-            argv = table["argv"]
-            if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
-                raise ValueError("argv must be a non-empty list of strings")
-        for key, value in table.items():
-            if key in ("command", "argv"):
-                continue
-            if key == "backoff":
-                kw[key] = Backoff(**_table(value, key, ("initial", "factor", "max", "jitter")))
+    for key, value in table.items():
+        try:
+            if key == "command":
+                if not isinstance(value, str) or not value.strip() or "\0" in value:
+                    raise ValueError("command must be a non-empty string (no NUL)")
+                argv: Any = value
+                kw["shell"] = True
+            elif key == "argv":
+                if (
+                    not isinstance(value, list)
+                    or not value
+                    or not all(isinstance(a, str) and "\0" not in a for a in value)
+                ):
+                    raise ValueError("argv must be a non-empty list of strings (no NUL)")
+                argv = value
+            elif key == "backoff":
+                kw[key] = _backoff(value)
             elif key == "start_limit":
-                kw[key] = StartLimit(**_table(value, key, ("burst", "interval")))
+                kw[key] = _start_limit(value)
             elif key in ("stable_after", "stop_timeout"):
                 kw[key] = _seconds(value, key)
             elif key == "depends_on":
-                kw[key] = ctx.depends_on(_depends_on(value), where)
+                kw[key] = ctx.depends_on(_depends_on(value))
             elif key == "env_file":
-                files = ctx.env_files(value, where)
+                files = ctx.env_files(value)
             elif key == "replicas":
                 continue  # read before, with every service's
             elif key == "pdeathsig":
@@ -613,26 +744,36 @@ def _service_from_toml(
             elif key == "env":
                 kw[key] = _env(value)
             elif key == "cwd":
-                if not isinstance(value, str):
+                if not isinstance(value, str) or "\0" in value:
                     raise ValueError("cwd must be a path string")
                 kw[key] = base / value
             elif key == "output":
-                if not isinstance(value, str) or not value:
+                if not isinstance(value, str) or not value or "\0" in value:
                     raise ValueError('output must be "prefix", "inherit" or a file path')
                 kw[key] = value if value in ("prefix", "inherit") else str(base / value)
             elif key in ("success_exit_codes", "restart_exit_codes"):
                 kw[key] = _codes(value, key)
             elif key == "umask":
-                if isinstance(value, str):
-                    value = int(value, 8)
+                kw[key] = _umask(value)
+            elif key in ("user", "group"):
+                kw[key] = _user(value, key)
+            else:  # restart: Service checks it
                 kw[key] = value
-            else:  # restart, user, group: Service checks them
-                kw[key] = value
-        kw.setdefault("cwd", base)
-        kw.setdefault("pdeathsig", DEFAULT_PDEATHSIG)
-        env = {**ctx.file_env, **_file_env(files), **ctx.env, **kw.pop("env", {})}
-        instances = ctx.instances[name]
-        out = []
+        except _Bad as exc:
+            raise ConfigError(
+                f"{at(('services', name), (key, *exc.path))}: service {name!r}: {exc}"
+            ) from None
+        except (TypeError, ValueError) as exc:
+            msg = str(exc).replace(f"service {name!r}: ", "")
+            raise ConfigError(
+                f"{at(('services', name), (key,))}: service {name!r}: {msg}"
+            ) from None
+    kw.setdefault("cwd", base)
+    kw.setdefault("pdeathsig", DEFAULT_PDEATHSIG)
+    env = {**ctx.file_env, **_file_env(files), **ctx.env, **kw.pop("env", {})}
+    instances = ctx.instances[name]
+    out = []
+    try:
         for i, instance in enumerate(instances, 1):
             extra: dict[str, str] = {}
             if instances != [name] or ctx.opts.port is not None:

@@ -116,12 +116,15 @@ async def run_services(
     stream: TextIO | None = None,
     *,
     control: Path | None = None,
+    raw_output: bool = False,
 ) -> int:
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
     say = _Say(out, width, color)
     with_ready = {s.name for s in config.services if s.ready is not None}
-    sup = config.supervisor(color=color, output_stream=out, prefix_width=width)
+    sup = config.supervisor(
+        color=color, output_stream=out, prefix_width=width, raw_output=raw_output
+    )
     reload = make_reload(config, sup, say, with_ready)
     endpoint: ControlServer | contextlib.nullcontext[None] = contextlib.nullcontext()
     if control is not None:

@@ -35,10 +35,11 @@ from ._history import LogLine, LogStream
 from ._policies import Backoff, StartLimit, should_restart
 from ._readiness import ReadyCall, ReadyCheck, ReadyHTTP, ReadyLine, ReadyNotify, ReadyTCP
 from ._reconfigure import Reconfigured
-from ._service import Service
+from ._service import DEPENDENCY_CONDITIONS, Service
 from ._supervisor import Supervisor
 
 __all__ = [
+    "DEPENDENCY_CONDITIONS",
     "BackingOff",
     "Backoff",
     "Event",

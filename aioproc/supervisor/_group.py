@@ -37,7 +37,9 @@ from .._procfs import (
     group_members,
     pidfd_open_ex,
     wait_gone,
+    wait_gone_async,
 )
+from ._groupscan import GroupScanner
 
 __all__ = [
     "LeaderWatch",
@@ -109,8 +111,14 @@ class LeaderWatch:
             self._task = None
 
 
-async def wait_group_empty(pgid: int, leader: LeaderWatch, timeout: float | None) -> bool:
-    """Wait until the leader has exited and no live process is left in group ``pgid``."""
+async def wait_group_empty(
+    pgid: int, leader: LeaderWatch, timeout: float | None, scanner: GroupScanner | None = None
+) -> bool:
+    """Wait until the leader has exited and no live process is left in group ``pgid``.
+
+    With a ``scanner`` the /proc scans are shared with the other services' waits
+    (see ``_groupscan.py``): what keeps a shutdown of many services linear.
+    """
     loop = asyncio.get_running_loop()
     deadline = None if timeout is None else loop.time() + timeout
     if not leader.done:
@@ -119,6 +127,8 @@ async def wait_group_empty(pgid: int, leader: LeaderWatch, timeout: float | None
         except asyncio.TimeoutError:
             return False
     left = None if deadline is None else max(0.0, deadline - loop.time())
+    if scanner is not None:
+        return await wait_gone_async(lambda: scanner.members(pgid), left)
     return await wait_gone(lambda: group_members(pgid), left)
 
 

@@ -3,7 +3,9 @@
 * ``"inherit"``: the service writes to the supervisor's stdout/stderr directly.
 * ``"prefix"``: each line is written to the supervisor's stdout as
   ``name | line``, the names padded to one width and coloured (on a terminal, or
-  when forced).
+  when forced). Control characters and escape sequences in the line are made
+  visible (``\x1b``), so a service cannot move the cursor or retitle the terminal;
+  ``raw_output`` keeps its colours (see ``_terminal.py``).
 * a path (``str`` or :class:`os.PathLike`): lines are appended to that file.
 * a callable: called as ``callback(name, line)`` with each decoded line (no newline).
 
@@ -20,6 +22,8 @@ import os
 import sys
 from collections.abc import Callable
 from typing import TextIO, Union
+
+from ._terminal import has_controls, neutralise
 
 __all__ = ["LINE_LIMIT", "LineSplitter", "OutputSpec", "PrefixWriter", "Sink", "make_sink"]
 
@@ -54,9 +58,14 @@ class PrefixWriter:
     """
 
     def __init__(
-        self, stream: TextIO | None = None, color: bool | None = None, min_width: int = 0
+        self,
+        stream: TextIO | None = None,
+        color: bool | None = None,
+        min_width: int = 0,
+        raw_output: bool = False,
     ) -> None:
         self._stream = stream
+        self._raw_output = raw_output
         self._color = color
         self._min_width = min_width
         self._names: dict[str, str] = {}  # name -> colour code
@@ -79,6 +88,8 @@ class PrefixWriter:
             label = f"\x1b[{code}m{label} |\x1b[0m"
         else:
             label = f"{label} |"
+        if has_controls(line):  # untrusted bytes: no cursor moves, no titles
+            line = neutralise(line, self._raw_output)
         try:
             stream.write(f"{label} {line}\n")
             stream.flush()

@@ -23,18 +23,21 @@ import contextlib
 import dataclasses
 import os
 import re
-import secrets
+import shutil
 import socket
 import ssl
+import struct
+import tempfile
 import time
 import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any
+from typing import Any, Literal
 
 from .. import Process
 
 __all__ = [
+    "NotifyAccess",
     "NotifySocket",
     "ReadyCall",
     "ReadyCheck",
@@ -241,21 +244,30 @@ class ReadyLine(ReadyCheck):
 class ReadyNotify(ReadyCheck):
     """Ready once the service sends ``READY=1`` to ``$NOTIFY_SOCKET`` (``sd_notify``).
 
-    The supervisor binds a datagram socket per run (in the abstract namespace, named
-    ``@aioproc-notify-...``) and passes its address in ``NOTIFY_SOCKET``. ``STATUS=``
-    messages show up in :meth:`Supervisor.status`. With ``watchdog`` (seconds) the
-    child also gets ``WATCHDOG_USEC`` and, once ready, must send ``WATCHDOG=1`` at
-    least that often, or it is stopped and its run counts as failed (``"watchdog"``).
+    The supervisor binds a datagram socket per run (a file-system socket in a
+    private directory, see :class:`NotifySocket`) and passes its path in
+    ``NOTIFY_SOCKET``. ``STATUS=`` messages show up in :meth:`Supervisor.status`.
+    With ``watchdog`` (seconds) the child also gets ``WATCHDOG_USEC`` and, once
+    ready, must send ``WATCHDOG=1`` at least that often, or it is stopped and its
+    run counts as failed (``"watchdog"``).
+
+    ``access`` says who may notify, as systemd's ``NotifyAccess=``: ``"all"`` (the
+    default) any process of the service (its main process, its process group, its
+    descendants), ``"main"`` its main process only; in both cases only from the
+    service's user. Datagrams from anybody else are dropped.
     """
 
     _: dataclasses.KW_ONLY
     timeout: float = 30.0
     watchdog: float | None = None
+    access: NotifyAccess = "all"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.watchdog is not None:
             _check_timeout(self.watchdog)
+        if self.access not in ("main", "all"):
+            raise ValueError(f"ReadyNotify.access must be 'main' or 'all', not {self.access!r}")
 
     async def wait(self, ctx: ReadyContext) -> None:
         assert ctx.notify is not None
@@ -279,39 +291,128 @@ class ReadyCall(ReadyCheck):
         await self.check(ctx.proc)
 
 
+#: Who may notify (``ReadyNotify(access=...)``), as systemd's ``NotifyAccess=``.
+NotifyAccess = Literal["main", "all"]
+
+_UCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """/proc/PID/stat after the command name (state, ppid, pgrp, ...), or None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].decode().split()
+    except (OSError, IndexError):
+        return None
+
+
 class NotifySocket:
     """The datagram socket a :class:`ReadyNotify` service writes ``KEY=VALUE`` lines to.
 
     One per run, so a message from a previous run's leftovers cannot count for this
-    one. Abstract-namespace address: nothing to clean up in the file system, and the
-    random name is only known to the service (which gets it in ``NOTIFY_SOCKET``).
+    one. Who may talk to it is decided twice:
+
+    * **Reaching it.** A file-system socket in a fresh directory of mode 0700 (owned
+      by the service's user when it runs as another one): no other user can connect
+      or send to it, and its name is no secret anybody relies on. (The abstract
+      namespace used before had no permissions at all: any local user could find
+      the name in /proc/net/unix and send ``READY=1``.)
+    * **Each datagram.** ``SO_PASSCRED`` makes the kernel attach the sender's pid,
+      uid and gid (``SCM_CREDENTIALS``) to every datagram; it is accepted only from
+      the service's uid and, with ``access="main"``, from the main process; with
+      ``access="all"`` (the default), from a process of the service: the main one,
+      a member of its process group, or a descendant. The rest is dropped.
+
+    A sender is checked when its datagram is read, through /proc: one that has
+    already exited cannot be checked and is dropped (as in systemd; its
+    ``systemd-notify`` waits for the manager with ``BARRIER=1``, which keeps it
+    alive long enough). Until :meth:`watch` names the service's process nothing is
+    read: datagrams wait in the socket's buffer.
     """
 
-    def __init__(self, on_status: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        on_status: Callable[[str], None] | None = None,
+        *,
+        uid: int | None = None,
+        access: NotifyAccess = "all",
+    ) -> None:
         self._loop = asyncio.get_running_loop()
-        name = f"aioproc-notify-{os.getpid()}-{secrets.token_hex(8)}"
-        self.address = "@" + name
+        self._uid = os.geteuid() if uid is None else uid
+        self._access = access
+        self._pid: int | None = None
+        self._pgid: int | None = None
+        #: Datagrams dropped because of who sent them (for the tests and the logs).
+        self.refused = 0
+        self._dir = tempfile.mkdtemp(prefix="aioproc-notify-")  # mode 0700
+        path = os.path.join(self._dir, "notify")
+        self.address = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:
             self._sock.setblocking(False)
-            self._sock.bind("\0" + name)
+            self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
+            self._sock.bind(path)
+            if self._uid != os.geteuid():
+                # The service runs as another user: the directory is its (and root's).
+                os.chown(path, self._uid, -1)
+                os.chown(self._dir, self._uid, -1)
         except BaseException:
             self._sock.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
             raise
         self.ready: asyncio.Future[None] = self._loop.create_future()
         self.last_watchdog: float | None = None
         self._watchdog_waiter: asyncio.Future[None] | None = None
         self._on_status = on_status
+
+    def watch(self, pid: int, pgid: int | None) -> None:
+        """Start reading: ``pid`` is the service's main process, ``pgid`` its group (if own)."""
+        self._pid = pid
+        self._pgid = pgid
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
 
+    def _allowed(self, pid: int, uid: int) -> bool:
+        if uid != self._uid or pid <= 0 or self._pid is None:
+            return False
+        if pid == self._pid:
+            return True
+        if self._access == "main":
+            return False
+        fields = _stat_fields(pid)
+        if fields is None:
+            return False  # gone already: cannot tell whose it was
+        if self._pgid is not None and int(fields[2]) == self._pgid:
+            return True  # the group id is pinned by the unreaped leader: it is ours
+        # A descendant of the main process (it may have left the group).
+        for _ in range(4096):  # a bound, should /proc change under us into a cycle
+            ppid = int(fields[1])
+            if ppid == self._pid:
+                return True
+            if ppid <= 1:
+                return False
+            fields = _stat_fields(ppid)
+            if fields is None:
+                return False
+        return False
+
     def _on_readable(self) -> None:
+        space = socket.CMSG_SPACE(_UCRED.size)
         while True:
             try:
-                data = self._sock.recv(4096)
+                data, ancillary, _, _ = self._sock.recvmsg(4096, space)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # pragma: no cover - nothing else is expected
                 return
+            creds = None
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
+                    creds = _UCRED.unpack(payload[: _UCRED.size])
+            # Descriptors sent along (sd_notify_barrier's BARRIER=1) do not fit in
+            # the buffer: the kernel closes them, which is the barrier's answer.
+            if creds is None or not self._allowed(creds[0], creds[1]):
+                self.refused += 1
+                continue
             for line in data.decode(errors="replace").splitlines():
                 key, _, value = line.partition("=")
                 if key == "READY" and value == "1" and not self.ready.done():
@@ -337,8 +438,9 @@ class NotifySocket:
 
     def close(self) -> None:
         if self._sock.fileno() >= 0:
-            if not self._loop.is_closed():
+            if self._pid is not None and not self._loop.is_closed():
                 self._loop.remove_reader(self._sock.fileno())
             self._sock.close()
+            shutil.rmtree(self._dir, ignore_errors=True)
         if not self.ready.done():
             self.ready.cancel()

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import pwd
 import signal
 import sys
 import time
@@ -47,7 +48,8 @@ from ._events import (
     Stopped,
     Stopping,
 )
-from ._group import LeaderWatch, group_members, hold_reap, signal_group, wait_group_empty
+from ._group import LeaderWatch, hold_reap, signal_group, wait_group_empty
+from ._groupscan import GroupScanner
 from ._history import LogHistory, LogLine, LogStream
 from ._output import LineSplitter, PrefixWriter, Sink, make_sink
 from ._policies import ExitReason, StartHistory, ended_cleanly, is_clean, should_restart
@@ -76,6 +78,18 @@ class _Run:
     ran_for: float = 0.0
     pid: int | None = None
     fatal: bool = False  # a spawn error that a retry cannot fix (bad arguments)
+
+
+def _service_uid(user: object) -> int | None:
+    """The uid a service runs as (None: ours), for its notify socket's checks."""
+    if isinstance(user, int) and not isinstance(user, bool):
+        return user
+    if isinstance(user, str):
+        try:
+            return pwd.getpwnam(user).pw_uid
+        except KeyError:
+            return None  # spawn() refuses it with a clear error
+    return None
 
 
 def _error_code(exc: BaseException) -> int:
@@ -309,7 +323,11 @@ class _Runner:
         try:
             extra: dict[str, str] = {}
             if isinstance(svc.ready, ReadyNotify):
-                notify = NotifySocket(on_status=self._on_notify_status)
+                notify = NotifySocket(
+                    self._on_notify_status,
+                    uid=_service_uid(svc.spawn_kwargs.get("user")),
+                    access=svc.ready.access,
+                )
                 extra["NOTIFY_SOCKET"] = notify.address
                 if svc.ready.watchdog is not None:
                     extra["WATCHDOG_USEC"] = str(int(svc.ready.watchdog * 1e6))
@@ -345,6 +363,8 @@ class _Runner:
         # so from here on its PID (and group id) stays ours until we let go.
         hold: ContextManager[None] = hold_reap(proc) if svc.kill_group else contextlib.nullcontext()
         hold.__enter__()
+        if notify is not None:
+            notify.watch(proc.pid, proc.pid if svc.kill_group else None)
         self.proc = proc
         self.spawned = True
         self.started_at = started = time.monotonic()
@@ -458,16 +478,17 @@ class _Runner:
                 await leader.exited
             return
         pgid = proc.pid
-        if leader.done and not group_members(pgid):
+        scanner = self.sup._scanner
+        if leader.done and not await scanner.members(pgid):
             return
         self._set_state(_S.STOPPING)
         signal_group(proc, svc.stop_signal)
         if svc.stop_signal not in (signal.SIGKILL, signal.SIGCONT):
             # As systemd: a stopped (SIGSTOP) member could not act on the signal.
             signal_group(proc, signal.SIGCONT)
-        if not await wait_group_empty(pgid, leader, svc.stop_timeout):
+        if not await wait_group_empty(pgid, leader, svc.stop_timeout, scanner):
             signal_group(proc, signal.SIGKILL)
-            await wait_group_empty(pgid, leader, None)
+            await wait_group_empty(pgid, leader, None, scanner)
 
 
 def _dependency_met(dep: _Runner, condition: DependencyCondition) -> bool | str:
@@ -587,8 +608,10 @@ class Supervisor:
     (then SIGKILL). ``await sup.wait()`` returns the :class:`Outcome` once every
     service has ended, or once an essential one failed and the rest were stopped.
 
-    ``color`` (None: auto), ``output_stream`` (default ``sys.stdout``) and
-    ``prefix_width`` (a minimum) shape ``output="prefix"``.
+    ``color`` (None: auto), ``output_stream`` (default ``sys.stdout``),
+    ``prefix_width`` (a minimum) and ``raw_output`` shape ``output="prefix"``: the
+    services' control characters and escape sequences are shown escaped
+    (``\x1b``), and ``raw_output=True`` keeps their colours (SGR sequences) only.
     ``log_lines``: how many of each service's last output lines are kept for
     :meth:`logs` (0: none).
 
@@ -605,14 +628,16 @@ class Supervisor:
         output_stream: TextIO | None = None,
         prefix_width: int = 0,
         log_lines: int = 1000,
+        raw_output: bool = False,
     ) -> None:
         if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)):
             raise TypeError("shutdown_timeout must be a number of seconds")
         if shutdown_timeout < 0:
             raise ValueError("shutdown_timeout must not be negative")
         self.shutdown_timeout = float(shutdown_timeout)
-        self._writer = PrefixWriter(output_stream, color, prefix_width)
+        self._writer = PrefixWriter(output_stream, color, prefix_width, raw_output)
         self._history = LogHistory(log_lines)
+        self._scanner = GroupScanner()  # one /proc scan for all the groups being stopped
         self._services: dict[str, Service] = {}
         self._runners: dict[str, _Runner] = {}
         for service in services:
@@ -684,14 +709,16 @@ class Supervisor:
 
     async def _shutdown(self) -> None:
         tasks: dict[str, asyncio.Task[None]] = {}
+        # Who depends on whom, reversed once (not once per service: that was quadratic).
+        users: dict[str, list[str]] = {}
+        for other, svc in self._services.items():
+            for dep in svc.depends_on:
+                users.setdefault(dep, []).append(other)
 
         async def stop_after_dependents(name: str) -> None:
             # Reverse dependency order: a service stops once all that depend on it did.
-            dependents = [
-                tasks[other]
-                for other, svc in self._services.items()
-                if name in svc.depends_on and other in tasks
-            ]
+            # Services with no dependency between them stop concurrently.
+            dependents = [tasks[other] for other in users.get(name, ()) if other in tasks]
             if dependents:
                 await asyncio.wait(dependents)
             await self._runners[name].stop()

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import stat
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +25,8 @@ from aioproc.supervisor import (
 )
 from aioproc.supervisor._readiness import ReadyContext
 
-from .util import Recorder, free_port, program
+from ..helpers import DROP_ROOT
+from .util import PROGRAMS, Recorder, free_port, program
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -144,3 +150,122 @@ def test_checks_validate_their_arguments() -> None:
         ReadyLine("x", timeout=0)
     with pytest.raises(ValueError, match="inherit"):
         Service("x", ["true"], ready=ReadyLine("x"), output="inherit")
+
+
+# ---------------------------------------------------------------- who may notify
+
+_SEND = """
+import os, socket, sys, time
+{drop}
+addr = sys.argv[1]
+if addr.startswith("@"):
+    addr = "\\0" + addr[1:]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[3])):
+    try:
+        s.sendto(sys.argv[2].encode(), addr)
+        print("sent", flush=True)
+    except OSError as exc:
+        print(type(exc).__name__, flush=True)
+    time.sleep(0.05)
+"""
+
+
+def _telling(argv: list[str], ready: ReadyNotify) -> tuple[Service, asyncio.Future[str]]:
+    """A service "n" that prints its NOTIFY_SOCKET, then execs ``argv``; and that address."""
+    address: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    def on_line(name: str, line: str) -> None:
+        if line.startswith("address ") and not address.done():
+            address.set_result(line.split(" ", 1)[1])
+
+    script = 'echo "address $NOTIFY_SOCKET"; exec "$@"'
+    svc = Service("n", ["sh", "-c", script, "sh", *argv], ready=ready, restart="no", output=on_line)
+    return svc, address
+
+
+async def _send_from(address: str, message: str, count: int, other_uid: bool) -> str:
+    """Send ``message`` ``count`` times from a fresh process (as another uid if asked)."""
+    code = _SEND.format(drop=textwrap.dedent(DROP_ROOT) if other_uid else "")
+    result = await aioproc.run(
+        [sys.executable, "-c", code, address, message, str(count)], stdout=aioproc.PIPE
+    )
+    assert result.returncode == 0
+    assert isinstance(result.stdout, bytes)
+    return result.stdout.decode()
+
+
+@pytest.mark.parametrize("other_uid", [True, False], ids=["other-uid", "same-uid-outsider"])
+async def test_notify_from_outsiders_is_ignored(other_uid: bool) -> None:
+    """READY=1 and STATUS= from a process that is not the service's change nothing."""
+    svc, told = _telling(["sleep", "30"], ReadyNotify(timeout=3))
+    async with Supervisor([svc]) as sup:
+        rec = Recorder(sup)
+        address = await asyncio.wait_for(told, 10)
+        out = await _send_from(address, "READY=1\nSTATUS=pwned", 10, other_uid)
+        # Another user cannot even reach the socket; a same-uid outsider can, and is dropped.
+        assert out.split() == (["PermissionError"] * 10 if other_uid else ["sent"] * 10)
+        exited = await rec.until(lambda e: isinstance(e, Exited))
+        assert exited.reason == "ready-timeout"  # type: ignore[attr-defined]
+        assert not rec.of(Ready)
+        assert sup.status()["n"].message != "pwned"
+    await rec.close()
+
+
+@pytest.mark.parametrize("other_uid", [True, False], ids=["other-uid", "same-uid-outsider"])
+async def test_watchdog_keepalives_from_outsiders_are_ignored(other_uid: bool) -> None:
+    """A hung service's watchdog fires even while an outsider sends WATCHDOG=1."""
+    svc, told = _telling(program("notify"), ReadyNotify(watchdog=0.5))
+    async with Supervisor([svc]) as sup:
+        rec = Recorder(sup)
+        address = await asyncio.wait_for(told, 10)
+        await rec.until(lambda e: isinstance(e, Ready))
+        sender = asyncio.ensure_future(_send_from(address, "WATCHDOG=1", 40, other_uid))
+        exited = await rec.until(lambda e: isinstance(e, Exited))
+        assert exited.reason == "watchdog"  # type: ignore[attr-defined]
+        assert not sender.done(), "the keep-alives stopped before the watchdog fired"
+        await sender
+    await rec.close()
+
+
+@pytest.mark.parametrize(("access", "ready"), [("all", True), ("main", False)], ids=["all", "main"])
+async def test_notify_access_from_a_child_of_the_service(access: str, ready: bool) -> None:
+    # The shell's child (not the main process, in its group) notifies.
+    script = f"{sys.executable} {PROGRAMS / 'notify.py'}; exit 0"
+    svc = Service(
+        "n",
+        ["sh", "-c", script],
+        ready=ReadyNotify(timeout=3, access=access),  # type: ignore[arg-type]
+        restart="no",
+        output=drop,
+    )
+    async with Supervisor([svc]) as sup:
+        rec = Recorder(sup)
+        event = await rec.until(lambda e: isinstance(e, (Ready, Exited)))
+        assert isinstance(event, Ready) is ready
+    await rec.close()
+
+
+@pytest.mark.skipif(shutil.which("systemd-notify") is None, reason="no systemd-notify here")
+async def test_systemd_notify_works() -> None:
+    svc = Service(
+        "n",
+        ["sh", "-c", "systemd-notify --ready --status=from-systemd-notify; exec sleep 30"],
+        ready=ReadyNotify(timeout=10),
+        output=drop,
+    )
+    async with Supervisor([svc]) as sup:
+        status = await asyncio.wait_for(sup.start("n"), 10)
+        assert status.state is ServiceState.RUNNING
+        assert status.message == "from-systemd-notify"
+
+
+async def test_notify_socket_is_private() -> None:
+    svc, told = _telling(["sleep", "30"], ReadyNotify(timeout=10))
+    async with Supervisor([svc]) as sup:
+        address = await asyncio.wait_for(told, 10)
+        assert not address.startswith("@")  # not the abstract namespace: no permissions
+        directory = Path(address).parent
+        assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+        await sup.stop("n")
+        assert not directory.exists()  # removed with the run
