@@ -96,7 +96,7 @@ def test_supervisor_table_values(tmp_path: Path) -> None:
 def test_dotenv_and_procfile_nul(tmp_path: Path) -> None:
     (tmp_path / "Procfile").write_text("web: true\n")
     (tmp_path / ".env").write_text('A=1\nB="x\\u0000"\nC=a\0b\n')
-    with pytest.raises(ConfigError, match=r"\.env:3: C: a NUL character"):
+    with pytest.raises(ConfigError, match=r"\.env:3: the value of C holds a NUL byte"):
         load_config(tmp_path / "Procfile")
     (tmp_path / ".env").unlink()
     (tmp_path / "Procfile").write_text("web: true\nbad: echo a\0b\n")
