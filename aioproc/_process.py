@@ -127,6 +127,11 @@ class Process(anyio.abc.Process):
         self.stop_timeout = stop_timeout
         self.kill_group = kill_group
         self._leads_group = leads_group or kill_group
+        if kill_group:
+            # Until stop()/aclose() (or the finalizer) has swept the group,
+            # the leader stays unreaped once it exits: its zombie pins the
+            # group id, so members it left behind can still be reached.
+            child.pin()
         _live[id(self)] = weakref.ref(self)
         return self
 
@@ -156,16 +161,32 @@ class Process(anyio.abc.Process):
 
     @property
     def status(self) -> ExitStatus | None:
-        """The :class:`ExitStatus` once the child has been reaped, else None."""
-        return self._child.status
+        """The :class:`ExitStatus` once the child has been reaped, else None.
+
+        With ``kill_group=True`` it is known as soon as the child exits: the
+        child is then kept unreaped until its group has been swept (see
+        :attr:`reaped`).
+        """
+        return self._child.exit_status
+
+    @property
+    def reaped(self) -> bool:
+        """Whether the child has been reaped: from then on its PID may be reused.
+
+        With ``kill_group=True`` an exited child stays unreaped (a zombie)
+        until :meth:`stop`, :meth:`aclose` or the end of ``async with`` has
+        swept its process group, so the members it left behind can still be
+        signalled through the group id its zombie keeps.
+        """
+        return self._child.status is not None
 
     @property
     def returncode(self) -> int | None:
-        status = self._child.status
+        status = self._child.exit_status
         return None if status is None else status.returncode
 
     def __repr__(self) -> str:
-        status = self._child.status
+        status = self._child.exit_status
         state = "running" if status is None else f"returncode={status.returncode}"
         return f"<aioproc.Process pid={self.pid} {self.mode} {state}>"
 
@@ -176,6 +197,8 @@ class Process(anyio.abc.Process):
         Returns as soon as the child has exited and been reaped, whatever its
         pipes do (a grandchild holding them open does not delay it). Safe to
         cancel; any number of tasks may wait at once and all get the same status.
+        With ``kill_group=True`` it returns once the child exited, while the
+        child stays unreaped until its group is swept (see :attr:`reaped`).
         """
         return await self._child.wait()
 
@@ -249,7 +272,8 @@ class Process(anyio.abc.Process):
         timeout covers the group: members still shutting down when the leader
         exits get the rest of it (the leader is kept unreaped meanwhile, so the
         group id stays ours). Then whatever is left in the group gets SIGKILL,
-        so the group is empty when this returns.
+        so the group is empty when this returns. That holds too when the
+        leader had exited before: it stays unreaped until this sweep.
         """
         child = self._child
         if child.status is not None:
@@ -279,9 +303,12 @@ class Process(anyio.abc.Process):
                         await _procfs.wait_gone(lambda: _procfs.group_members(self.pid), left)
             if self.kill_group:
                 # The leader is a zombie (or about to die of SIGKILL) and not
-                # reaped: the group id is still ours. Sweep what is left.
+                # reaped: the group id is still ours. Sweep what is left, and
+                # see it gone before the id is let go.
                 with contextlib.suppress(ProcessLookupError):
                     child.signal_group(self.pid, _signal.SIGKILL)
+                await _procfs.wait_gone(lambda: _procfs.group_members(self.pid), None)
+                child.unpin()
         return await child.wait()
 
     # ------------------------------------------------------------------ pipes
