@@ -63,6 +63,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -85,7 +86,21 @@
 extern char **environ;
 
 /* Where the child failed, for the message the parent builds. */
-enum stage { STAGE_NONE = 0, STAGE_NOEXEC, STAGE_CHDIR, STAGE_EXEC, STAGE_CLOSE_RANGE };
+enum stage {
+    STAGE_NONE = 0,
+    STAGE_NOEXEC,
+    STAGE_CHDIR,
+    STAGE_EXEC,
+    STAGE_CLOSE_RANGE,
+    STAGE_SETRLIMIT, /* rlimits (see the block "resource limits" below) */
+};
+
+/* ---- resource limits (rlimits=): one entry per limit, set in the child ---- */
+struct child_rlimit {
+    int resource;
+    uint64_t soft, hard; /* RLIM_INFINITY for unlimited */
+};
+/* ---- end of resource limits ---- */
 
 /* Everything the child needs, prepared by the parent while it holds the GIL,
    plus the report the child leaves behind when it fails. The parent reads the
@@ -103,6 +118,8 @@ struct job {
     int process_group; /* -1: leave alone */
     int umask;         /* -1: leave alone */
     int pdeathsig;     /* 0: none */
+    const struct child_rlimit *rlimits; /* rlimits= (none: n_rlimits 0) */
+    Py_ssize_t n_rlimits;
     pid_t parent;
     sigset_t child_mask;
     volatile int fail_stage;
@@ -291,6 +308,22 @@ child_main(void *arg)
         goto fail;
     }
 
+    /* ---- resource limits: last before the exec, so that a low nofile or
+       nproc limit cannot get in the way of the steps above. A raw prlimit64
+       on ourselves (pid 0): a plain system call, and the limits belong to
+       this process alone (no CLONE_THREAD), not to the parent whose memory
+       we share. ---- */
+    for (Py_ssize_t i = 0; i < job->n_rlimits; i++) {
+        struct rlimit64 {
+            uint64_t cur, max;
+        } lim = {job->rlimits[i].soft, job->rlimits[i].hard};
+        if (syscall(SYS_prlimit64, 0, job->rlimits[i].resource, &lim, NULL) != 0) {
+            stage = STAGE_SETRLIMIT;
+            goto fail;
+        }
+    }
+    /* ---- end of resource limits ---- */
+
     /* The PATH search of subprocess and os.execvpe: report the first error
        that is not "not there", else the last. */
     stage = STAGE_EXEC;
@@ -333,6 +366,7 @@ struct buffers {
     PyObject *args_fast, *exe_fast, *env_fast;
     char **argv, **executables, **envp;
     int *pass_fds;
+    struct child_rlimit *rlimits;
 };
 
 static void
@@ -345,7 +379,60 @@ buffers_free(struct buffers *b)
     PyMem_Free(b->executables);
     PyMem_Free(b->envp);
     PyMem_Free(b->pass_fds);
+    PyMem_Free(b->rlimits);
 }
+
+/* ---- resource limits: a tuple of (resource, soft, hard) ints, -1 meaning
+   unlimited (resource.RLIM_INFINITY), checked by aioproc/_limits.py ---- */
+static int
+limit_value(PyObject *o, uint64_t *out)
+{
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < -1) {
+        PyErr_SetString(PyExc_ValueError, "rlimits: a limit must be >= 0 (or -1: unlimited)");
+        return -1;
+    }
+    *out = v == -1 ? (uint64_t)RLIM_INFINITY : (uint64_t)v;
+    return 0;
+}
+
+static int
+parse_rlimits(PyObject *seq, struct buffers *b, struct job *job)
+{
+    if (!PyTuple_Check(seq)) {
+        PyErr_SetString(PyExc_TypeError, "rlimits must be a tuple");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    b->rlimits = PyMem_New(struct child_rlimit, n > 0 ? n : 1);
+    if (b->rlimits == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "rlimits must hold (resource, soft, hard) tuples");
+            return -1;
+        }
+        int res = as_int(PyTuple_GET_ITEM(item, 0));
+        if (res == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        b->rlimits[i].resource = res;
+        if (limit_value(PyTuple_GET_ITEM(item, 1), &b->rlimits[i].soft) != 0 ||
+            limit_value(PyTuple_GET_ITEM(item, 2), &b->rlimits[i].hard) != 0) {
+            return -1;
+        }
+    }
+    job->rlimits = b->rlimits;
+    job->n_rlimits = n;
+    return 0;
+}
+/* ---- end of resource limits ---- */
 
 /* A NULL-terminated char *[] pointing into the bytes of `seq`. A tuple copy of
    `seq` (kept in *fast) holds the bytes objects: the call runs without the
@@ -505,7 +592,7 @@ get_stack(int *owned)
 
 PyDoc_STRVAR(spawn_doc,
 "spawn(args, executables, env, cwd, stdin, stdout, stderr, pass_fds,\n"
-"      start_new_session, process_group, umask, pdeathsig, /)\n"
+"      start_new_session, process_group, umask, pdeathsig[, rlimits], /)\n"
 "    -> (pid, pidfd, stdin_end, stdout_end, stderr_end) | (stage, errno)\n"
 "\n"
 "Make the child's pipes, clone it with CLONE_VM | CLONE_VFORK | CLONE_FILES |\n"
@@ -514,16 +601,18 @@ PyDoc_STRVAR(spawn_doc,
 "STDOUT (-2, stderr only), DEVNULL (-3) or a descriptor. Our pipe ends are\n"
 "non-blocking and close-on-exec. When the child failed before its exec ran,\n"
 "it has been reaped and everything made here closed, and the result is\n"
-"(stage, errno) with stage 'chdir', 'exec', 'close_range' or 'noexec' (the\n"
-"other steps before the exec). Failures in the\n"
+"(stage, errno) with stage 'chdir', 'exec', 'close_range', 'setrlimit' or\n"
+"'noexec' (the other steps before the exec). rlimits: a tuple of\n"
+"(resource, soft, hard), -1 for unlimited, set in the child before exec.\n"
+"Failures in the\n"
 "parent (pipe2, clone) raise OSError, with nothing left behind.");
 
 static PyObject *
 aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 12) {
-        PyErr_Format(PyExc_TypeError, "spawn() takes 12 arguments (%zd given)", nargs);
+    if (nargs < 12 || nargs > 13) {
+        PyErr_Format(PyExc_TypeError, "spawn() takes 12 or 13 arguments (%zd given)", nargs);
         return NULL;
     }
     struct buffers b;
@@ -599,6 +688,9 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
     job.umask = as_int(a[10]);
     job.pdeathsig = as_int(a[11]);
     if (job.start_new_session < 0 || PyErr_Occurred()) {
+        goto done;
+    }
+    if (nargs > 12 && parse_rlimits(a[12], &b, &job) != 0) { /* resource limits */
         goto done;
     }
     job.argv = b.argv;
@@ -697,6 +789,7 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
         const char *stage = job.fail_stage == STAGE_CHDIR         ? "chdir"
                             : job.fail_stage == STAGE_EXEC        ? "exec"
                             : job.fail_stage == STAGE_CLOSE_RANGE ? "close_range"
+                            : job.fail_stage == STAGE_SETRLIMIT   ? "setrlimit"
                                                                   : "noexec";
         result = Py_BuildValue("(si)", stage, job.fail_errno);
         goto done;

@@ -15,6 +15,7 @@ def spawn(
     process_group: int,
     umask: int,
     pdeathsig: int,
+    rlimits: tuple[tuple[int, int, int], ...] = (),
     /,
 ) -> tuple[int, int, int | None, int | None, int | None] | tuple[str, int]: ...
 def set_child_mask(signals: Iterable[int], /) -> None: ...

@@ -23,6 +23,7 @@ from typing import Any, Literal, NamedTuple, final
 import anyio.abc
 
 from . import _procfs, _waiting
+from ._limits import RlimitValue
 from ._spawn import (
     Redirect,
     Spawned,
@@ -472,6 +473,7 @@ class _SpawnArgs(NamedTuple):
     kill_group: bool
     limit: int
     pdeathsig: int | None
+    rlimits: Mapping[str, RlimitValue] | None
 
 
 _new_args = tuple.__new__
@@ -582,6 +584,7 @@ class _Spawning:
             group=a.group,
             umask=a.umask,
             pdeathsig=a.pdeathsig,
+            rlimits=a.rlimits,
         )
 
     def _finish(self, spec: SpawnSpec, res: Spawned, loop: asyncio.AbstractEventLoop) -> Process:
@@ -636,6 +639,7 @@ def spawn(
     kill_group: bool = False,
     limit: int = 2**16,
     pdeathsig: int | None = None,
+    rlimits: Mapping[str, RlimitValue] | None = None,
 ) -> _Spawning:
     """Start a child process: ``proc = await spawn(argv)`` or ``async with spawn(argv) as proc``.
 
@@ -661,6 +665,11 @@ def spawn(
     the event loop's thread, since the kernel ties the signal to the thread
     that forked; with a loop in a thread other than the main one, the signal
     comes when that thread exits. A set-user-ID program clears it on exec.
+
+    ``rlimits`` sets the child's resource limits before it executes, by name
+    (``nofile``, ``nproc``, ``as``, ``cpu``, ``core``, ``fsize``, ``memlock``,
+    ``stack``, ... : ``RLIMIT_`` dropped, lower case), each an int (soft and
+    hard), ``None``/``"infinity"`` (unlimited) or a ``(soft, hard)`` pair.
 
     Bad arguments raise ``TypeError``/``ValueError`` when the result is awaited
     (or entered), before anything is created; failures of the fork/exec step
@@ -693,6 +702,7 @@ def spawn(
                 kill_group,
                 limit,
                 pdeathsig,
+                rlimits,
             ),
         )
     )

@@ -127,6 +127,17 @@ BAD = [
         r"aioproc\.toml:1: service 'web': ready.tcp must be \"HOST:PORT\"",
     ),
     (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\n\n'
+        '[services.db]\ncommand = "x"\nrlimits = { nofile = 10, nofiles = 3 }\n',
+        r"aioproc\.toml:6: service 'db': rlimits: unknown limit 'nofiles'",
+    ),
+    (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\nrlimits = { as = [20, 10] }\n',
+        r"aioproc\.toml:3: service 'web': rlimits\['as'\]: the soft limit 20 is above",
+    ),
+    (
         "Procfile",
         "web: touch started\nworker python x.py\n",
         r"Procfile:2: expected 'name: command'",
@@ -194,6 +205,7 @@ ready = { notify = true, watchdog = 2 }
 command = "l"
 ready = { line = "up$" }
 essential = true
+rlimits = { nofile = [64, 128], core = 0, as = "infinity" }
 """
     )
     config = load_config(tmp_path / "aioproc.toml", only=["web"])
@@ -219,6 +231,7 @@ essential = true
     assert n.ready.watchdog == 2
     assert isinstance(line.ready, ReadyLine)
     assert line.essential
+    assert line.spawn_kwargs["rlimits"] == {"nofile": [64, 128], "core": 0, "as": "infinity"}
 
 
 def test_dotenv(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._limits import check_rlimits
 from ..supervisor import (
     Backoff,
     ReadyHTTP,
@@ -58,6 +59,7 @@ SERVICE_OPTIONS = (
     "user",
     "group",
     "umask",
+    "rlimits",
 )
 
 
@@ -438,6 +440,13 @@ def _service_from_toml(
                 kw[key] = value if value in ("prefix", "inherit") else str(base / value)
             elif key in ("success_exit_codes", "restart_exit_codes"):
                 kw[key] = _codes(value, key)
+            elif key == "rlimits":
+                try:
+                    check_rlimits(value)
+                except (TypeError, ValueError, PermissionError) as exc:
+                    line = lines.at(key, f"services.{name}")
+                    raise ConfigError(f"{line}: service {name!r}: {exc}") from None
+                kw[key] = value
             elif key == "umask":
                 if isinstance(value, str):
                     value = int(value, 8)

@@ -14,6 +14,7 @@ import signal
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from .._limits import check_rlimits
 from ._output import OutputSpec
 from ._policies import RESTART_POLICIES, Backoff, RestartPolicy, StartLimit
 from ._readiness import ReadyCall, ReadyCheck
@@ -25,7 +26,17 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\Z")
 #: ``aioproc.spawn`` options a Service passes through (the others are its own
 #: parameters, or set by the supervisor: stdout/stderr come from ``output``).
 SPAWN_OPTIONS = frozenset(
-    {"stdin", "shell", "start_new_session", "pass_fds", "user", "group", "umask", "limit"}
+    {
+        "stdin",
+        "shell",
+        "start_new_session",
+        "pass_fds",
+        "user",
+        "group",
+        "umask",
+        "limit",
+        "rlimits",
+    }
 )
 
 
@@ -64,7 +75,7 @@ class Service:
     ``env`` is added to the supervisor's environment (a None value removes a
     variable); ``cwd`` is its working directory; ``output`` where its output goes.
     Other keyword arguments go to :func:`aioproc.spawn` (``user``, ``group``,
-    ``umask``, ``pass_fds``, ``stdin`` (default: /dev/null), ``shell``...).
+    ``umask``, ``rlimits``, ``pass_fds``, ``stdin`` (default: /dev/null), ``shell``...).
     """
 
     name: str
@@ -181,6 +192,11 @@ class Service:
                 f"Service() got an unexpected keyword argument {sorted(unknown)[0]!r}"
                 + (" (output= sets stdout and stderr)" if unknown & {"stdout", "stderr"} else "")
             )
+        if spawn_kwargs.get("rlimits") is not None:
+            try:
+                check_rlimits(spawn_kwargs["rlimits"])  # bad values fail here, not at each start
+            except (TypeError, ValueError, PermissionError) as exc:
+                raise type(exc)(f"service {name!r}: {exc}") from None
         self.spawn_kwargs = dict(spawn_kwargs)
 
     @property

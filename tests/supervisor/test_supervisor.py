@@ -420,6 +420,24 @@ async def test_output_to_a_file(tmp_path: os.PathLike[str]) -> None:
         assert f.read() == "before\na\nb\n"
 
 
+# ------------------------------------------------------------------ limits
+async def test_service_rlimits_reach_the_program() -> None:
+    out = io.StringIO()
+    svc = Service(
+        "lim", ["sh", "-c", "ulimit -n; ulimit -c"], restart="no", rlimits={"nofile": 77, "core": 0}
+    )
+    async with Supervisor([svc], output_stream=out, color=False) as sup:
+        await asyncio.wait_for(sup.wait(), 10)
+    assert out.getvalue().splitlines() == ["lim | 77", "lim | 0"]
+
+
+def test_service_rlimits_are_checked_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"service 'x': rlimits: unknown limit 'nofiles'"):
+        Service("x", SLEEP, rlimits={"nofiles": 1})
+    with pytest.raises(ValueError, match=r"service 'x': rlimits\['core'\]: -1 is negative"):
+        Service("x", SLEEP, rlimits={"core": -1})
+
+
 def test_runs_in_a_loop_outside_the_main_thread() -> None:
     # No signal handler, no main-thread requirement: a web app's worker thread will do.
     import threading
