@@ -21,6 +21,8 @@ from typing import Any
 from .._limits import check_rlimits
 from ..supervisor import (
     Backoff,
+    Liveness,
+    ReadyExec,
     ReadyHTTP,
     ReadyLine,
     ReadyNotify,
@@ -47,6 +49,7 @@ SERVICE_OPTIONS = (
     "stable_after",
     "depends_on",
     "ready",
+    "liveness",
     "essential",
     "stop_signal",
     "stop_timeout",
@@ -310,36 +313,54 @@ def _table(value: Any, what: str, keys: Iterable[str]) -> dict[str, Any]:
     return value
 
 
-def _ready(value: Any) -> Any:
-    kinds = ("tcp", "http", "line", "notify")
-    table = _table(value, "ready", (*kinds, "timeout", "interval", "watchdog"))
+def _ready(value: Any, what: str = "ready") -> Any:
+    """A readiness check from its table; with ``what="liveness"``, only those that probe."""
+    probing = what != "ready"
+    kinds = ("tcp", "http", "exec") if probing else ("tcp", "http", "exec", "line", "notify")
+    knobs = _LIVENESS_KNOBS if probing else ("timeout", "interval", "watchdog")
+    table = _table(value, what, (*kinds, "body", "stop_timeout", *knobs))
     chosen = [k for k in kinds if k in table]
     if len(chosen) != 1:
-        raise ValueError(f"ready needs exactly one of {', '.join(kinds)}")
+        raise ValueError(f"{what} needs exactly one of {', '.join(kinds)}")
     kind = chosen[0]
     kw: dict[str, Any] = {}
-    if "timeout" in table:
+    if "timeout" in table and not probing:
         kw["timeout"] = _seconds(table["timeout"], "ready.timeout")
     if "interval" in table:
-        if kind not in ("tcp", "http"):
-            raise ValueError(f"ready.interval only applies to tcp and http, not {kind}")
+        if kind not in ("tcp", "http", "exec"):
+            raise ValueError(f"ready.interval only applies to tcp, http and exec, not {kind}")
         kw["interval"] = _seconds(table["interval"], "ready.interval")
     if "watchdog" in table:
         if kind != "notify":
             raise ValueError("ready.watchdog only applies to notify")
         kw["watchdog"] = _seconds(table["watchdog"], "ready.watchdog")
+    if "body" in table:
+        if kind != "http" or not isinstance(table["body"], str):
+            raise ValueError(f"{what}.body is a regular expression string, for http only")
+        try:
+            kw["body"] = re.compile(table["body"])
+        except re.error as exc:
+            raise ValueError(f"{what}.body: bad regular expression: {exc}") from None
+    if "stop_timeout" in table:
+        if kind != "exec":
+            raise ValueError(f"{what}.stop_timeout only applies to exec")
+        kw["stop_timeout"] = _seconds(table["stop_timeout"], f"{what}.stop_timeout")
     target = table[kind]
     if kind == "tcp":
         if not isinstance(target, str) or ":" not in target:
-            raise ValueError('ready.tcp must be "HOST:PORT", like "127.0.0.1:8000"')
+            raise ValueError(f'{what}.tcp must be "HOST:PORT", like "127.0.0.1:8000"')
         host, _, port = target.rpartition(":")
         if not port.isdigit():
-            raise ValueError(f"ready.tcp: {port!r} is not a port number")
+            raise ValueError(f"{what}.tcp: {port!r} is not a port number")
         return ReadyTCP(host.strip("[]") or "127.0.0.1", int(port), **kw)
     if kind == "http":
         if not isinstance(target, str):
-            raise ValueError("ready.http must be a URL string")
+            raise ValueError(f"{what}.http must be a URL string")
         return ReadyHTTP(target, **kw)
+    if kind == "exec":
+        if isinstance(target, str):
+            raise ValueError(f'{what}.exec is an argv list, like ["pg_isready", "-q"]')
+        return ReadyExec(_strings(target, f"{what}.exec"), **kw)
     if kind == "line":
         if not isinstance(target, str):
             raise ValueError("ready.line must be a regular expression string")
@@ -350,6 +371,25 @@ def _ready(value: Any) -> Any:
     if target is not True:
         raise ValueError("ready.notify must be true")
     return ReadyNotify(**kw)
+
+
+_LIVENESS_KNOBS = ("initial_delay", "period", "timeout", "failure_threshold", "success_threshold")
+
+
+def _liveness(value: Any) -> Liveness:
+    """``liveness = { http = "...", period = 5, failure_threshold = 3, ... }``."""
+    check = _ready(value, "liveness")
+    knobs: dict[str, Any] = {}
+    for key in _LIVENESS_KNOBS:
+        if key in value:
+            item = value[key]
+            if key.endswith("threshold"):
+                if isinstance(item, bool) or not isinstance(item, int):
+                    raise ValueError(f"liveness.{key} must be an int")
+                knobs[key] = item
+            else:
+                knobs[key] = _seconds(item, f"liveness.{key}")
+    return Liveness(check, **knobs)
 
 
 def _codes(value: Any, what: str) -> list[int]:
@@ -422,6 +462,8 @@ def _service_from_toml(
                 kw[key] = _strings(value, key)
             elif key == "ready":
                 kw[key] = _ready(value)
+            elif key == "liveness":
+                kw[key] = _liveness(value)
             elif key in ("essential", "kill_group"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")

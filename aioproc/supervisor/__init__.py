@@ -31,8 +31,17 @@ from ._events import (
     Stopped,
     Stopping,
 )
+from ._liveness import Liveness
 from ._policies import Backoff, StartLimit, should_restart
-from ._readiness import ReadyCall, ReadyCheck, ReadyHTTP, ReadyLine, ReadyNotify, ReadyTCP
+from ._readiness import (
+    ReadyCall,
+    ReadyCheck,
+    ReadyExec,
+    ReadyHTTP,
+    ReadyLine,
+    ReadyNotify,
+    ReadyTCP,
+)
 from ._service import Service
 from ._supervisor import Supervisor
 
@@ -43,10 +52,12 @@ __all__ = [
     "EventStream",
     "Exited",
     "Fatal",
+    "Liveness",
     "Outcome",
     "Ready",
     "ReadyCall",
     "ReadyCheck",
+    "ReadyExec",
     "ReadyHTTP",
     "ReadyLine",
     "ReadyNotify",

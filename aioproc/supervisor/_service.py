@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from .._limits import check_rlimits
+from ._liveness import Liveness
 from ._output import OutputSpec
 from ._policies import RESTART_POLICIES, Backoff, RestartPolicy, StartLimit
 from ._readiness import ReadyCall, ReadyCheck
@@ -69,7 +70,8 @@ class Service:
     systemd), adjusted by ``success_exit_codes`` and ``restart_exit_codes`` (ints are
     exit codes, :class:`signal.Signals` members are signals). ``backoff``,
     ``start_limit`` and ``stable_after`` pace restarts. ``depends_on`` names services
-    that must be ready first; ``ready`` says when this one is. ``essential=True``:
+    that must be ready first; ``ready`` says when this one is, and ``liveness``
+    (a :class:`Liveness` probe) whether it still is healthy. ``essential=True``:
     its failure shuts the supervisor down. ``stop_signal``/``stop_timeout``: how it
     is stopped (then SIGKILL), its whole process group with ``kill_group=True``.
     ``env`` is added to the supervisor's environment (a None value removes a
@@ -86,6 +88,7 @@ class Service:
     stable_after: float
     depends_on: tuple[str, ...]
     ready: ReadyCheck | None
+    liveness: Liveness | None
     essential: bool
     stop_signal: signal.Signals
     stop_timeout: float
@@ -108,6 +111,7 @@ class Service:
         stable_after: float = 10.0,
         depends_on: Iterable[str] = (),
         ready: ReadyCheck | Any | None = None,
+        liveness: Liveness | ReadyCheck | Any | None = None,
         essential: bool = False,
         stop_signal: int = signal.SIGTERM,
         stop_timeout: float = 10.0,
@@ -161,6 +165,12 @@ class Service:
                     "ReadyNotify or a coroutine function"
                 )
         self.ready = ready
+        if liveness is not None and not isinstance(liveness, Liveness):
+            try:
+                liveness = Liveness(liveness)  # a check, with the default knobs
+            except TypeError as exc:
+                raise TypeError(f"service {name!r}: liveness: {exc}") from None
+        self.liveness = liveness
         if ready is not None and ready.needs_output and output == "inherit":
             raise ValueError(
                 f"service {name!r}: {type(ready).__name__} reads the output, "

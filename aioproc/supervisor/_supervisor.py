@@ -47,6 +47,7 @@ from ._events import (
     Stopping,
 )
 from ._group import LeaderWatch, group_members, hold_reap, signal_group, wait_group_empty
+from ._liveness import watch_liveness
 from ._output import LineSplitter, PrefixWriter, Sink, make_sink
 from ._policies import ExitReason, StartHistory, should_restart
 from ._readiness import NotifySocket, ReadyContext, ReadyNotify
@@ -392,15 +393,18 @@ class _Runner:
         assert self._stop is not None
         ready_task: asyncio.Task[None] | None = None
         watchdog: asyncio.Task[None] | None = None
+        liveness: asyncio.Task[str] | None = None
         if svc.ready is None:
             ctx.forget_lines()
             self._became_ready(proc)
+            if svc.liveness is not None:
+                liveness = loop.create_task(watch_liveness(svc.liveness, ctx))
         else:
             ready_task = loop.create_task(asyncio.wait_for(svc.ready.wait(ctx), svc.ready.timeout))
         try:
             while True:
                 waits: list[asyncio.Future[Any]] = [leader.exited, self._stop]
-                waits += [t for t in (ready_task, watchdog) if t is not None]
+                waits += [t for t in (ready_task, watchdog, liveness) if t is not None]
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 # A requested stop wins: the exit it causes is not a failure.
                 if self._stop.done():
@@ -418,14 +422,19 @@ class _Runner:
                             watchdog = loop.create_task(
                                 ctx.notify.watchdog_expired(svc.ready.watchdog)
                             )
+                        if svc.liveness is not None:
+                            liveness = loop.create_task(watch_liveness(svc.liveness, ctx))
                         continue
                     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
                         return "ready-timeout", f"not ready within {svc.ready.timeout:g} s"  # type: ignore[union-attr]
                     return "ready-failed", f"readiness check failed: {exc!r}"
                 if watchdog is not None and watchdog.done():
                     return "watchdog", "no WATCHDOG=1 in time"
+                if liveness is not None and liveness.done():
+                    self.message = why = f"liveness: {liveness.result()}"
+                    return "liveness", why
         finally:
-            for task in (ready_task, watchdog):
+            for task in (ready_task, watchdog, liveness):
                 if task is not None:
                     task.cancel()
 
