@@ -93,6 +93,7 @@ enum stage {
     STAGE_EXEC,
     STAGE_CLOSE_RANGE,
     STAGE_SETRLIMIT, /* rlimits (see the block "resource limits" below) */
+    STAGE_CGROUP,    /* cgroup= (see the block "cgroup placement" below) */
 };
 
 /* ---- resource limits (rlimits=): one entry per limit, set in the child ---- */
@@ -120,6 +121,7 @@ struct job {
     int pdeathsig;     /* 0: none */
     const struct child_rlimit *rlimits; /* rlimits= (none: n_rlimits 0) */
     Py_ssize_t n_rlimits;
+    int cgroup_procs; /* cgroup placement: an open cgroup.procs, or -1 */
     pid_t parent;
     sigset_t child_mask;
     volatile int fail_stage;
@@ -232,10 +234,26 @@ child_main(void *arg)
     if (job->n_pass_fds > 0 && job->pass_fds[job->n_pass_fds - 1] > keep_max) {
         keep_max = job->pass_fds[job->n_pass_fds - 1];
     }
+    if (job->cgroup_procs > keep_max) { /* cgroup placement: written below */
+        keep_max = job->cgroup_procs;
+    }
     if (close_range_raw((unsigned int)keep_max + 1, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
         stage = STAGE_CLOSE_RANGE; /* the caller falls back if it is not supported */
         goto fail;
     }
+
+    /* ---- cgroup placement (cgroup=): first, before this child can do
+       anything else, move it into its cgroup by writing "0" (the writer) to
+       the cgroup's cgroup.procs, opened by the parent. The program is not
+       running yet, so nothing it forks can start outside the cgroup: the
+       same guarantee as clone3's CLONE_INTO_CGROUP, without clone3 (which
+       cannot run a function on a new stack with CLONE_VM from C). The
+       descriptor is close-on-exec and closed below with the others. ---- */
+    if (job->cgroup_procs >= 0 && write(job->cgroup_procs, "0", 1) != 1) {
+        stage = STAGE_CGROUP;
+        goto fail;
+    }
+    /* ---- end of cgroup placement ---- */
 
     reset_caught_signals(&job->child_mask);
     if (sigprocmask(SIG_SETMASK, &job->child_mask, NULL) != 0) {
@@ -592,7 +610,7 @@ get_stack(int *owned)
 
 PyDoc_STRVAR(spawn_doc,
 "spawn(args, executables, env, cwd, stdin, stdout, stderr, pass_fds,\n"
-"      start_new_session, process_group, umask, pdeathsig[, rlimits], /)\n"
+"      start_new_session, process_group, umask, pdeathsig[, rlimits[, cgroup_procs]], /)\n"
 "    -> (pid, pidfd, stdin_end, stdout_end, stderr_end) | (stage, errno)\n"
 "\n"
 "Make the child's pipes, clone it with CLONE_VM | CLONE_VFORK | CLONE_FILES |\n"
@@ -601,9 +619,10 @@ PyDoc_STRVAR(spawn_doc,
 "STDOUT (-2, stderr only), DEVNULL (-3) or a descriptor. Our pipe ends are\n"
 "non-blocking and close-on-exec. When the child failed before its exec ran,\n"
 "it has been reaped and everything made here closed, and the result is\n"
-"(stage, errno) with stage 'chdir', 'exec', 'close_range', 'setrlimit' or\n"
+"(stage, errno) with stage 'chdir', 'exec', 'close_range', 'setrlimit', 'cgroup' or\n"
 "'noexec' (the other steps before the exec). rlimits: a tuple of\n"
 "(resource, soft, hard), -1 for unlimited, set in the child before exec.\n"
+"cgroup_procs: an open cgroup.procs (or -1) the child writes itself into first.\n"
 "Failures in the\n"
 "parent (pipe2, clone) raise OSError, with nothing left behind.");
 
@@ -611,8 +630,8 @@ static PyObject *
 aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs < 12 || nargs > 13) {
-        PyErr_Format(PyExc_TypeError, "spawn() takes 12 or 13 arguments (%zd given)", nargs);
+    if (nargs < 12 || nargs > 14) {
+        PyErr_Format(PyExc_TypeError, "spawn() takes 12 to 14 arguments (%zd given)", nargs);
         return NULL;
     }
     struct buffers b;
@@ -692,6 +711,13 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
     }
     if (nargs > 12 && parse_rlimits(a[12], &b, &job) != 0) { /* resource limits */
         goto done;
+    }
+    job.cgroup_procs = -1; /* cgroup placement */
+    if (nargs > 13) {
+        job.cgroup_procs = as_int(a[13]);
+        if (job.cgroup_procs == -1 && PyErr_Occurred()) {
+            goto done;
+        }
     }
     job.argv = b.argv;
     job.executables = b.executables;
@@ -790,6 +816,7 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
                             : job.fail_stage == STAGE_EXEC        ? "exec"
                             : job.fail_stage == STAGE_CLOSE_RANGE ? "close_range"
                             : job.fail_stage == STAGE_SETRLIMIT   ? "setrlimit"
+                            : job.fail_stage == STAGE_CGROUP      ? "cgroup"
                                                                   : "noexec";
         result = Py_BuildValue("(si)", stage, job.fail_errno);
         goto done;

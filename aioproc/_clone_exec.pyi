@@ -16,6 +16,7 @@ def spawn(
     umask: int,
     pdeathsig: int,
     rlimits: tuple[tuple[int, int, int], ...] = (),
+    cgroup_procs: int = -1,
     /,
 ) -> tuple[int, int, int | None, int | None, int | None] | tuple[str, int]: ...
 def set_child_mask(signals: Iterable[int], /) -> None: ...

@@ -123,6 +123,7 @@ class SpawnSpec(NamedTuple):
     umask: int
     pdeathsig: int  # 0: none
     rlimits: tuple[tuple[int, int, int], ...] = ()  # (resource, soft, hard); see _limits
+    cgroup_procs: int = -1  # an open cgroup.procs the child joins before exec; see _cgroup
 
     @property
     def display(self) -> str:
@@ -475,7 +476,7 @@ def _fork_exec(
         True,  # restore_signals
         spec.start_new_session,
     )
-    if _PY311 and not spec.pdeathsig and not spec.rlimits:
+    if _PY311 and not spec.pdeathsig and not spec.rlimits and spec.cgroup_procs < 0:
         # The common case, without the preexec_fn (which costs the vfork).
         call = (
             *common,
@@ -502,17 +503,18 @@ def _fork_exec(
 def _fork_exec_args(spec: SpawnSpec, common: tuple[Any, ...], err_write: int) -> tuple[Any, ...]:
     """fork_exec's arguments with a preexec_fn, or in Python 3.10's signature."""
     # A preexec_fn costs the vfork (Python then forks, copying page tables):
-    # only the parent-death signal, resource limits, and process groups on
-    # 3.10, need one.
+    # only the parent-death signal, resource limits, cgroups, and process
+    # groups on 3.10, need one.
     steps: list[Callable[[], None]] = []
     gid, extra_groups, uid = spec.gid, spec.extra_groups, spec.uid
     if not _PY311 and spec.process_group >= 0:  # Python 3.10's fork_exec cannot setpgid
         pgid = spec.process_group
         steps.append(lambda: os.setpgid(0, pgid))
-    if spec.rlimits:
-        # The limits are set with our privileges, so the user change (which
-        # fork_exec would make before the preexec_fn) moves in here, after them.
-        steps.append(_limits_preexec(spec, err_write))
+    if spec.rlimits or spec.cgroup_procs >= 0:
+        # The cgroup and the limits are set with our privileges, so the user
+        # change (which fork_exec would make before the preexec_fn) moves in
+        # here, after them.
+        steps.append(_confine_preexec(spec, err_write))
         gid = extra_groups = uid = None
     if spec.pdeathsig:
         # After any user change: the kernel clears the parent-death signal
@@ -541,19 +543,22 @@ def _fork_exec_args(spec: SpawnSpec, common: tuple[Any, ...], err_write: int) ->
     return (*common, gid, extra_groups, uid, spec.umask, preexec)
 
 
-def _limits_preexec(spec: SpawnSpec, err_write: int) -> Callable[[], None]:
-    """A ``preexec_fn`` (the fallback's) that sets ``spec.rlimits``, then changes user.
+def _confine_preexec(spec: SpawnSpec, err_write: int) -> Callable[[], None]:
+    """A ``preexec_fn`` (the fallback's): join the cgroup, set the rlimits, change user.
 
     Runs in the forked child, before exec. A failure is reported on the
-    error pipe as the C step reports it (``noexec:setrlimit``), and the child
-    exits: fork_exec itself would only say "Exception occurred in preexec_fn".
-    Race-free: the program is not running yet, so nothing it forks can escape
-    the limits (unlike a ``prlimit()`` on the child from the parent).
+    error pipe as the C step reports it (``noexec:cgroup``,
+    ``noexec:setrlimit``), and the child exits: fork_exec itself would only
+    say "Exception occurred in preexec_fn". Race-free: the program is not
+    running yet, so nothing it forks can escape the cgroup or the limits
+    (unlike writing its PID to cgroup.procs, or a ``prlimit()`` on it, from
+    the parent once it runs).
     """
     import resource
 
     setrlimit = resource.setrlimit
     limits = spec.rlimits
+    cgroup_procs = spec.cgroup_procs
     gid, extra_groups, uid = spec.gid, spec.extra_groups, spec.uid
 
     def fail(err: int, step: bytes) -> NoReturn:
@@ -561,6 +566,11 @@ def _limits_preexec(spec: SpawnSpec, err_write: int) -> Callable[[], None]:
         os._exit(255)
 
     def preexec() -> None:
+        if cgroup_procs >= 0:
+            try:
+                os.write(cgroup_procs, b"0")
+            except OSError as exc:
+                fail(exc.errno or errno.EINVAL, b"cgroup")
         for res, soft, hard in limits:
             try:
                 setrlimit(res, (soft, hard))
@@ -594,8 +604,8 @@ def _child_error(data: bytes, spec: SpawnSpec) -> BaseException:
         return OSError(f"the child failed before exec and sent a garbled report: {data!r}")
     if name != b"OSError" or err == 0:
         return OSError(f"the child failed before exec: {msg}")
-    if msg == "noexec:setrlimit":
-        return _child_failure("setrlimit", err, spec)
+    if msg in ("noexec:setrlimit", "noexec:cgroup"):
+        return _child_failure(msg[len("noexec:") :], err, spec)
     if msg.startswith("noexec"):
         # The child failed before exec: chdir, dup2, setsid, setgid/setuid...
         # CPython reports which only for chdir (":chdir"), and only on some
@@ -614,6 +624,8 @@ def _child_failure(stage: str, err: int, spec: SpawnSpec) -> OSError:
         return OSError(err, f"{os.strerror(err)}: cannot use it as the working directory", cwd)
     if stage == "setrlimit":
         return OSError(err, f"{os.strerror(err)}: cannot set the resource limits (rlimits=)")
+    if stage == "cgroup":
+        return OSError(err, f"{os.strerror(err)}: cannot move the child into its cgroup (cgroup=)")
     if stage != "exec":
         return OSError(err, f"{os.strerror(err)} (in the child, before exec)")
     return OSError(err, os.strerror(err), spec.display)
@@ -733,7 +745,7 @@ def _spawn_direct(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned | N
             spec.process_group,
             spec.umask,
             spec.pdeathsig,
-            *((spec.rlimits,) if spec.rlimits else ()),
+            *((spec.rlimits, spec.cgroup_procs) if spec.rlimits or spec.cgroup_procs >= 0 else ()),
         )
     except OSError as exc:
         if exc.errno not in _UNSUPPORTED:

@@ -154,6 +154,17 @@ BAD = [
         r"aioproc\.toml:1: service 'web': ready.exec is an argv list",
     ),
     (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\ncgroup = "relative/x"\n',
+        r"aioproc\.toml:1: service 'web': cgroup must be true, \"auto\" or an absolute",
+    ),
+    (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\ncgroup = true\n'
+        'cgroup_limits = { memory_max = "lots" }\n',
+        r"aioproc\.toml:1: service 'web': cgroup_limits\['memory_max'\]: 'lots' is not a size",
+    ),
+    (
         "Procfile",
         "web: touch started\nworker python x.py\n",
         r"Procfile:2: expected 'name: command'",
@@ -225,6 +236,8 @@ rlimits = { nofile = [64, 128], core = 0, as = "infinity" }
 
 [services.pg]
 command = "postgres"
+cgroup = true
+cgroup_limits = { memory_max = "512M", pids_max = 100, cpu_max = 0.5 }
 ready = { exec = ["pg_isready", "-q"], interval = 0.2 }
 
 [services.pg.liveness]
@@ -262,6 +275,12 @@ success_threshold = 2
     assert line.essential
     assert line.spawn_kwargs["rlimits"] == {"nofile": [64, 128], "core": 0, "as": "infinity"}
     pg = full.services[4]
+    assert pg.spawn_kwargs["cgroup"] is True
+    assert pg.spawn_kwargs["cgroup_limits"] == {
+        "memory_max": "512M",
+        "pids_max": 100,
+        "cpu_max": 0.5,
+    }
     assert pg.ready == ReadyExec(["pg_isready", "-q"], interval=0.2)
     assert pg.liveness == Liveness(
         ReadyHTTP("http://127.0.0.1:8000/health", body=re.compile("ok")),

@@ -63,6 +63,8 @@ SERVICE_OPTIONS = (
     "group",
     "umask",
     "rlimits",
+    "cgroup",
+    "cgroup_limits",
 )
 
 
@@ -464,6 +466,12 @@ def _service_from_toml(
                 kw[key] = _ready(value)
             elif key == "liveness":
                 kw[key] = _liveness(value)
+            elif key == "cgroup":
+                if not isinstance(value, (bool, str)) or (
+                    isinstance(value, str) and value != "auto" and not value.startswith("/")
+                ):
+                    raise ValueError('cgroup must be true, "auto" or an absolute cgroup path')
+                kw[key] = value
             elif key in ("essential", "kill_group"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")

@@ -66,7 +66,11 @@ class ServiceStatus:
     restarts: int
     last_status: ExitStatus | None
     uptime: float | None  #: seconds since the current process was spawned, or None
-    message: str | None = None  #: the last ``STATUS=`` (ReadyNotify), or why it is FATAL
+    #: the last ``STATUS=`` (ReadyNotify), why it is FATAL, or why a liveness probe
+    #: ended its last run (``"liveness: ..."``)
+    message: str | None = None
+    #: with ``cgroup=``: every process in the service's cgroup, by PID (else empty)
+    members: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

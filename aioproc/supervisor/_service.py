@@ -14,6 +14,7 @@ import signal
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from .._cgroup import check_cgroup_limits
 from .._limits import check_rlimits
 from ._liveness import Liveness
 from ._output import OutputSpec
@@ -37,6 +38,8 @@ SPAWN_OPTIONS = frozenset(
         "umask",
         "limit",
         "rlimits",
+        "cgroup",
+        "cgroup_limits",
     }
 )
 
@@ -77,7 +80,8 @@ class Service:
     ``env`` is added to the supervisor's environment (a None value removes a
     variable); ``cwd`` is its working directory; ``output`` where its output goes.
     Other keyword arguments go to :func:`aioproc.spawn` (``user``, ``group``,
-    ``umask``, ``rlimits``, ``pass_fds``, ``stdin`` (default: /dev/null), ``shell``...).
+    ``umask``, ``rlimits``, ``cgroup``, ``cgroup_limits``, ``pass_fds``, ``stdin``
+    (default: /dev/null), ``shell``...).
     """
 
     name: str
@@ -206,6 +210,18 @@ class Service:
             try:
                 check_rlimits(spawn_kwargs["rlimits"])  # bad values fail here, not at each start
             except (TypeError, ValueError, PermissionError) as exc:
+                raise type(exc)(f"service {name!r}: {exc}") from None
+        cgroup = spawn_kwargs.get("cgroup")
+        if cgroup is not None and not (
+            isinstance(cgroup, bool) or cgroup == "auto" or isinstance(cgroup, (str, os.PathLike))
+        ):
+            raise TypeError(f"service {name!r}: cgroup must be true, 'auto' or a cgroup's path")
+        if spawn_kwargs.get("cgroup_limits") is not None:
+            if not cgroup:
+                raise ValueError(f"service {name!r}: cgroup_limits needs cgroup=True")
+            try:
+                check_cgroup_limits(spawn_kwargs["cgroup_limits"])
+            except (TypeError, ValueError) as exc:
                 raise type(exc)(f"service {name!r}: {exc}") from None
         self.spawn_kwargs = dict(spawn_kwargs)
 

@@ -31,7 +31,7 @@ from contextlib import AbstractContextManager as ContextManager
 from types import TracebackType
 from typing import Any, TextIO, TypeVar
 
-from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
+from .. import DEVNULL, PIPE, STDOUT, Cgroup, ExitStatus, Process, spawn
 from ._events import (
     BackingOff,
     Event,
@@ -178,6 +178,7 @@ class _Runner:
             last_status=self.last_status,
             uptime=uptime,
             message=self.message,
+            members=_members(self.proc),
         )
 
     def _set_state(self, state: ServiceState) -> None:
@@ -453,30 +454,61 @@ class _Runner:
         (systemd does the same with what is left in a unit's cgroup).
         """
         svc = self.service
+        cg = proc.cgroup
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + svc.stop_timeout
         if not svc.kill_group:
-            if leader.done:
+            if leader.done and (cg is None or not cg.populated):
                 return
             self._set_state(_S.STOPPING)
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(svc.stop_signal)
+            if cg is not None:
+                cg.signal(svc.stop_signal)
             try:
                 await asyncio.wait_for(asyncio.shield(leader.exited), svc.stop_timeout)
             except asyncio.TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await leader.exited
+            await _empty_cgroup(cg, deadline - loop.time())
             return
         pgid = proc.pid
-        if leader.done and not group_members(pgid):
+        if leader.done and not group_members(pgid) and (cg is None or not cg.populated):
             return
         self._set_state(_S.STOPPING)
         signal_group(proc, svc.stop_signal)
+        if cg is not None:
+            # The cgroup holds what left the group too (setsid, double forks).
+            cg.signal(svc.stop_signal)
         if svc.stop_signal not in (signal.SIGKILL, signal.SIGCONT):
             # As systemd: a stopped (SIGSTOP) member could not act on the signal.
             signal_group(proc, signal.SIGCONT)
+            if cg is not None:
+                cg.signal(signal.SIGCONT)
         if not await wait_group_empty(pgid, leader, svc.stop_timeout):
             signal_group(proc, signal.SIGKILL)
             await wait_group_empty(pgid, leader, None)
+        await _empty_cgroup(cg, deadline - loop.time())
+
+
+def _members(proc: Process | None) -> tuple[int, ...]:
+    """The processes of a run with a cgroup (cheap: a read of cgroup.procs)."""
+    if proc is None or proc.cgroup is None:
+        return ()
+    try:
+        return tuple(proc.cgroup.members())
+    except OSError:
+        return ()
+
+
+async def _empty_cgroup(cg: Cgroup | None, left: float) -> None:
+    """Wait out the rest of the stop timeout for the cgroup, then kill what is left."""
+    if cg is None:
+        return
+    if left <= 0 or not await cg.wait_empty(left):
+        cg.kill()
+        await cg.wait_empty(None)
 
 
 async def _pump(proc: Process, splitter: LineSplitter) -> None:

@@ -27,9 +27,10 @@ def test_the_supervisor_uses_only_the_public_api_below_it() -> None:
         text = path.read_text()
         # Nothing from aioproc's private modules (aioproc._process, ...), but for
         # _procfs: /proc scans and pidfd waits, a leaf module with no state of
-        # the core's, shared with Process.stop(); and _limits: the checks of
-        # rlimits=, a leaf module with no state, run when a Service or a
+        # the core's, shared with Process.stop(); and _limits and _cgroup for
+        # their checks of rlimits= and cgroup_limits=, run when a Service or a
         # configuration file is read rather than at each start.
-        text = text.replace("from .._procfs import", "").replace("from .._limits import", "")
+        for leaf in ("_procfs", "_limits", "_cgroup"):
+            text = text.replace(f"from ..{leaf} import", "")
         assert not re.search(r"from \.\._|from aioproc\._|import aioproc\._", text), path
         assert "._child" not in text, path  # Process's private handle

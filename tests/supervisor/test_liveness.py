@@ -193,8 +193,10 @@ async def test_an_overrunning_exec_probe_is_stopped_and_counts_as_failed(tmp_pat
     await rec.close()
     started = [int(p) for p in pids.read_text().split()]
     left = [int(p) for p in jobs.read_text().split()]
-    assert len(started) == 2
-    assert len(left) == 2
+    # Two attempts overran; on a loaded machine the second may be stopped
+    # before its shell got as far as recording itself.
+    assert 1 <= len(started) <= 2
+    assert 1 <= len(left) <= 2
     for pid in started + left:
         assert dead(pid), f"process {pid} of a probe is still there"
 
