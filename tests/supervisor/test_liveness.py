@@ -57,7 +57,7 @@ async def test_liveness_restarts_a_hung_http_service_only_after_failure_threshol
         program("http_server", port, 0, 2),
         ready=ReadyHTTP(url, interval=0.02, timeout=10),
         liveness=Liveness(
-            ReadyHTTP(url, body="status: ok"), period=0.1, timeout=0.3, failure_threshold=3
+            ReadyHTTP(url, body="status: ok"), period=0.1, timeout=1, failure_threshold=3
         ),
         backoff=Backoff(initial=0.01, jitter=0),
         output=lambda name, line: lines.append(line),
@@ -70,7 +70,7 @@ async def test_liveness_restarts_a_hung_http_service_only_after_failure_threshol
         assert lines.count("GET /health -> 200") == 2  # readiness, then one good probe
         assert lines.count("GET /health -> hang") == 3, lines
         error = exited.error  # type: ignore[attr-defined]
-        assert error == f"liveness: GET {url}: no answer within 0.3 s (3 failures in a row)"
+        assert error == f"liveness: GET {url}: no answer within 1 s (3 failures in a row)"
         assert sup.status()["h"].message == error
         # Restarted through the policy: ready again.
         await rec.until(lambda e: isinstance(e, Ready) and len(rec.of(Ready)) == 2, 20)
@@ -84,7 +84,9 @@ async def test_http_probe_body_must_match() -> None:
         "b",
         program("http_server", port, 0),
         ready=ReadyHTTP(url, interval=0.02, body=r"status: \w+"),
-        liveness=Liveness(ReadyHTTP(url, body="status: great"), period=0.05, failure_threshold=1),
+        liveness=Liveness(
+            ReadyHTTP(url, body="status: great"), period=0.05, timeout=10, failure_threshold=1
+        ),
         restart="no",
         output=lambda name, line: None,
     )
@@ -151,6 +153,7 @@ async def test_exec_liveness_failing_says_why() -> None:
         liveness=Liveness(
             ReadyExec(["sh", "-c", "echo 'no \x1b[31mdb'; exit 3"]),
             period=0.01,
+            timeout=10,
             failure_threshold=2,
         ),
         restart="no",
