@@ -346,16 +346,27 @@ class Cgroup:
         return True
 
     def remove(self) -> None:
-        """Remove the cgroup (and any below it) if aioproc made it. Only once empty."""
-        if self._removed or not self.created:
+        """Remove the cgroup (and any below it) if aioproc made it. Only once empty.
+
+        A failure (the cgroup is not empty after all) is logged, not raised:
+        this runs at the end of a stop, which has done its job.
+        """
+        if not self.created:
+            self._removed = True  # not ours to remove: only done with
+        if self._removed:
             return
-        for directory, _, _ in sorted(os.walk(self.path), key=lambda w: -len(w[0])):
-            with contextlib.suppress(FileNotFoundError):
-                os.rmdir(directory)
+        try:
+            for directory, _, _ in sorted(os.walk(self.path), key=lambda w: -len(w[0])):
+                with contextlib.suppress(FileNotFoundError):
+                    os.rmdir(directory)
+        except OSError as exc:
+            log.warning("aioproc: cannot remove the cgroup %s: %s", self.path, exc.strerror)
+            return
         self._removed = True
 
     @property
     def removed(self) -> bool:
+        """Whether the child's stop is over: the cgroup removed (or, not made by us, left)."""
         return self._removed or not os.path.isdir(self.path)
 
 

@@ -306,6 +306,9 @@ class Process(anyio.abc.Process):
         # scan (~1 ms per thousand processes) found some, or none was made.
         # One empty scan is enough: nobody outside the group joins it.
         members_left = True
+        # Reaped already (only the cgroup is left to stop): the group id may
+        # name somebody else's group by now, so the group is left alone.
+        group = self.kill_group and child.status is None
         with hold:
             if child.status is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -318,7 +321,7 @@ class Process(anyio.abc.Process):
                 with contextlib.suppress(ProcessLookupError):
                     self._signal_target(_signal.SIGKILL)
             else:
-                if self.kill_group:
+                if group:
                     # A shell leader often dies of the stop signal at once
                     # while its workers, which got it too, still shut down
                     # cleanly: wait for them until the deadline, rather than
@@ -336,7 +339,7 @@ class Process(anyio.abc.Process):
                 if left <= 0 or not await cg.wait_empty(left):
                     cg.kill()
                     await cg.wait_empty(None)
-            if self.kill_group:
+            if group:
                 # The leader is a zombie (or about to die of SIGKILL) and not
                 # reaped: the group id is still ours. Sweep what is left, and
                 # see it gone before the id is let go.

@@ -128,6 +128,23 @@ async def test_a_named_cgroup_is_made_and_removed() -> None:
     assert gone(path)
 
 
+@needs_cgroup
+async def test_an_existing_cgroup_is_used_and_left_in_place() -> None:
+    assert ROOT is not None
+    path = os.path.join(ROOT, f"aioproc-{os.getpid()}-existing")
+    os.mkdir(path)
+    try:
+        async with aioproc.spawn(["sleep", "30"], cgroup=path) as proc:
+            assert proc.cgroup is not None
+            assert not proc.cgroup.created
+            assert proc.cgroup.members() == [proc.pid]
+        assert proc.cgroup.removed  # done with, though not removed
+        assert not gone(path)
+        await proc.aclose()  # a second close does not stop the cgroup again
+    finally:
+        os.rmdir(path)
+
+
 async def test_bad_cgroup_arguments_make_nothing() -> None:
     before = children_of()
     with pytest.raises(TypeError, match="cgroup must be True"):
