@@ -165,6 +165,8 @@ class _Runner:
                 signal_group(proc, signal.SIGKILL)
             else:
                 proc.kill()
+        if proc.cgroup is not None:
+            proc.cgroup.kill()
 
     def snapshot(self) -> ServiceStatus:
         uptime = None
@@ -380,6 +382,8 @@ class _Runner:
                         signal_group(proc, signal.SIGKILL)
                     else:
                         proc.kill()
+                if proc.cgroup is not None:
+                    proc.cgroup.kill()
             leader.close()
             hold.__exit__(None, None, None)  # the leader is reaped from here on
             status = await _shielded(_finish(proc, pump, splitter, sink, notify))
