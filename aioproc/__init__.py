@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 from . import signals
+from ._cgroup import Cgroup
 from ._exceptions import Error, ProcessError, TimeoutExpired
 from ._forklock import ForkLock, exec_replace, fork_lock
 from ._orphans import reap_orphans
@@ -30,6 +31,7 @@ __all__ = [
     "DEVNULL",
     "PIPE",
     "STDOUT",
+    "Cgroup",
     "CompletedProcess",
     "Error",
     "ExitStatus",

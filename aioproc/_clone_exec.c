@@ -63,6 +63,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
@@ -85,7 +86,22 @@
 extern char **environ;
 
 /* Where the child failed, for the message the parent builds. */
-enum stage { STAGE_NONE = 0, STAGE_NOEXEC, STAGE_CHDIR, STAGE_EXEC, STAGE_CLOSE_RANGE };
+enum stage {
+    STAGE_NONE = 0,
+    STAGE_NOEXEC,
+    STAGE_CHDIR,
+    STAGE_EXEC,
+    STAGE_CLOSE_RANGE,
+    STAGE_SETRLIMIT, /* rlimits (see the block "resource limits" below) */
+    STAGE_CGROUP,    /* cgroup= (see the block "cgroup placement" below) */
+};
+
+/* ---- resource limits (rlimits=): one entry per limit, set in the child ---- */
+struct child_rlimit {
+    int resource;
+    uint64_t soft, hard; /* RLIM_INFINITY for unlimited */
+};
+/* ---- end of resource limits ---- */
 
 /* Everything the child needs, prepared by the parent while it holds the GIL,
    plus the report the child leaves behind when it fails. The parent reads the
@@ -104,6 +120,9 @@ struct job {
     int process_group; /* -1: leave alone */
     int umask;         /* -1: leave alone */
     int pdeathsig;     /* 0: none */
+    const struct child_rlimit *rlimits; /* rlimits= (none: n_rlimits 0) */
+    Py_ssize_t n_rlimits;
+    int cgroup_procs; /* cgroup placement: an open cgroup.procs, or -1 */
     pid_t parent;
     sigset_t child_mask;
     volatile int fail_stage;
@@ -224,12 +243,28 @@ child_main(void *arg)
     if (job->n_pass_fds > 0 && job->pass_fds[job->n_pass_fds - 1] > keep_max) {
         keep_max = job->pass_fds[job->n_pass_fds - 1];
     }
+    if (job->cgroup_procs > keep_max) { /* cgroup placement: written below */
+        keep_max = job->cgroup_procs;
+    }
     if (close_range_raw((unsigned int)keep_max + 1, ~0U, CLOSE_RANGE_UNSHARE) != 0) {
         stage = STAGE_CLOSE_RANGE; /* the caller falls back if it is not supported */
         goto fail;
     }
 
 unshared:
+    /* ---- cgroup placement (cgroup=): first, before this child can do
+       anything else, move it into its cgroup by writing "0" (the writer) to
+       the cgroup's cgroup.procs, opened by the parent. The program is not
+       running yet, so nothing it forks can start outside the cgroup: the
+       same guarantee as clone3's CLONE_INTO_CGROUP, without clone3 (which
+       cannot run a function on a new stack with CLONE_VM from C). The
+       descriptor is close-on-exec and closed below with the others. ---- */
+    if (job->cgroup_procs >= 0 && write(job->cgroup_procs, "0", 1) != 1) {
+        stage = STAGE_CGROUP;
+        goto fail;
+    }
+    /* ---- end of cgroup placement ---- */
+
     reset_caught_signals(&job->child_mask);
     if (sigprocmask(SIG_SETMASK, &job->child_mask, NULL) != 0) {
         goto fail;
@@ -306,6 +341,22 @@ unshared:
     }
 
 run_exec:
+    /* ---- resource limits: last before the exec, so that a low nofile or
+       nproc limit cannot get in the way of the steps above. A raw prlimit64
+       on ourselves (pid 0): a plain system call, and the limits belong to
+       this process alone (no CLONE_THREAD), not to the parent whose memory
+       we share. ---- */
+    for (Py_ssize_t i = 0; i < job->n_rlimits; i++) {
+        struct rlimit64 {
+            uint64_t cur, max;
+        } lim = {job->rlimits[i].soft, job->rlimits[i].hard};
+        if (syscall(SYS_prlimit64, 0, job->rlimits[i].resource, &lim, NULL) != 0) {
+            stage = STAGE_SETRLIMIT;
+            goto fail;
+        }
+    }
+    /* ---- end of resource limits ---- */
+
     /* The PATH search of subprocess and os.execvpe: report the first error
        that is not "not there", else the last. */
     stage = STAGE_EXEC;
@@ -348,6 +399,7 @@ struct buffers {
     PyObject *args_fast, *exe_fast, *env_fast;
     char **argv, **executables, **envp;
     int *pass_fds;
+    struct child_rlimit *rlimits;
 };
 
 static void
@@ -360,7 +412,60 @@ buffers_free(struct buffers *b)
     PyMem_Free(b->executables);
     PyMem_Free(b->envp);
     PyMem_Free(b->pass_fds);
+    PyMem_Free(b->rlimits);
 }
+
+/* ---- resource limits: a tuple of (resource, soft, hard) ints, -1 meaning
+   unlimited (resource.RLIM_INFINITY), checked by aioproc/_limits.py ---- */
+static int
+limit_value(PyObject *o, uint64_t *out)
+{
+    long long v = PyLong_AsLongLong(o);
+    if (v == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    if (v < -1) {
+        PyErr_SetString(PyExc_ValueError, "rlimits: a limit must be >= 0 (or -1: unlimited)");
+        return -1;
+    }
+    *out = v == -1 ? (uint64_t)RLIM_INFINITY : (uint64_t)v;
+    return 0;
+}
+
+static int
+parse_rlimits(PyObject *seq, struct buffers *b, struct job *job)
+{
+    if (!PyTuple_Check(seq)) {
+        PyErr_SetString(PyExc_TypeError, "rlimits must be a tuple");
+        return -1;
+    }
+    Py_ssize_t n = PyTuple_GET_SIZE(seq);
+    b->rlimits = PyMem_New(struct child_rlimit, n > 0 ? n : 1);
+    if (b->rlimits == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyTuple_GET_ITEM(seq, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3) {
+            PyErr_SetString(PyExc_TypeError, "rlimits must hold (resource, soft, hard) tuples");
+            return -1;
+        }
+        int res = as_int(PyTuple_GET_ITEM(item, 0));
+        if (res == -1 && PyErr_Occurred()) {
+            return -1;
+        }
+        b->rlimits[i].resource = res;
+        if (limit_value(PyTuple_GET_ITEM(item, 1), &b->rlimits[i].soft) != 0 ||
+            limit_value(PyTuple_GET_ITEM(item, 2), &b->rlimits[i].hard) != 0) {
+            return -1;
+        }
+    }
+    job->rlimits = b->rlimits;
+    job->n_rlimits = n;
+    return 0;
+}
+/* ---- end of resource limits ---- */
 
 /* A NULL-terminated char *[] pointing into the bytes of `seq`. A tuple copy of
    `seq` (kept in *fast) holds the bytes objects: the call runs without the
@@ -520,7 +625,7 @@ get_stack(int *owned)
 
 PyDoc_STRVAR(spawn_doc,
 "spawn(args, executables, env, cwd, stdin, stdout, stderr, pass_fds,\n"
-"      start_new_session, process_group, umask, pdeathsig, /)\n"
+"      start_new_session, process_group, umask, pdeathsig[, rlimits[, cgroup_procs]], /)\n"
 "    -> (pid, pidfd, stdin_end, stdout_end, stderr_end) | (stage, errno)\n"
 "\n"
 "Make the child's pipes, clone it with CLONE_VM | CLONE_VFORK | CLONE_FILES |\n"
@@ -530,16 +635,19 @@ PyDoc_STRVAR(spawn_doc,
 "close_fds=False (the child keeps every inheritable descriptor). Our pipe ends are\n"
 "non-blocking and close-on-exec. When the child failed before its exec ran,\n"
 "it has been reaped and everything made here closed, and the result is\n"
-"(stage, errno) with stage 'chdir', 'exec', 'close_range' or 'noexec' (the\n"
-"other steps before the exec). Failures in the\n"
+"(stage, errno) with stage 'chdir', 'exec', 'close_range', 'setrlimit', 'cgroup' or\n"
+"'noexec' (the other steps before the exec). rlimits: a tuple of\n"
+"(resource, soft, hard), -1 for unlimited, set in the child before exec.\n"
+"cgroup_procs: an open cgroup.procs (or -1) the child writes itself into first.\n"
+"Failures in the\n"
 "parent (pipe2, clone) raise OSError, with nothing left behind.");
 
 static PyObject *
 aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 12) {
-        PyErr_Format(PyExc_TypeError, "spawn() takes 12 arguments (%zd given)", nargs);
+    if (nargs < 12 || nargs > 14) {
+        PyErr_Format(PyExc_TypeError, "spawn() takes 12 to 14 arguments (%zd given)", nargs);
         return NULL;
     }
     struct buffers b;
@@ -617,6 +725,16 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
     job.pdeathsig = as_int(a[11]);
     if (job.start_new_session < 0 || PyErr_Occurred()) {
         goto done;
+    }
+    if (nargs > 12 && parse_rlimits(a[12], &b, &job) != 0) { /* resource limits */
+        goto done;
+    }
+    job.cgroup_procs = -1; /* cgroup placement */
+    if (nargs > 13) {
+        job.cgroup_procs = as_int(a[13]);
+        if (job.cgroup_procs == -1 && PyErr_Occurred()) {
+            goto done;
+        }
     }
     job.argv = b.argv;
     job.executables = b.executables;
@@ -714,6 +832,8 @@ aioproc_spawn(PyObject *module, PyObject *const *a, Py_ssize_t nargs)
         const char *stage = job.fail_stage == STAGE_CHDIR         ? "chdir"
                             : job.fail_stage == STAGE_EXEC        ? "exec"
                             : job.fail_stage == STAGE_CLOSE_RANGE ? "close_range"
+                            : job.fail_stage == STAGE_SETRLIMIT   ? "setrlimit"
+                            : job.fail_stage == STAGE_CGROUP      ? "cgroup"
                                                                   : "noexec";
         result = Py_BuildValue("(si)", stage, job.fail_errno);
         goto done;

@@ -15,6 +15,8 @@ def spawn(
     process_group: int,
     umask: int,
     pdeathsig: int,
+    rlimits: tuple[tuple[int, int, int], ...] = (),
+    cgroup_procs: int = -1,
     /,
 ) -> tuple[int, int, int | None, int | None, int | None] | tuple[str, int]: ...
 def set_child_mask(signals: Iterable[int], /) -> None: ...

@@ -75,14 +75,22 @@ class TimeoutExpired(subprocess.TimeoutExpired, TimeoutError, Error):
         output: bytes | str | None = None,
         stderr: bytes | str | None = None,
         status: ExitStatus | None = None,
+        detail: str | None = None,
     ) -> None:
         subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
         self.args = (cmd, timeout)
         #: How the stopped child ended.
         self.status = status
+        #: Why the time ran out when the child itself had already exited
+        #: (its output pipes stayed open, held by the processes named), else None.
+        self.detail = detail
 
     def __str__(self) -> str:
-        return subprocess.TimeoutExpired.__str__(self)
+        text = subprocess.TimeoutExpired.__str__(self)
+        return text if self.detail is None else f"{text}: {self.detail}"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.cmd, self.timeout, self.output, self.stderr, self.status))
+        return (
+            type(self),
+            (self.cmd, self.timeout, self.output, self.stderr, self.status, self.detail),
+        )

@@ -26,6 +26,7 @@ __all__ = [
     "group_members",
     "groups",
     "pidfd_open_ex",
+    "pipe_holders",
     "use_pidfd",
     "wait_gone",
     "wait_gone_async",
@@ -90,6 +91,38 @@ def descendants(root: int) -> set[int]:
         if p == root or p in out:
             out.update(chain)
     return out
+
+
+def pipe_holders(fds: Iterable[int]) -> list[tuple[int, str]]:
+    """Other processes holding the other end of our pipes ``fds``: ``(pid, comm)``, by PID.
+
+    For messages only: a pipe is found by its inode (``pipe:[INODE]`` in
+    ``/proc/PID/fd``), and the answer is a snapshot.
+    """
+    targets = set()
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            targets.add(f"pipe:[{os.fstat(fd).st_ino}]")
+    me = os.getpid()
+    found: list[tuple[int, str]] = []
+    if not targets:
+        return found
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == me:
+            continue
+        try:
+            links = os.listdir(f"/proc/{entry}/fd")
+            held = any(os.readlink(f"/proc/{entry}/fd/{n}") in targets for n in links)
+        except OSError:
+            continue
+        if held:
+            try:
+                with open(f"/proc/{entry}/comm", "rb") as f:
+                    comm = f.read().decode(errors="replace").strip()
+            except OSError:
+                continue
+            found.append((int(entry), comm))
+    return sorted(found)
 
 
 # ------------------------------------------------------------------ waiting

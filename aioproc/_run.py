@@ -7,8 +7,9 @@ import codecs
 import locale
 from typing import Any
 
+from . import _procfs
 from ._exceptions import ProcessError, TimeoutExpired
-from ._process import spawn
+from ._process import Process, spawn
 from ._spawn import PIPE
 from ._status import CompletedProcess
 from ._util import shielded
@@ -38,6 +39,14 @@ def _decode_so_far(data: bytes | None, encoding: str, errors: str) -> str | byte
     except UnicodeDecodeError:
         return data
     return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _why_pipes_open(proc: Process) -> str:
+    """The child exited before the timeout: say who kept its output pipes open."""
+    fds = [s.fileno() for s in (proc.stdout, proc.stderr) if s is not None and not s.closed]
+    holders = _procfs.pipe_holders(fds)
+    who = ", ".join(f"{comm} (pid {pid})" for pid, comm in holders) or "processes now gone"
+    return f"{proc.status}, but its output pipes stayed open past the timeout: held by {who}"
 
 
 async def run(
@@ -103,6 +112,7 @@ async def run(
             try:
                 await asyncio.wait_for(proc._communicate(data, out, err), timeout)
             except asyncio.TimeoutError:
+                detail = _why_pipes_open(proc) if proc.status is not None else None
                 stopped = await shielded(proc.stop())
                 proc._drain_available(out, err)
                 stdout = b"".join(out) if proc.stdout is not None else None
@@ -113,6 +123,7 @@ async def run(
                     _decode_so_far(stdout, enc, errs) if text_mode else stdout,
                     _decode_so_far(stderr, enc, errs) if text_mode else stderr,
                     stopped,
+                    detail,
                 ) from None
     finally:
         # Every way out closes the pipes and reaps the child (stopping it

@@ -43,10 +43,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import IO, Any, Generic, Literal, NamedTuple, Protocol, TypeVar, Union
+from typing import IO, Any, Generic, Literal, NamedTuple, NoReturn, Protocol, TypeVar, Union
 
 from . import _waiting
 from ._forklock import exec_lock, fork_lock
+from ._limits import check_rlimits
 from ._signals import c_sigmask
 from ._util import PerLoop, owned_by_loop
 
@@ -132,6 +133,8 @@ class SpawnSpec(NamedTuple):
     extra_groups: list[int] | None
     umask: int
     pdeathsig: int  # 0: none
+    rlimits: tuple[tuple[int, int, int], ...] = ()  # (resource, soft, hard); see _limits
+    cgroup_procs: int = -1  # an open cgroup.procs the child joins before exec; see _cgroup
 
     @property
     def display(self) -> str:
@@ -317,6 +320,7 @@ def make_spec(
     umask: int,
     pdeathsig: int | None = None,
     close_fds: bool = True,
+    rlimits: object = None,
 ) -> SpawnSpec:
     """Check and encode spawn's arguments. Creates nothing, forks nothing.
 
@@ -366,6 +370,7 @@ def make_spec(
         # umask() keeps only the permission bits: 0o1022 would silently be 0o022.
         raise ValueError(f"umask must be -1 (leave it) or 0 to 0o777, not {umask!r}")
     deathsig = 0 if pdeathsig is None else _check_pdeathsig(pdeathsig)
+    limits = () if rlimits is None else check_rlimits(rlimits)
     uid = gid = extra_groups = None
     if user is not None or group is not None:
         uid, pw_entry = _resolve_user(user)
@@ -400,6 +405,7 @@ def make_spec(
         extra_groups,
         umask,
         deathsig,
+        limits,
     )
 
 
@@ -501,7 +507,7 @@ def _fork_exec(
         True,  # restore_signals
         spec.start_new_session,
     )
-    if _PY311 and not spec.pdeathsig:
+    if _PY311 and not spec.pdeathsig and not spec.rlimits and spec.cgroup_procs < 0:
         # The common case, without the preexec_fn (which costs the vfork).
         call = (
             *common,
@@ -514,7 +520,7 @@ def _fork_exec(
             True,  # allow vfork
         )
     else:
-        call = _fork_exec_args(spec, common)
+        call = _fork_exec_args(spec, common, err_write)
     normal_mask: set[int] | None = _worker.normal_mask
     if normal_mask is None:
         return int(_posix_fork_exec(*call))
@@ -525,32 +531,95 @@ def _fork_exec(
         c_sigmask(signal.SIG_BLOCK, _ALL_SIGNALS)
 
 
-def _fork_exec_args(spec: SpawnSpec, common: tuple[Any, ...]) -> tuple[Any, ...]:
+def _fork_exec_args(spec: SpawnSpec, common: tuple[Any, ...], err_write: int) -> tuple[Any, ...]:
     """fork_exec's arguments with a preexec_fn, or in Python 3.10's signature."""
     # A preexec_fn costs the vfork (Python then forks, copying page tables):
-    # only the parent-death signal, and process groups on 3.10, need one.
-    deathsig = _deathsig_preexec(spec.pdeathsig) if spec.pdeathsig else None
+    # only the parent-death signal, resource limits, cgroups, and process
+    # groups on 3.10, need one.
+    steps: list[Callable[[], None]] = []
+    gid, extra_groups, uid = spec.gid, spec.extra_groups, spec.uid
+    if not _PY311 and spec.process_group >= 0:  # Python 3.10's fork_exec cannot setpgid
+        pgid = spec.process_group
+        steps.append(lambda: os.setpgid(0, pgid))
+    if spec.rlimits or spec.cgroup_procs >= 0:
+        # The cgroup and the limits are set with our privileges, so the user
+        # change (which fork_exec would make before the preexec_fn) moves in
+        # here, after them.
+        steps.append(_confine_preexec(spec, err_write))
+        gid = extra_groups = uid = None
+    if spec.pdeathsig:
+        # After any user change: the kernel clears the parent-death signal
+        # when the credentials change.
+        steps.append(_deathsig_preexec(spec.pdeathsig))
+    preexec: Callable[[], None] | None = None
+    if len(steps) == 1:
+        preexec = steps[0]
+    elif steps:
+
+        def preexec() -> None:
+            for step in steps:
+                step()
+
     if _PY311:
         return (
             *common,
             spec.process_group,
-            spec.gid,
-            spec.extra_groups,
-            spec.uid,
+            gid,
+            extra_groups,
+            uid,
             spec.umask,
-            deathsig,  # preexec_fn
+            preexec,
             True,  # allow vfork
         )
-    preexec = deathsig
-    if spec.process_group >= 0:  # Python 3.10's fork_exec cannot setpgid
-        pgid = spec.process_group
+    return (*common, gid, extra_groups, uid, spec.umask, preexec)
 
-        def preexec() -> None:
-            os.setpgid(0, pgid)
-            if deathsig is not None:
-                deathsig()
 
-    return (*common, spec.gid, spec.extra_groups, spec.uid, spec.umask, preexec)
+def _confine_preexec(spec: SpawnSpec, err_write: int) -> Callable[[], None]:
+    """A ``preexec_fn`` (the fallback's): join the cgroup, set the rlimits, change user.
+
+    Runs in the forked child, before exec. A failure is reported on the
+    error pipe as the C step reports it (``noexec:cgroup``,
+    ``noexec:setrlimit``), and the child exits: fork_exec itself would only
+    say "Exception occurred in preexec_fn". Race-free: the program is not
+    running yet, so nothing it forks can escape the cgroup or the limits
+    (unlike writing its PID to cgroup.procs, or a ``prlimit()`` on it, from
+    the parent once it runs).
+    """
+    import resource
+
+    setrlimit = resource.setrlimit
+    limits = spec.rlimits
+    cgroup_procs = spec.cgroup_procs
+    gid, extra_groups, uid = spec.gid, spec.extra_groups, spec.uid
+
+    def fail(err: int, step: bytes) -> NoReturn:
+        os.write(err_write, b"OSError:%x:noexec:%s" % (err, step))
+        os._exit(255)
+
+    def preexec() -> None:
+        if cgroup_procs >= 0:
+            try:
+                os.write(cgroup_procs, b"0")
+            except OSError as exc:
+                fail(exc.errno or errno.EINVAL, b"cgroup")
+        for res, soft, hard in limits:
+            try:
+                setrlimit(res, (soft, hard))
+            except ValueError as exc:  # CPython turns EPERM and EINVAL into ValueError
+                fail(errno.EPERM if "not allowed" in str(exc) else errno.EINVAL, b"setrlimit")
+            except OSError as exc:
+                fail(exc.errno or errno.EINVAL, b"setrlimit")
+        try:
+            if extra_groups is not None:
+                os.setgroups(extra_groups)
+            if gid is not None:
+                os.setregid(gid, gid)
+            if uid is not None:
+                os.setreuid(uid, uid)
+        except OSError as exc:
+            fail(exc.errno or errno.EPERM, b"")
+
+    return preexec
 
 
 _CHDIR_ERRNOS = (errno.ENOENT, errno.ENOTDIR, errno.EACCES, errno.ELOOP, errno.ENAMETOOLONG)
@@ -566,6 +635,8 @@ def _child_error(data: bytes, spec: SpawnSpec) -> BaseException:
         return OSError(f"the child failed before exec and sent a garbled report: {data!r}")
     if name != b"OSError" or err == 0:
         return OSError(f"the child failed before exec: {msg}")
+    if msg in ("noexec:setrlimit", "noexec:cgroup"):
+        return _child_failure(msg[len("noexec:") :], err, spec)
     if msg.startswith("noexec"):
         # The child failed before exec: chdir, dup2, setsid, setgid/setuid...
         # CPython reports which only for chdir (":chdir"), and only on some
@@ -582,6 +653,10 @@ def _child_failure(stage: str, err: int, spec: SpawnSpec) -> OSError:
     if stage == "chdir" and spec.cwd is not None:
         cwd = os.fsdecode(spec.cwd)
         return OSError(err, f"{os.strerror(err)}: cannot use it as the working directory", cwd)
+    if stage == "setrlimit":
+        return OSError(err, f"{os.strerror(err)}: cannot set the resource limits (rlimits=)")
+    if stage == "cgroup":
+        return OSError(err, f"{os.strerror(err)}: cannot move the child into its cgroup (cgroup=)")
     if stage != "exec":
         return OSError(err, f"{os.strerror(err)} (in the child, before exec)")
     return OSError(err, os.strerror(err), spec.display)
@@ -701,6 +776,7 @@ def _spawn_direct(spec: SpawnSpec, mode: Literal["pidfd", "pid"]) -> Spawned | N
             spec.process_group,
             spec.umask,
             spec.pdeathsig,
+            *((spec.rlimits, spec.cgroup_procs) if spec.rlimits or spec.cgroup_procs >= 0 else ()),
         )
     except OSError as exc:
         if exc.errno not in _UNSUPPORTED:

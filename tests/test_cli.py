@@ -16,7 +16,7 @@ import pytest
 
 from aioproc._cli import main
 from aioproc._cli._config import ConfigError, load_config, parse_dotenv
-from aioproc.supervisor import ReadyHTTP, ReadyLine, ReadyNotify, ReadyTCP
+from aioproc.supervisor import Liveness, ReadyExec, ReadyHTTP, ReadyLine, ReadyNotify, ReadyTCP
 
 from .helpers import process_state
 from .supervisor.util import free_port
@@ -127,6 +127,44 @@ BAD = [
         r"aioproc\.toml:3: service 'web': ready.tcp must be \"HOST:PORT\"",
     ),
     (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\n\n'
+        '[services.db]\ncommand = "x"\nrlimits = { nofile = 10, nofiles = 3 }\n',
+        r"aioproc\.toml:6: service 'db': rlimits: unknown limit 'nofiles'",
+    ),
+    (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\nrlimits = { as = [20, 10] }\n',
+        r"aioproc\.toml:3: service 'web': rlimits\['as'\]: the soft limit 20 is above",
+    ),
+    (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\nliveness = { line = "up" }\n',
+        r"aioproc\.toml:1: service 'web': liveness: unknown key 'line'",
+    ),
+    (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\n'
+        'liveness = { exec = ["true"], failure_threshold = 0 }\n',
+        r"aioproc\.toml:1: service 'web': Liveness.failure_threshold must be at least 1",
+    ),
+    (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\nready = { exec = "pg_isready" }\n',
+        r"aioproc\.toml:1: service 'web': ready.exec is an argv list",
+    ),
+    (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\ncgroup = "relative/x"\n',
+        r"aioproc\.toml:1: service 'web': cgroup must be true, \"auto\" or an absolute",
+    ),
+    (
+        "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\ncgroup = true\n'
+        'cgroup_limits = { memory_max = "lots" }\n',
+        r"aioproc\.toml:1: service 'web': cgroup_limits\['memory_max'\]: 'lots' is not a size",
+    ),
+    (
         "Procfile",
         "web: touch started\nworker python x.py\n",
         r"Procfile:2: expected 'name: command'",
@@ -194,6 +232,22 @@ ready = { notify = true, watchdog = 2 }
 command = "l"
 ready = { line = "up$" }
 essential = true
+rlimits = { nofile = [64, 128], core = 0, as = "infinity" }
+
+[services.pg]
+command = "postgres"
+cgroup = true
+cgroup_limits = { memory_max = "512M", pids_max = 100, cpu_max = 0.5 }
+ready = { exec = ["pg_isready", "-q"], interval = 0.2 }
+
+[services.pg.liveness]
+http = "http://127.0.0.1:8000/health"
+body = "ok"
+initial_delay = 1
+period = 5
+timeout = 2
+failure_threshold = 4
+success_threshold = 2
 """
     )
     config = load_config(tmp_path / "aioproc.toml", only=["web"])
@@ -214,11 +268,28 @@ essential = true
     assert isinstance(web.ready, ReadyHTTP)
     assert web.ready.interval == 0.5
     full = load_config(tmp_path / "aioproc.toml")
-    n, line = full.services[2:]
+    n, line = full.services[2:4]
     assert isinstance(n.ready, ReadyNotify)
     assert n.ready.watchdog == 2
     assert isinstance(line.ready, ReadyLine)
     assert line.essential
+    assert line.spawn_kwargs["rlimits"] == {"nofile": [64, 128], "core": 0, "as": "infinity"}
+    pg = full.services[4]
+    assert pg.spawn_kwargs["cgroup"] is True
+    assert pg.spawn_kwargs["cgroup_limits"] == {
+        "memory_max": "512M",
+        "pids_max": 100,
+        "cpu_max": 0.5,
+    }
+    assert pg.ready == ReadyExec(["pg_isready", "-q"], interval=0.2)
+    assert pg.liveness == Liveness(
+        ReadyHTTP("http://127.0.0.1:8000/health", body=re.compile("ok")),
+        initial_delay=1,
+        period=5,
+        timeout=2,
+        failure_threshold=4,
+        success_threshold=2,
+    )
 
 
 def test_dotenv(tmp_path: Path) -> None:

@@ -287,8 +287,9 @@ async def test_stop_with_kill_group_lets_members_finish_within_the_timeout(
 async def test_hold_reap_keeps_an_exited_child_a_zombie(wait_mode: str) -> None:
     # The public hold: wait_exited() returns while the child is a zombie whose
     # PID (and group id) stay pinned; leaving the block reaps it.
+    # (process_group=0, not kill_group=True: that pins the leader by itself.)
     script = "sleep 30 & echo ready; exit 3"
-    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True)
+    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, process_group=0)
     assert proc.stdout is not None
     with proc.hold_reap():
         assert await proc.stdout.readline() == b"ready\n"
@@ -319,8 +320,50 @@ async def test_wait_exited_without_a_hold_is_the_exit(wait_mode: str) -> None:
 async def test_group_kill_after_reap_raises_instead_of_guessing(wait_mode: str) -> None:
     proc = await aioproc.spawn(["true"], kill_group=True)
     await proc.wait()
+    assert not proc.reaped  # kill_group: pinned until the group is swept
+    proc.kill()  # still our group
+    await proc.aclose()
+    assert proc.reaped
     with pytest.raises(ProcessLookupError, match="group"):
         proc.kill()
+
+
+async def test_async_with_kill_group_sweeps_members_the_exited_leader_left(
+    wait_mode: str,
+) -> None:
+    # The leader exits on its own and leaves a job in its group; wait()
+    # returns its status, yet the leader stays unreaped so that leaving the
+    # block still reaches the job through the pinned group id.
+    async with aioproc.spawn(
+        ["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"], stdout=PIPE, kill_group=True
+    ) as proc:
+        assert proc.stdout is not None
+        job = int(await proc.stdout.readline())
+        status = await asyncio.wait_for(proc.wait(), 10)
+        assert status.exit_code == 0
+        assert proc.returncode == 0
+        assert not proc.reaped
+        assert process_state(proc.pid) == "Z"
+        assert group_members(proc.pid) == {job}
+    assert proc.reaped
+    assert process_state(job) in (None, "Z")
+    assert group_members(proc.pid) == set()
+
+
+async def test_stop_after_the_leader_exited_reaches_the_group(wait_mode: str) -> None:
+    proc = await aioproc.spawn(
+        ["sh", "-c", "sleep 30 >/dev/null 2>&1 & echo $!"], stdout=PIPE, kill_group=True
+    )
+    assert proc.stdout is not None
+    job = int(await proc.stdout.readline())
+    await asyncio.wait_for(proc.wait(), 10)
+    pidfds = open_pidfds({job})
+    status = await proc.stop()
+    assert status.exit_code == 0
+    assert wait_gone(pidfds)
+    assert proc.reaped
+    assert process_state(proc.pid) is None
+    await proc.aclose()
 
 
 async def test_kill_group_rejects_joining_another_group() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -332,6 +333,61 @@ async def test_timeout_child_ignoring_sigterm_gets_sigkill(wait_mode: str) -> No
     assert_gone(pid)
     # The grace period was waited for, but not the default stop_timeout (5 s).
     assert 0.8 - TIMER_SLACK <= elapsed < 4
+
+
+# ------------------------------------- kill_group: the group after its leader exits
+def _dead(pid: int) -> bool:
+    return process_state(pid) in (None, "Z")
+
+
+async def test_timeout_after_leader_exit_sweeps_group_and_says_why(wait_mode: str) -> None:
+    # The example: the leader exits at once, a background job keeps
+    # the output pipes open, the timeout fires. The job must be gone (it was
+    # reached through the group id that the unreaped leader pinned), and the
+    # error must say that the leader had exited and who held the pipes.
+    with pytest.raises(aioproc.TimeoutExpired) as info:
+        await aioproc.run(
+            ["sh", "-c", "sleep 21 & echo $!"], capture_output=True, timeout=0.5, kill_group=True
+        )
+    exc = info.value
+    job = int(exc.output.split()[0])
+    assert _dead(job), f"the background job {job} survived run()"
+    assert exc.status is not None
+    assert exc.status.exit_code == 0
+    assert re.search(
+        rf"process \d+ exited with code 0, but its output pipes stayed open past the "
+        rf"timeout: held by sleep \(pid {job}\)",
+        str(exc),
+    ), str(exc)
+
+
+async def test_timeout_while_running_has_no_detail() -> None:
+    with pytest.raises(aioproc.TimeoutExpired) as info:
+        await aioproc.run(["sleep", "5"], capture_output=True, timeout=0.05, kill_group=True)
+    assert info.value.detail is None
+    assert str(info.value).endswith("timed out after 0.05 seconds")
+
+
+async def test_kill_group_sweeps_background_job_after_a_clean_exit(wait_mode: str) -> None:
+    # No timeout: the leader exits 0 and the job does not hold the pipes.
+    # run() still leaves nothing of the group behind.
+    result = await aioproc.run(
+        ["sh", "-c", "sleep 22 >/dev/null 2>&1 & echo $!"], capture_output=True, kill_group=True
+    )
+    job = int(result.stdout.split()[0])
+    assert result.returncode == 0
+    assert _dead(job), f"the background job {job} survived run()"
+
+
+async def test_without_kill_group_the_background_job_is_left_alone() -> None:
+    result = await aioproc.run(
+        ["sh", "-c", "sleep 23 >/dev/null 2>&1 & echo $!"], capture_output=True
+    )
+    job = int(result.stdout.split()[0])
+    try:
+        assert not _dead(job)
+    finally:
+        os.kill(job, signal.SIGKILL)
 
 
 async def test_big_output_captured_before_timeout() -> None:

@@ -26,9 +26,12 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._limits import check_rlimits
 from ..supervisor import (
     DEPENDENCY_CONDITIONS,
     Backoff,
+    Liveness,
+    ReadyExec,
     ReadyHTTP,
     ReadyLine,
     ReadyNotify,
@@ -78,6 +81,7 @@ SERVICE_OPTIONS = (
     "stable_after",
     "depends_on",
     "ready",
+    "liveness",
     "essential",
     "stop_signal",
     "stop_timeout",
@@ -93,6 +97,9 @@ SERVICE_OPTIONS = (
     "umask",
     "env_file",
     "replicas",
+    "rlimits",
+    "cgroup",
+    "cgroup_limits",
 )
 
 
@@ -550,22 +557,27 @@ def _start_limit(value: Any) -> StartLimit:
     return StartLimit(**kw)
 
 
-def _ready(value: Any) -> Any:
-    kinds = ("tcp", "http", "line", "notify")
-    table = _table(value, "ready", (*kinds, "timeout", "interval", "watchdog", "access"))
+def _ready(value: Any, what: str = "ready") -> Any:
+    """A readiness check from its table; with ``what="liveness"``, only those that probe."""
+    probing = what != "ready"
+    kinds = ("tcp", "http", "exec") if probing else ("tcp", "http", "exec", "line", "notify")
+    knobs = _LIVENESS_KNOBS if probing else ("timeout", "interval", "watchdog", "access")
+    table = _table(value, what, (*kinds, "body", "stop_timeout", *knobs))
     chosen = [k for k in kinds if k in table]
     if len(chosen) != 1:
-        raise ValueError(f"ready needs exactly one of {', '.join(kinds)}")
+        raise ValueError(f"{what} needs exactly one of {', '.join(kinds)}")
     kind = chosen[0]
     kw: dict[str, Any] = {}
-    if "timeout" in table:
+    if "timeout" in table and not probing:
         kw["timeout"] = _sub("ready", table, "timeout", _seconds)
         if kw["timeout"] <= 0:
             raise _Bad(("timeout",), "ready.timeout must be positive")
     if "interval" in table:
-        if kind not in ("tcp", "http"):
-            raise _Bad(("interval",), f"ready.interval only applies to tcp and http, not {kind}")
-        kw["interval"] = _sub("ready", table, "interval", _seconds)
+        if kind not in ("tcp", "http", "exec"):
+            raise _Bad(
+                ("interval",), f"{what}.interval only applies to tcp, http and exec, not {kind}"
+            )
+        kw["interval"] = _sub(what, table, "interval", _seconds)
     if "watchdog" in table:
         if kind != "notify":
             raise _Bad(("watchdog",), "ready.watchdog only applies to notify")
@@ -580,19 +592,37 @@ def _ready(value: Any) -> Any:
                 ("access",), f"ready.access must be 'main' or 'all', not {_show(table['access'])}"
             )
         kw["access"] = table["access"]
+    if "body" in table:
+        if kind != "http" or not isinstance(table["body"], str):
+            raise _Bad(("body",), f"{what}.body is a regular expression string, for http only")
+        try:
+            kw["body"] = re.compile(table["body"])
+        except (re.error, RecursionError, OverflowError) as exc:
+            raise _Bad(("body",), f"{what}.body: bad regular expression: {exc}") from None
+    if "stop_timeout" in table:
+        if kind != "exec":
+            raise _Bad(("stop_timeout",), f"{what}.stop_timeout only applies to exec")
+        kw["stop_timeout"] = _sub(what, table, "stop_timeout", _seconds)
     target = table[kind]
     try:
         if kind == "tcp":
             if not isinstance(target, str) or ":" not in target:
-                raise ValueError('ready.tcp must be "HOST:PORT", like "127.0.0.1:8000"')
+                raise ValueError(f'{what}.tcp must be "HOST:PORT", like "127.0.0.1:8000"')
             host, _, port = target.rpartition(":")
             if not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError(f"ready.tcp: {_show(port)} is not a port number")
+                raise ValueError(f"{what}.tcp: {_show(port)} is not a port number")
             return ReadyTCP(host.strip("[]") or "127.0.0.1", int(port), **kw)
         if kind == "http":
             if not isinstance(target, str):
-                raise ValueError("ready.http must be a URL string")
+                raise ValueError(f"{what}.http must be a URL string")
             return ReadyHTTP(target, **kw)
+        if kind == "exec":
+            if isinstance(target, str):
+                raise ValueError(f'{what}.exec is an argv list, like ["pg_isready", "-q"]')
+            argv = _strings(target, f"{what}.exec")
+            if not argv or any("\0" in a for a in argv):
+                raise ValueError(f"{what}.exec must be a non-empty list of strings (no NUL)")
+            return ReadyExec(argv, **kw)
         if kind == "line":
             if not isinstance(target, str):
                 raise ValueError("ready.line must be a regular expression string")
@@ -605,6 +635,22 @@ def _ready(value: Any) -> Any:
         return ReadyNotify(**kw)
     except ValueError as exc:
         raise _Bad((kind,), str(exc)) from None
+
+
+_LIVENESS_KNOBS = ("initial_delay", "period", "timeout", "failure_threshold", "success_threshold")
+
+
+def _liveness(value: Any) -> Liveness:
+    """``liveness = { http = "...", period = 5, failure_threshold = 3, ... }``."""
+    check = _ready(value, "liveness")
+    knobs: dict[str, Any] = {}
+    for key in _LIVENESS_KNOBS:
+        if key in value:
+            if key.endswith("threshold"):
+                knobs[key] = _sub("liveness", value, key, _integer, 1, 1_000_000)
+            else:
+                knobs[key] = _sub("liveness", value, key, _seconds)
+    return Liveness(check, **knobs)
 
 
 def _codes(value: Any, what: str) -> list[int]:
@@ -735,6 +781,14 @@ def _service_from_toml(ctx: _TomlContext, name: str, table: Mapping[str, Any]) -
                 kw[key] = None if value is False else _signal(value, key)
             elif key == "ready":
                 kw[key] = _ready(value)
+            elif key == "liveness":
+                kw[key] = _liveness(value)
+            elif key == "cgroup":
+                if not isinstance(value, (bool, str)) or (
+                    isinstance(value, str) and value != "auto" and not value.startswith("/")
+                ):
+                    raise ValueError('cgroup must be true, "auto" or an absolute cgroup path')
+                kw[key] = value
             elif key in ("essential", "kill_group"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")
@@ -753,6 +807,12 @@ def _service_from_toml(ctx: _TomlContext, name: str, table: Mapping[str, Any]) -
                 kw[key] = value if value in ("prefix", "inherit") else str(base / value)
             elif key in ("success_exit_codes", "restart_exit_codes"):
                 kw[key] = _codes(value, key)
+            elif key == "rlimits":
+                try:
+                    check_rlimits(value)
+                except PermissionError as exc:  # raising a hard limit needs root
+                    raise ValueError(str(exc)) from None
+                kw[key] = value
             elif key == "umask":
                 kw[key] = _umask(value)
             elif key in ("user", "group"):

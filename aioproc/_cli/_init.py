@@ -134,6 +134,9 @@ async def run_init(argv: list[str], group: bool, grace: float, log: Log, verbose
         if verbose:
             log(f"main child: {status}")
         await _sweep(me, grace, sigchld, reap, log, verbose)
+        # With a group the main child stays unreaped until its group has been
+        # swept (kill_group=True): the sweep above has, so reap it now.
+        await proc.aclose()
     return _exit_code(status)
 
 

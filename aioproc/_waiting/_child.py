@@ -66,6 +66,8 @@ class Child:
         "_exited_fut",
         "_lock",
         "_loop",
+        "_peeked",
+        "_pinned",
         "_reap_holds",
         "_status",
         "_waiters",
@@ -82,6 +84,10 @@ class Child:
         self._status: ExitStatus | None = None
         self._exited = False
         self._reap_holds = 0
+        # pin(): a hold that still lets waiters have the status (read with
+        # WNOWAIT into _peeked) while the zombie keeps the PID and group id.
+        self._pinned = False
+        self._peeked: ExitStatus | None = None
         # One future per waiting task, so that cancelling one waiter cancels
         # only its own future (no shield(), which costs an extra loop turn
         # between the reap and the waiter's wake-up).
@@ -110,13 +116,24 @@ class Child:
         """Deliver ``sig`` to the child. Called with ``_lock`` held, child unreaped."""
         raise NotImplementedError
 
+    def _peek_now(self) -> ExitStatus | None:
+        """The exited child's status, read without reaping it (``WNOWAIT``); None if running."""
+        raise NotImplementedError
+
     def _release(self) -> None:
         """Give up OS resources (the pidfd) once reaped."""
 
     # ---------------------------------------------------------------- state
     @property
     def status(self) -> ExitStatus | None:
+        """The status once reaped (the PID is free from then on), else None."""
         return self._status
+
+    @property
+    def exit_status(self) -> ExitStatus | None:
+        """The status once known: reaped, or exited while pinned (:meth:`pin`)."""
+        status = self._status
+        return self._peeked if status is None else status
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -132,7 +149,23 @@ class Child:
             fut.set_result(None)
         if self._reap_holds == 0:
             self._reap()
+        elif self._pinned:
+            self._publish_peeked()
         self._unwatch()
+
+    def _publish_peeked(self) -> None:
+        """Pinned and exited: hand the waiters the status, leave the zombie unreaped."""
+        with self._lock:
+            if self._status is not None or self._peeked is not None:
+                return
+            self._peeked = self._peek_now()
+            status = self._peeked
+        if status is None:  # pragma: no cover - _notify_exited runs once it exited
+            return
+        waiters, self._waiters = self._waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result(status)
 
     def _reap(self, block: bool = False) -> ExitStatus | None:
         with self._lock:
@@ -164,9 +197,15 @@ class Child:
             )
 
     async def wait(self) -> ExitStatus:
-        """Wait until the child has been reaped. Cancelling the wait loses nothing."""
-        if self._status is not None:
-            return self._status
+        """Wait until the child has been reaped (or, pinned, has exited).
+
+        Cancelling the wait loses nothing.
+        """
+        status = self._status
+        if status is None:
+            status = self._peeked
+        if status is not None:
+            return status
         self._check_loop()
         fut: asyncio.Future[ExitStatus] = self._loop.create_future()
         self._waiters.append(fut)
@@ -202,6 +241,31 @@ class Child:
             if self._reap_holds == 0 and self._exited and self._status is None:
                 self._reap()
 
+    def pin(self) -> None:
+        """Keep the child unreaped until :meth:`unpin`, without keeping its waiters waiting.
+
+        For a group leader whose group must be swept after it exits
+        (``kill_group=True``): once it exits, :meth:`wait` returns its status
+        (read with ``WNOWAIT``) while the zombie keeps its PID, and so the
+        group id, from being reused until :meth:`unpin`. Called right after
+        the spawn, before the loop could see the exit.
+        """
+        if not self._pinned:
+            self._pinned = True
+            self._reap_holds += 1
+
+    def unpin(self) -> None:
+        """End :meth:`pin`: the child is reaped now if it exited and nothing else holds it."""
+        if self._pinned:
+            self._pinned = False
+            self._reap_holds -= 1
+            if self._reap_holds == 0 and self._exited and self._status is None:
+                self._reap()
+
+    @property
+    def pinned(self) -> bool:
+        return self._pinned
+
     # ---------------------------------------------------------------- signals
     def send_signal(self, sig: int) -> None:
         with self._lock:
@@ -232,6 +296,12 @@ class Child:
             if self._status is None and not self._exited and not self._poll_exited():
                 with contextlib.suppress(ProcessLookupError):
                     self._kill_raw(signal.SIGKILL)
+            if self._pinned and self._status is None:
+                # The group is ours until the reap below: sweep it now, since
+                # afterwards its id may name somebody else's group.
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
+        self._pinned = False
         if self._loop_usable():
             self._unwatch()
         else:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from .. import _signals
 from .._status import ExitStatus
 from . import _sys
-from ._child import Child, lost_status
+from ._child import Child, lost_status, status_from_waitid
 
 __all__ = ["PidChild"]
 
@@ -63,6 +63,13 @@ class PidChild(Child):
 
     def _kill_raw(self, sig: int) -> None:
         os.kill(self.pid, sig)
+
+    def _peek_now(self) -> ExitStatus | None:
+        try:
+            res = _sys.waitid(_sys.P_PID, self.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:
+            return lost_status(self.pid)
+        return None if res is None else status_from_waitid(res)
 
 
 class _Reaper:

@@ -229,6 +229,16 @@ class PidfdChild(Child):
             self._release_fd()
         return None if res is None else status_from_waitid(res)
 
+    def _peek_now(self) -> ExitStatus | None:
+        with self._using_fd() as fd:
+            if fd is None:  # pragma: no cover - the handle holds a reference until reaped
+                return lost_status(self.pid)
+            try:
+                res = _sys.waitid(_P_PIDFD, fd, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return lost_status(self.pid)
+            return None if res is None else status_from_waitid(res)
+
     def _kill_raw(self, sig: int) -> None:
         with self._using_fd() as fd:
             if fd is None:

@@ -32,8 +32,17 @@ from ._events import (
     Stopping,
 )
 from ._history import LogLine, LogStream
+from ._liveness import Liveness
 from ._policies import Backoff, StartLimit, should_restart
-from ._readiness import ReadyCall, ReadyCheck, ReadyHTTP, ReadyLine, ReadyNotify, ReadyTCP
+from ._readiness import (
+    ReadyCall,
+    ReadyCheck,
+    ReadyExec,
+    ReadyHTTP,
+    ReadyLine,
+    ReadyNotify,
+    ReadyTCP,
+)
 from ._reconfigure import Reconfigured
 from ._service import DEPENDENCY_CONDITIONS, Service
 from ._supervisor import Supervisor
@@ -46,12 +55,14 @@ __all__ = [
     "EventStream",
     "Exited",
     "Fatal",
+    "Liveness",
     "LogLine",
     "LogStream",
     "Outcome",
     "Ready",
     "ReadyCall",
     "ReadyCheck",
+    "ReadyExec",
     "ReadyHTTP",
     "ReadyLine",
     "ReadyNotify",

@@ -66,10 +66,14 @@ class ServiceStatus:
     restarts: int
     last_status: ExitStatus | None
     uptime: float | None  #: seconds since the current process was spawned, or None
-    message: str | None = None  #: the last ``STATUS=`` (ReadyNotify), or why it is FATAL
+    #: the last ``STATUS=`` (ReadyNotify), why it is FATAL, or why a liveness probe
+    #: ended its last run (``"liveness: ..."``)
+    message: str | None = None
     #: whether the last run ended well (a clean exit, a success exit code, or death by
     #: the stop signal the supervisor sent); None before the first run ended
     last_clean: bool | None = None
+    #: with ``cgroup=``: every process in the service's cgroup, by PID (else empty)
+    members: tuple[int, ...] = ()
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

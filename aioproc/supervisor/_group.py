@@ -64,12 +64,12 @@ def hold_reap(proc: Process) -> ContextManager[None]:
 def signal_group(proc: Process, sig: int) -> bool:
     """Send ``sig`` to the process group ``proc`` leads; False if the group is empty.
 
-    The caller must hold the reap (:func:`hold_reap`): then ``proc.status`` is None
+    The caller must hold the reap (:func:`hold_reap`): then ``proc.reaped`` is False
     and the leader's PID still pins the group id. (If the leader moved itself to
     another group, group ``proc.pid`` holds only our former members, or nobody:
     no other process can create a group with that id while the PID is taken.)
     """
-    if proc.status is not None:
+    if proc.reaped:
         raise RuntimeError(f"process {proc.pid} has been reaped: its group id may be reused")
     try:
         os.killpg(proc.pid, sig)

@@ -39,15 +39,16 @@ RESTART_POLICIES: tuple[RestartPolicy, ...] = ("no", "on-failure", "on-abnormal"
 #: ``exited``: on its own; ``stopped``: we stopped it (never restarted);
 #: ``spawn-failed``: the fork/exec step failed (no status);
 #: ``ready-timeout`` / ``ready-failed``: the readiness check timed out or raised, and
-#: the service was stopped; ``watchdog``: no ``WATCHDOG=1`` in time.
+#: the service was stopped; ``watchdog``: no ``WATCHDOG=1`` in time; ``liveness``: its
+#: liveness probe failed, and it was stopped.
 ExitReason = Literal[
-    "exited", "stopped", "spawn-failed", "ready-timeout", "ready-failed", "watchdog"
+    "exited", "stopped", "spawn-failed", "ready-timeout", "ready-failed", "watchdog", "liveness"
 ]
 
 #: A signal death that systemd counts as a clean exit.
 CLEAN_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGPIPE})
 
-_TIMEOUTS = ("ready-timeout", "ready-failed", "watchdog")
+_TIMEOUTS = ("ready-timeout", "ready-failed", "watchdog", "liveness")
 
 ExitCodes = Collection["int | signal.Signals"]
 
@@ -104,7 +105,7 @@ def should_restart(
     """Whether a run that ended this way is restarted (never after our own stop).
 
     ``on-failure``: anything but a clean exit (an unclean code, an unclean signal, a
-    readiness or watchdog timeout, a failed spawn). ``on-abnormal``: an unclean signal
+    readiness, watchdog or liveness failure, a failed spawn). ``on-abnormal``: an unclean signal
     or a timeout, not an exit code. A status in ``restart_exit_codes`` is restarted
     whatever the policy.
     """

@@ -4,7 +4,9 @@
 
 * ``None``: ready as soon as it is spawned;
 * :class:`ReadyTCP`: a TCP connection to ``host:port`` succeeds;
-* :class:`ReadyHTTP`: ``GET url`` answers with a 2xx or 3xx status;
+* :class:`ReadyHTTP`: ``GET url`` answers with a 2xx or 3xx status (and, with
+  ``body``, a body that matches);
+* :class:`ReadyExec`: a command (``pg_isready``, say) exits with status 0;
 * :class:`ReadyLine`: a line of its output matches a regular expression;
 * :class:`ReadyNotify`: it sends ``READY=1`` to ``$NOTIFY_SOCKET`` (systemd's
   ``sd_notify`` protocol), optionally followed by ``WATCHDOG=1`` keep-alives;
@@ -14,6 +16,10 @@
 Each has a ``timeout`` (seconds). A check that times out or fails makes the run fail:
 the service is stopped and its restart policy decides (a timeout counts as abnormal,
 as in systemd).
+
+The checks that poll (TCP, HTTP, exec, a coroutine function) are built on one
+single attempt, :meth:`ReadyCheck.probe`: readiness repeats it until it passes, and
+a liveness probe (``_liveness.py``) repeats it for as long as the service runs.
 """
 
 from __future__ import annotations
@@ -31,10 +37,10 @@ import tempfile
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Literal
 
-from .. import Process
+from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
 
 __all__ = [
     "NotifyAccess",
@@ -42,6 +48,7 @@ __all__ = [
     "ReadyCall",
     "ReadyCheck",
     "ReadyContext",
+    "ReadyExec",
     "ReadyHTTP",
     "ReadyLine",
     "ReadyNotify",
@@ -103,16 +110,32 @@ class ReadyCheck:
 
     #: Whether the check reads the service's output (it must then be piped).
     needs_output = False
+    #: Whether :meth:`probe` is implemented: the check can be a liveness probe.
+    probes = False
 
     async def wait(self, ctx: ReadyContext) -> None:
         """Return once the service is ready; raise if it cannot become ready."""
         raise NotImplementedError
 
+    async def probe(self, ctx: ReadyContext, timeout: float) -> str | None:
+        """One attempt, given ``timeout`` seconds: None if it passed, else why it failed.
 
-async def _retry(attempt: Callable[[], Awaitable[bool]], interval: float) -> None:
-    """Call ``attempt`` until it returns True, ``interval`` apart (probing is polling)."""
-    while not await attempt():  # noqa: ASYNC110 - a probe has no event to wait for
+        Never raises for a failure of the service (an exception is a bug); whatever
+        the attempt started is stopped and gone when it returns, also on a timeout.
+        """
+        raise TypeError(f"{type(self).__name__} has no single attempt to repeat")
+
+
+async def _retry(check: ReadyCheck, ctx: ReadyContext, timeout: float, interval: float) -> None:
+    """Repeat ``check.probe`` until it passes, ``interval`` apart (probing is polling)."""
+    while await check.probe(ctx, timeout) is not None:  # noqa: ASYNC110 - no event to wait for
         await asyncio.sleep(interval)
+
+
+def _clip(text: str, size: int = 200) -> str:
+    """Untrusted text (a service's output) made fit for one line of a message."""
+    text = "".join(c if c.isprintable() else " " for c in text).strip()
+    return text if len(text) <= size else text[: size - 3] + "..."
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,28 +155,36 @@ class ReadyTCP(ReadyCheck):
         if not 0 < self.port < 65536:
             raise ValueError(f"ReadyTCP.port: {self.port} is not a TCP port")
 
-    async def wait(self, ctx: ReadyContext) -> None:
-        async def attempt() -> bool:
-            try:
-                _, writer = await asyncio.wait_for(
-                    asyncio.open_connection(self.host, self.port), max(1.0, self.interval)
-                )
-            except (OSError, asyncio.TimeoutError):
-                return False
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            return True
+    probes = True
 
-        await _retry(attempt, self.interval)
+    async def wait(self, ctx: ReadyContext) -> None:
+        await _retry(self, ctx, max(1.0, self.interval), self.interval)
+
+    async def probe(self, ctx: ReadyContext, timeout: float) -> str | None:
+        where = f"TCP {self.host}:{self.port}"
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(self.host, self.port), timeout
+            )
+        except asyncio.TimeoutError:
+            return f"{where}: no connection within {timeout:g} s"
+        except OSError as exc:
+            return f"{where}: {exc.strerror or exc}"
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
 class ReadyHTTP(ReadyCheck):
     """Ready once ``GET url`` answers with a status in ``statuses`` (default 200-399).
 
-    Plain HTTP/1.1 over asyncio streams (``https`` verifies certificates as
-    :func:`ssl.create_default_context` does). Tried every ``interval`` seconds.
+    With ``body`` (a regular expression), the response body (its first 64 KiB,
+    decoded as UTF-8) must also match (:meth:`re.Pattern.search`). Plain HTTP/1.1
+    over asyncio streams (``https`` verifies certificates as
+    :func:`ssl.create_default_context` does). Tried every ``interval`` seconds,
+    each attempt given ``max(1, interval)`` seconds.
     """
 
     url: str
@@ -161,14 +192,32 @@ class ReadyHTTP(ReadyCheck):
     timeout: float = 30.0
     interval: float = 0.1
     statuses: Collection[int] = range(200, 400)
+    body: str | re.Pattern[str] | None = None
+
+    probes = True
+    #: How much of the body is read for ``body``.
+    BODY_LIMIT = 65536
 
     def __post_init__(self) -> None:
         super().__post_init__()
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"ReadyHTTP needs an http:// or https:// URL, not {self.url!r}")
+        if isinstance(self.body, str):
+            object.__setattr__(self, "body", re.compile(self.body))
+        elif self.body is not None and not isinstance(self.body, re.Pattern):
+            raise TypeError("ReadyHTTP.body must be a str or a compiled str pattern")
 
     async def wait(self, ctx: ReadyContext) -> None:
+        await _retry(self, ctx, max(1.0, self.interval), self.interval)
+
+    async def probe(self, ctx: ReadyContext, timeout: float) -> str | None:
+        try:
+            return await asyncio.wait_for(self._attempt(), timeout)
+        except asyncio.TimeoutError:
+            return f"GET {self.url}: no answer within {timeout:g} s"
+
+    async def _attempt(self) -> str | None:
         parts = urllib.parse.urlsplit(self.url)
         tls = parts.scheme == "https"
         host = parts.hostname or ""
@@ -179,29 +228,41 @@ class ReadyHTTP(ReadyCheck):
             "User-Agent: aioproc-ready\r\nConnection: close\r\n\r\n"
         ).encode()
 
-        async def attempt() -> bool:
-            try:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(
-                        host, port, ssl=ssl.create_default_context() if tls else None
-                    ),
-                    max(1.0, self.interval),
-                )
-            except (OSError, asyncio.TimeoutError):
-                return False
-            try:
-                writer.write(request)
-                line = await asyncio.wait_for(reader.readline(), max(1.0, self.interval))
-            except (OSError, asyncio.TimeoutError):
-                return False
-            finally:
-                writer.close()
-                with contextlib.suppress(OSError):
-                    await writer.wait_closed()
-            fields = line.split()
-            return len(fields) >= 2 and fields[1].isdigit() and int(fields[1]) in self.statuses
-
-        await _retry(attempt, self.interval)
+        what = f"GET {self.url}"
+        try:
+            reader, writer = await asyncio.open_connection(
+                host, port, ssl=ssl.create_default_context() if tls else None
+            )
+        except OSError as exc:
+            return f"{what}: {exc.strerror or exc}"
+        try:
+            writer.write(request)
+            line = await reader.readline()
+            body = b""
+            if self.body is not None:
+                # Connection: close, so the body ends at EOF (headers included
+                # here; they rarely match a body pattern by accident).
+                body = await reader.read(self.BODY_LIMIT)
+                while len(body) < self.BODY_LIMIT and (more := await reader.read(4096)):
+                    body += more
+        except OSError as exc:
+            return f"{what}: {exc.strerror or exc}"
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        fields = line.split()
+        if len(fields) < 2 or not fields[1].isdigit():
+            return f"{what}: not an HTTP answer: {_clip(line.decode(errors='replace'))!r}"
+        if int(fields[1]) not in self.statuses:
+            return f"{what}: status {int(fields[1])}"
+        if self.body is not None:
+            pattern = self.body
+            assert isinstance(pattern, re.Pattern)
+            _, _, content = body.partition(b"\r\n\r\n")
+            if not pattern.search(content.decode(errors="replace")):
+                return f"{what}: the body does not match {pattern.pattern!r}"
+        return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -287,8 +348,98 @@ class ReadyCall(ReadyCheck):
         if not callable(self.check):
             raise TypeError("ReadyCall needs a coroutine function: check(proc)")
 
+    probes = True
+
     async def wait(self, ctx: ReadyContext) -> None:
         await self.check(ctx.proc)
+
+    async def probe(self, ctx: ReadyContext, timeout: float) -> str | None:
+        name = getattr(self.check, "__name__", repr(self.check))
+        try:
+            await asyncio.wait_for(self.check(ctx.proc), timeout)
+        except asyncio.TimeoutError:
+            return f"{name}() did not return within {timeout:g} s"
+        except Exception as exc:
+            return f"{name}() raised {exc!r}"
+        return None
+
+
+@dataclasses.dataclass(frozen=True)
+class ReadyExec(ReadyCheck):
+    """Ready once the command ``argv`` exits with status 0 (``pg_isready``, say).
+
+    Run every ``interval`` seconds, with the supervisor's environment, stdin
+    from /dev/null and its output kept for the message (the last 200
+    characters). An attempt still running after ``attempt_timeout`` seconds
+    is stopped, its whole process group (SIGTERM, then SIGKILL after
+    ``stop_timeout``), and counts as a failure.
+    """
+
+    argv: Sequence[str | bytes | os.PathLike[str]]
+    _: dataclasses.KW_ONLY
+    timeout: float = 30.0
+    interval: float = 0.5
+    attempt_timeout: float = 10.0
+    stop_timeout: float = 1.0
+
+    probes = True
+    #: How much of an attempt's output is kept (the end of it).
+    OUTPUT_LIMIT = 4096
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if isinstance(self.argv, (str, bytes)) or not isinstance(self.argv, Sequence):
+            raise TypeError("ReadyExec.argv must be a list of strings, like ['pg_isready']")
+        if not self.argv:
+            raise ValueError("ReadyExec.argv must not be empty")
+        object.__setattr__(self, "argv", tuple(self.argv))
+        _check_timeout(self.attempt_timeout)
+        if isinstance(self.stop_timeout, bool) or not isinstance(self.stop_timeout, (int, float)):
+            raise TypeError("stop_timeout must be a number of seconds")
+        if self.stop_timeout < 0:
+            raise ValueError("stop_timeout must not be negative")
+
+    async def wait(self, ctx: ReadyContext) -> None:
+        await _retry(self, ctx, self.attempt_timeout, self.interval)
+
+    async def probe(self, ctx: ReadyContext, timeout: float) -> str | None:
+        name = os.fsdecode(os.path.basename(os.fsencode(self.argv[0])))
+        try:
+            # kill_group: the stop (and the end of the block) reach everything
+            # the command started, even after the command itself exited.
+            async with spawn(
+                self.argv,
+                stdin=DEVNULL,
+                stdout=PIPE,
+                stderr=STDOUT,
+                kill_group=True,
+                stop_timeout=self.stop_timeout,
+            ) as proc:
+                tail = bytearray()
+                try:
+                    status = await asyncio.wait_for(self._collect(proc, tail), timeout)
+                except asyncio.TimeoutError:
+                    await proc.stop()
+                    return f"exec {name}: still running after {timeout:g} s (stopped)"
+        except OSError as exc:
+            return f"exec {name}: {exc.strerror or exc}"
+        if status.success:
+            return None
+        output = _clip(tail.decode(errors="replace"))
+        return f"exec {name}: {_describe(status)}" + (f": {output}" if output else "")
+
+    async def _collect(self, proc: Process, tail: bytearray) -> ExitStatus:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            tail += chunk
+            del tail[: -self.OUTPUT_LIMIT]
+        return await proc.wait()
+
+
+def _describe(status: ExitStatus) -> str:
+    if status.exit_code is not None:
+        return f"exited with code {status.exit_code}"
+    return str(status).split(" ", 2)[2]  # "killed by SIGKILL"
 
 
 #: Who may notify (``ReadyNotify(access=...)``), as systemd's ``NotifyAccess=``.

@@ -14,6 +14,9 @@ import signal
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
+from .._cgroup import check_cgroup_limits
+from .._limits import check_rlimits
+from ._liveness import Liveness
 from ._output import OutputSpec
 from ._policies import RESTART_POLICIES, Backoff, RestartPolicy, StartLimit
 from ._readiness import ReadyCall, ReadyCheck
@@ -37,7 +40,19 @@ _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.@-]*\Z")
 #: ``aioproc.spawn`` options a Service passes through (the others are its own
 #: parameters, or set by the supervisor: stdout/stderr come from ``output``).
 SPAWN_OPTIONS = frozenset(
-    {"stdin", "shell", "start_new_session", "pass_fds", "user", "group", "umask", "limit"}
+    {
+        "stdin",
+        "shell",
+        "start_new_session",
+        "pass_fds",
+        "user",
+        "group",
+        "umask",
+        "limit",
+        "rlimits",
+        "cgroup",
+        "cgroup_limits",
+    }
 )
 
 
@@ -95,7 +110,8 @@ class Service:
     exit codes, :class:`signal.Signals` members are signals). ``backoff``,
     ``start_limit`` and ``stable_after`` pace restarts. ``depends_on`` names services
     that must be ready first, or maps names to a condition (``"started"``,
-    ``"ready"``, ``"completed_successfully"``); ``ready`` says when this one is. ``essential=True``:
+    ``"ready"``, ``"completed_successfully"``); ``ready`` says when this one is, and
+    ``liveness`` (a :class:`Liveness` probe) whether it still is healthy. ``essential=True``:
     its failure shuts the supervisor down. ``stop_signal``/``stop_timeout``: how it
     is stopped (then SIGKILL), its whole process group with ``kill_group=True``.
     ``pdeathsig``: a signal the kernel sends the service's process if the
@@ -103,7 +119,8 @@ class Service:
     ``env`` is added to the supervisor's environment (a None value removes a
     variable); ``cwd`` is its working directory; ``output`` where its output goes.
     Other keyword arguments go to :func:`aioproc.spawn` (``user``, ``group``,
-    ``umask``, ``pass_fds``, ``stdin`` (default: /dev/null), ``shell``...).
+    ``umask``, ``rlimits``, ``cgroup``, ``cgroup_limits``, ``pass_fds``, ``stdin``
+    (default: /dev/null), ``shell``...).
     """
 
     name: str
@@ -115,6 +132,7 @@ class Service:
     depends_on: tuple[str, ...]
     dependency_conditions: Mapping[str, DependencyCondition]
     ready: ReadyCheck | None
+    liveness: Liveness | None
     essential: bool
     stop_signal: signal.Signals
     stop_timeout: float
@@ -138,6 +156,7 @@ class Service:
         stable_after: float = 10.0,
         depends_on: Iterable[str] | Mapping[str, DependencyCondition] = (),
         ready: ReadyCheck | Any | None = None,
+        liveness: Liveness | ReadyCheck | Any | None = None,
         essential: bool = False,
         stop_signal: int = signal.SIGTERM,
         stop_timeout: float = 10.0,
@@ -186,6 +205,12 @@ class Service:
                     "ReadyNotify or a coroutine function"
                 )
         self.ready = ready
+        if liveness is not None and not isinstance(liveness, Liveness):
+            try:
+                liveness = Liveness(liveness)  # a check, with the default knobs
+            except TypeError as exc:
+                raise TypeError(f"service {name!r}: liveness: {exc}") from None
+        self.liveness = liveness
         if ready is not None and ready.needs_output and output == "inherit":
             raise ValueError(
                 f"service {name!r}: {type(ready).__name__} reads the output, "
@@ -228,6 +253,23 @@ class Service:
                 f"Service() got an unexpected keyword argument {sorted(unknown)[0]!r}"
                 + (" (output= sets stdout and stderr)" if unknown & {"stdout", "stderr"} else "")
             )
+        if spawn_kwargs.get("rlimits") is not None:
+            try:
+                check_rlimits(spawn_kwargs["rlimits"])  # bad values fail here, not at each start
+            except (TypeError, ValueError, PermissionError) as exc:
+                raise type(exc)(f"service {name!r}: {exc}") from None
+        cgroup = spawn_kwargs.get("cgroup")
+        if cgroup is not None and not (
+            isinstance(cgroup, bool) or cgroup == "auto" or isinstance(cgroup, (str, os.PathLike))
+        ):
+            raise TypeError(f"service {name!r}: cgroup must be true, 'auto' or a cgroup's path")
+        if spawn_kwargs.get("cgroup_limits") is not None:
+            if not cgroup:
+                raise ValueError(f"service {name!r}: cgroup_limits needs cgroup=True")
+            try:
+                check_cgroup_limits(spawn_kwargs["cgroup_limits"])
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"service {name!r}: {exc}") from None
         self.spawn_kwargs = dict(spawn_kwargs)
 
     @property

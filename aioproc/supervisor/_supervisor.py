@@ -32,7 +32,7 @@ from contextlib import AbstractContextManager as ContextManager
 from types import TracebackType
 from typing import Any, TextIO
 
-from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
+from .. import DEVNULL, PIPE, STDOUT, Cgroup, ExitStatus, Process, spawn
 from .._util import shielded
 from ._events import (
     BackingOff,
@@ -51,6 +51,7 @@ from ._events import (
 from ._group import LeaderWatch, hold_reap, signal_group, wait_group_empty
 from ._groupscan import GroupScanner
 from ._history import LogHistory, LogLine, LogStream
+from ._liveness import watch_liveness
 from ._output import LineSplitter, PrefixWriter, Sink, make_sink
 from ._policies import ExitReason, StartHistory, ended_cleanly, is_clean, should_restart
 from ._readiness import NotifySocket, ReadyContext, ReadyNotify
@@ -164,6 +165,8 @@ class _Runner:
                 signal_group(proc, signal.SIGKILL)
             else:
                 proc.kill()
+        if proc.cgroup is not None:
+            proc.cgroup.kill()
 
     def snapshot(self) -> ServiceStatus:
         uptime = None
@@ -178,6 +181,7 @@ class _Runner:
             uptime=uptime,
             message=self.message,
             last_clean=self.last_clean,
+            members=_members(self.proc),
         )
 
     def _set_state(self, state: ServiceState) -> None:
@@ -398,6 +402,8 @@ class _Runner:
                         signal_group(proc, signal.SIGKILL)
                     else:
                         proc.kill()
+                if proc.cgroup is not None:
+                    proc.cgroup.kill()
             leader.close()
             hold.__exit__(None, None, None)  # the leader is reaped from here on
             status = await shielded(_finish(proc, pump, splitter, sink, notify))
@@ -412,15 +418,18 @@ class _Runner:
         assert self._stop is not None
         ready_task: asyncio.Task[None] | None = None
         watchdog: asyncio.Task[None] | None = None
+        liveness: asyncio.Task[str] | None = None
         if svc.ready is None:
             ctx.forget_lines()
             self._became_ready(proc)
+            if svc.liveness is not None:
+                liveness = loop.create_task(watch_liveness(svc.liveness, ctx))
         else:
             ready_task = loop.create_task(asyncio.wait_for(svc.ready.wait(ctx), svc.ready.timeout))
         try:
             while True:
                 waits: list[asyncio.Future[Any]] = [leader.exited, self._stop]
-                waits += [t for t in (ready_task, watchdog) if t is not None]
+                waits += [t for t in (ready_task, watchdog, liveness) if t is not None]
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 # A requested stop wins: the exit it causes is not a failure.
                 if self._stop.done():
@@ -438,14 +447,19 @@ class _Runner:
                             watchdog = loop.create_task(
                                 ctx.notify.watchdog_expired(svc.ready.watchdog)
                             )
+                        if svc.liveness is not None:
+                            liveness = loop.create_task(watch_liveness(svc.liveness, ctx))
                         continue
                     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
                         return "ready-timeout", f"not ready within {svc.ready.timeout:g} s"  # type: ignore[union-attr]
                     return "ready-failed", f"readiness check failed: {exc!r}"
                 if watchdog is not None and watchdog.done():
                     return "watchdog", "no WATCHDOG=1 in time"
+                if liveness is not None and liveness.done():
+                    self.message = why = f"liveness: {liveness.result()}"
+                    return "liveness", why
         finally:
-            for task in (ready_task, watchdog):
+            for task in (ready_task, watchdog, liveness):
                 if task is not None:
                     task.cancel()
 
@@ -464,31 +478,43 @@ class _Runner:
         (systemd does the same with what is left in a unit's cgroup).
         """
         svc = self.service
+        cg = proc.cgroup
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + svc.stop_timeout
         if not svc.kill_group:
-            if leader.done:
+            if leader.done and (cg is None or not cg.populated):
                 return
             self._set_state(_S.STOPPING)
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(svc.stop_signal)
+            if cg is not None:
+                cg.signal(svc.stop_signal)
             try:
                 await asyncio.wait_for(asyncio.shield(leader.exited), svc.stop_timeout)
             except asyncio.TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
                     proc.kill()
                 await leader.exited
+            await _empty_cgroup(cg, deadline - loop.time())
             return
         pgid = proc.pid
         scanner = self.sup._scanner
-        if leader.done and not await scanner.members(pgid):
+        if leader.done and not await scanner.members(pgid) and (cg is None or not cg.populated):
             return
         self._set_state(_S.STOPPING)
         signal_group(proc, svc.stop_signal)
+        if cg is not None:
+            # The cgroup holds what left the group too (setsid, double forks).
+            cg.signal(svc.stop_signal)
         if svc.stop_signal not in (signal.SIGKILL, signal.SIGCONT):
             # As systemd: a stopped (SIGSTOP) member could not act on the signal.
             signal_group(proc, signal.SIGCONT)
+            if cg is not None:
+                cg.signal(signal.SIGCONT)
         if not await wait_group_empty(pgid, leader, svc.stop_timeout, scanner):
             signal_group(proc, signal.SIGKILL)
             await wait_group_empty(pgid, leader, None, scanner)
+        await _empty_cgroup(cg, deadline - loop.time())
 
 
 def _dependency_met(dep: _Runner, condition: DependencyCondition) -> bool | str:
@@ -522,6 +548,25 @@ def _describe_end(status: ExitStatus | None) -> str:
     if status.signal is not None:
         return f"killed by {status.signal.name}"
     return f"exit code {status.exit_code}"
+
+
+def _members(proc: Process | None) -> tuple[int, ...]:
+    """The processes of a run with a cgroup (cheap: a read of cgroup.procs)."""
+    if proc is None or proc.cgroup is None:
+        return ()
+    try:
+        return tuple(proc.cgroup.members())
+    except OSError:
+        return ()
+
+
+async def _empty_cgroup(cg: Cgroup | None, left: float) -> None:
+    """Wait out the rest of the stop timeout for the cgroup, then kill what is left."""
+    if cg is None:
+        return
+    if left <= 0 or not await cg.wait_empty(left):
+        cg.kill()
+        await cg.wait_empty(None)
 
 
 async def _pump(proc: Process, splitter: LineSplitter) -> None:

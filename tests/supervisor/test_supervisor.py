@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aioproc import _procfs
+from aioproc import _cgroup, _procfs
 from aioproc.supervisor import (
     BackingOff,
     Backoff,
@@ -444,6 +444,56 @@ async def test_output_to_a_file(tmp_path: os.PathLike[str]) -> None:
         await asyncio.wait_for(sup.wait(), 10)
     with open(path) as f:
         assert f.read() == "before\na\nb\n"
+
+
+# ------------------------------------------------------------------ limits
+async def test_service_rlimits_reach_the_program() -> None:
+    out = io.StringIO()
+    svc = Service(
+        "lim", ["sh", "-c", "ulimit -n; ulimit -c"], restart="no", rlimits={"nofile": 77, "core": 0}
+    )
+    async with Supervisor([svc], output_stream=out, color=False) as sup:
+        await asyncio.wait_for(sup.wait(), 10)
+    assert out.getvalue().splitlines() == ["lim | 77", "lim | 0"]
+
+
+def test_service_rlimits_are_checked_at_construction() -> None:
+    with pytest.raises(ValueError, match=r"service 'x': rlimits: unknown limit 'nofiles'"):
+        Service("x", SLEEP, rlimits={"nofiles": 1})
+    with pytest.raises(ValueError, match=r"service 'x': rlimits\['core'\]: -1 is negative"):
+        Service("x", SLEEP, rlimits={"core": -1})
+
+
+# ------------------------------------------------------------------ cgroups
+_CG_ROOT, _CG_WHY = _cgroup.cgroup_root()
+
+
+@pytest.mark.skipif(_CG_ROOT is None, reason=f"no writable cgroup v2: {_CG_WHY}")
+async def test_a_service_in_a_cgroup_lists_its_members_and_is_stopped_whole() -> None:
+    # A daemon that leaves its process group (setsid, then a double fork),
+    # deaf to SIGTERM: only the cgroup still holds it.
+    script = "setsid sh -c 'trap \"\" TERM; sleep 55 & echo $!; echo $$; echo up; wait' & wait"
+    lines: list[str] = []
+    svc = Service(
+        "d",
+        ["sh", "-c", script],
+        cgroup=True,
+        stop_timeout=0.3,
+        ready=ReadyLine("^up$"),
+        output=lambda name, line: lines.append(line),
+    )
+    async with Supervisor([svc]) as sup:
+        status = await asyncio.wait_for(sup.start("d"), 10)
+        assert status.state is ServiceState.RUNNING
+        daemon = {int(p) for p in lines[:2]}
+        assert status.pid is not None
+        assert daemon | {status.pid} <= set(status.members)
+        assert not daemon & group_members(status.pid)  # out of the group
+        fds = open_pidfds(daemon)
+        after = await sup.stop("d")
+        assert after.members == ()
+        assert wait_gone(fds, timeout=1.0)  # gone when stop() returned
+    assert not [d for d in os.listdir(_CG_ROOT) if d.startswith(f"aioproc-{os.getpid()}-")]
 
 
 def test_runs_in_a_loop_outside_the_main_thread() -> None:
