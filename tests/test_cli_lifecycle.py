@@ -203,6 +203,10 @@ def test_a_job_that_fails_keeps_its_dependent_from_starting(tmp_path: Path) -> N
         "aioproc | web FATAL: dependency 'migrate' did not complete successfully (exit code 5)"
     ) in lines
     assert not any("web started" in line for line in lines)
+    assert (
+        "aioproc | web: fatal (dependency 'migrate' did not complete successfully "
+        "(exit code 5)), 0 restarts, never ran: FAILED"
+    ) in lines
 
 
 # -------------------------------------------------------------------- config

@@ -33,7 +33,7 @@ def failed(status: ServiceStatus) -> bool:
 def _last_exit(status: ServiceStatus) -> str:
     last = status.last_status
     if last is None:
-        return "never exited" if status.last_clean is None else "did not start"
+        return "never ran" if status.last_clean is None else "could not start"
     if last.unknown:
         return "exit status unknown"
     if last.signal is not None:
