@@ -140,23 +140,23 @@ BAD = [
     (
         "aioproc.toml",
         '[services.web]\ncommand = "touch started"\nliveness = { line = "up" }\n',
-        r"aioproc\.toml:1: service 'web': liveness: unknown key 'line'",
+        r"aioproc\.toml:3: service 'web': liveness: unknown key 'line'",
     ),
     (
         "aioproc.toml",
         '[services.web]\ncommand = "touch started"\n'
         'liveness = { exec = ["true"], failure_threshold = 0 }\n',
-        r"aioproc\.toml:1: service 'web': Liveness.failure_threshold must be at least 1",
+        r"aioproc\.toml:3: service 'web': liveness.failure_threshold must be between 1 and",
     ),
     (
         "aioproc.toml",
         '[services.web]\ncommand = "touch started"\nready = { exec = "pg_isready" }\n',
-        r"aioproc\.toml:1: service 'web': ready.exec is an argv list",
+        r"aioproc\.toml:3: service 'web': ready.exec is an argv list",
     ),
     (
         "aioproc.toml",
         '[services.web]\ncommand = "touch started"\ncgroup = "relative/x"\n',
-        r"aioproc\.toml:1: service 'web': cgroup must be true, \"auto\" or an absolute",
+        r"aioproc\.toml:3: service 'web': cgroup must be true, \"auto\" or an absolute",
     ),
     (
         "aioproc.toml",

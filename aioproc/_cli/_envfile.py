@@ -23,7 +23,7 @@ from ._errors import ConfigError
 
 __all__ = ["merge_env_files", "read_env_file"]
 
-INSTALL_HINT = "pip install 'aioproc[cli]'"
+INSTALL_HINT = "pip install 'aioproc-linux[cli]'"
 
 
 def read_env_file(path: Path) -> dict[str, str]:

