@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+
+import pytest
 
 __all__ = [
     "DROP_ROOT",
@@ -20,6 +24,7 @@ __all__ = [
     "process_state",
     "run_denied",
     "run_python",
+    "soft_nofile",
     "wait_gone",
 ]
 
@@ -147,3 +152,19 @@ def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.Complet
         text=True,
         timeout=timeout,
     )
+
+
+@contextlib.contextmanager
+def soft_nofile(limit: int) -> Iterator[None]:
+    """Set RLIMIT_NOFILE's soft limit to ``limit`` (skip where the hard one is lower).
+
+    Restored on the way out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and limit > hard:
+        pytest.skip(f"RLIMIT_NOFILE's hard limit is {hard}, below {limit}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
