@@ -11,12 +11,27 @@ For each peer and each size N, a fresh interpreter (this script re-run with
    (aioproc's bounded pool, ``aioproc-spawn``; trio's ``Trio thread`` cache,
    which runs ``Popen``) and the rest: threads that exist for *waiting*
    (asyncio's default child watcher on Python < 3.12 runs one per child);
-3. ``wait()`` latency: ``--samples`` children, spread over the N, are killed
+3. ``probe``: with all N alive, what they cost a new spawn: ``--probe``
+   ``/bin/true`` children spawned and waited for one after another (the
+   rate), then as many ``/bin/echo`` children whose stdout is piped and read
+   to its end; and the CPU time per spawn, ours and the children's;
+4. ``wait()`` latency: ``--samples`` children, spread over the N, are killed
    one at a time while the others live; latency = kill() to wait() returning
    (median and p90);
-4. the rest are killed at once and reaped (``reap all s``);
-5. ``burst``: N children spawned concurrently (one gather), then killed and
+5. the rest are killed at once and reaped (``reap all s``);
+6. ``burst``: N children spawned concurrently (one gather), then killed and
    reaped; the rate, and the most threads seen meanwhile.
+
+The ``seq`` rate of step 2 counts what the N children cost while they start
+(each is a process the machine has to run); step 3 holds them all and asks
+what they cost a spawn, so that its rate is comparable from one N to another.
+
+``--pair`` compares two sizes at the same time instead: for each peer, two
+interpreters, one holding 10 children and one holding N, do step 3 in step,
+in alternating plain and piped windows of ``--window`` seconds, and then
+step 4; printed are each side's rates, the window-by-window ratio (median and
+range) and each side's kill-to-wait median. On a machine shared with other
+work, that ratio is the one to trust: both sides run under the same load.
 
 Every child must have been reaped at the end (the peer fails otherwise). A
 peer that fails or times out at some N is not run at larger N: it did not
@@ -26,6 +41,7 @@ survive. Results are printed as a table, optionally saved as JSON, and drawn
     .venv/bin/python benchmarks/scale.py                       # all peers, 10..10,000
     .venv/bin/python benchmarks/scale.py --sizes 10,100 --peers aioproc,trio --no-chart
     .venv/bin/python benchmarks/scale.py --json scale.json --markdown
+    .venv/bin/python benchmarks/scale.py --pair --sizes 10000 --peers aioproc,aioproc-uvloop
 
 The file-descriptor limit is raised to its hard limit in each child (pidfd-based
 peers hold one descriptor per child); pid_max and ``ulimit -u`` are printed.
@@ -35,6 +51,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -97,6 +114,7 @@ class Ops:
     """What the measurement needs from a peer: spawn, kill, wait, gather, a tick."""
 
     spawn: Callable[[list[str]], Awaitable[Any]]
+    piped: Callable[[list[str]], Awaitable[Any]]  # spawn, stdout piped and read to EOF, wait
     wait: Callable[[Any], Awaitable[Any]]
     gather: Callable[..., Awaitable[list[Any]]]
     tick: Callable[[], Awaitable[None]]  # give the loop one turn
@@ -118,10 +136,18 @@ def asyncio_ops(peer: str) -> Ops:
         async def spawn(argv: list[str]) -> Any:
             return await aioproc.spawn(argv)
 
+        async def piped(argv: list[str]) -> Any:
+            proc = await aioproc.spawn(argv, stdout=aioproc.PIPE)
+            return await proc.communicate()
+
     else:
 
         async def spawn(argv: list[str]) -> Any:
             return await asyncio.create_subprocess_exec(*argv)
+
+        async def piped(argv: list[str]) -> Any:
+            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE)
+            return await proc.communicate()
 
     async def wait(proc: Any) -> Any:
         return await proc.wait()
@@ -133,6 +159,7 @@ def asyncio_ops(peer: str) -> Ops:
         await asyncio.sleep(0)
 
     ops.spawn, ops.wait, ops.gather, ops.tick = spawn, wait, gather, tick
+    ops.piped = piped
     return ops
 
 
@@ -162,12 +189,59 @@ def trio_ops() -> Ops:
     async def tick() -> None:
         await trio.lowlevel.checkpoint()
 
+    async def piped(argv: list[str]) -> Any:
+        return await trio.run_process(argv, capture_stdout=True)
+
     ops.spawn, ops.wait, ops.gather, ops.tick = spawn, wait, gather, tick
+    ops.piped = piped
     return ops
 
 
 # ------------------------------------------------------------ measurement
-async def measure(ops: Ops, n: int, samples: int) -> dict[str, Any]:
+PROBE = ["/bin/true"]
+PROBE_PIPED = ["/bin/echo", "probe"]
+
+
+def cpu_s() -> tuple[float, float]:
+    """CPU seconds used so far: ours, and our reaped children's."""
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+async def probe(ops: Ops, count: int, piped: bool) -> dict[str, float]:
+    """``count`` short children spawned and waited for one after another.
+
+    The rate, and the CPU per spawn: ours, and the children's (they are the
+    only children reaped meanwhile, so RUSAGE_CHILDREN counts exactly them).
+    """
+    cpu0, t0 = cpu_s(), time.perf_counter()
+    for _ in range(count):
+        if piped:
+            await ops.piped(PROBE_PIPED)
+        else:
+            await ops.wait(await ops.spawn(PROBE))
+    wall = time.perf_counter() - t0
+    cpu1 = cpu_s()
+    return {
+        "per_s": count / wall,
+        "parent_cpu_us": (cpu1[0] - cpu0[0]) / count * 1e6,
+        "child_cpu_us": (cpu1[1] - cpu0[1]) / count * 1e6,
+    }
+
+
+async def latency(ops: Ops, picked: list[Any]) -> list[float]:
+    """kill() to wait() returning, one child at a time, sorted (seconds)."""
+    lat = []
+    for proc in picked:
+        t0 = time.perf_counter()
+        Ops.kill(proc)
+        await ops.wait(proc)
+        lat.append(time.perf_counter() - t0)
+    return sorted(lat)
+
+
+async def measure(ops: Ops, n: int, samples: int, probes: int) -> dict[str, Any]:
     out: dict[str, Any] = {"n": n}
     for _ in range(5):
         await ops.wait(await ops.spawn(["/bin/true"]))
@@ -190,20 +264,19 @@ async def measure(ops: Ops, n: int, samples: int) -> dict[str, Any]:
     out["waiting_threads"] = max(0, extra - workers)
     out["live_children"] = children()
 
-    # 2. kill() -> wait() latency on a few children, the others alive.
+    # 2. What the N, all alive, cost a spawn: short children, one after another.
+    for piped, key in ((False, "probe"), (True, "piped")):
+        for name, value in (await probe(ops, probes, piped)).items():
+            out[f"{key}_{name}"] = value
+
+    # 3. kill() -> wait() latency on a few children, the others alive.
     step = max(1, n // samples)
     picked = procs[::step][:samples]
-    lat = []
-    for proc in picked:
-        t0 = time.perf_counter()
-        Ops.kill(proc)
-        await ops.wait(proc)
-        lat.append(time.perf_counter() - t0)
-    lat.sort()
+    lat = await latency(ops, picked)
     out["wait_latency_ms_p50"] = statistics.median(lat) * 1e3
     out["wait_latency_ms_p90"] = lat[min(len(lat) - 1, int(len(lat) * 0.9))] * 1e3
 
-    # 3. The rest killed at once and reaped.
+    # 4. The rest killed at once and reaped.
     picked_ids = {id(p) for p in picked}
     rest = [p for p in procs if id(p) not in picked_ids]
     t0 = time.perf_counter()
@@ -215,7 +288,7 @@ async def measure(ops: Ops, n: int, samples: int) -> dict[str, Any]:
     if children():
         raise SystemExit(f"{children()} children were not reaped")
 
-    # 4. N children spawned concurrently (one gather): the burst rate, and the
+    # 5. N children spawned concurrently (one gather): the burst rate, and the
     # threads used meanwhile (spawn workers, or a thread per child).
     peak = threads()
     spawned = 0
@@ -241,13 +314,66 @@ async def measure(ops: Ops, n: int, samples: int) -> dict[str, Any]:
     return out
 
 
-def child_main(peer: str, n: int, samples: int) -> None:
+async def measure_paired(
+    ops: Ops, n: int, samples: int, probes: int, windows: int, window_s: float
+) -> dict[str, Any]:
+    """One side of ``--pair``: hold N, say ``ready``, and on ``go`` probe in windows.
+
+    Windows alternate between plain and piped spawns and last ``window_s``
+    each, so that the two sides, started together, probe at the same moments.
+    """
+    for _ in range(5):
+        await ops.wait(await ops.spawn(["/bin/true"]))
+    procs = [await ops.spawn(SLEEP) for _ in range(n)]
+    gc.collect()
+    print("ready", flush=True)
+    sys.stdin.readline()  # "go": the loop need not run meanwhile
+    out: dict[str, Any] = {"n": n, "probe_per_s": [], "piped_per_s": []}
+    cpu = {False: [0.0, 0.0, 0.0], True: [0.0, 0.0, 0.0]}  # ours, children's, spawns
+    for w in range(2 * windows):
+        piped = w % 2 == 1
+        count, cpu0, t0 = 0, cpu_s(), time.perf_counter()
+        while (elapsed := time.perf_counter() - t0) < window_s:
+            if piped:
+                await ops.piped(PROBE_PIPED)
+            else:
+                await ops.wait(await ops.spawn(PROBE))
+            count += 1
+        cpu1 = cpu_s()
+        out["piped_per_s" if piped else "probe_per_s"].append(count / elapsed)
+        total = cpu[piped]
+        total[0] += cpu1[0] - cpu0[0]
+        total[1] += cpu1[1] - cpu0[1]
+        total[2] += count
+    for piped, key in ((False, "probe"), (True, "piped")):
+        parent, kids, spawns = cpu[piped]
+        out[f"{key}_parent_cpu_us"] = parent / spawns * 1e6
+        out[f"{key}_child_cpu_us"] = kids / spawns * 1e6
+    lat = await latency(ops, procs[: min(samples, n)])
+    out["wait_latency_ms_p50"] = statistics.median(lat) * 1e3
+    rest = procs[min(samples, n) :]
+    for proc in rest:
+        Ops.kill(proc)
+    await ops.gather(*(ops.wait(p) for p in rest))
+    if children():
+        raise SystemExit(f"{children()} children were not reaped")
+    return out
+
+
+def child_main(peer: str, n: int, args: argparse.Namespace) -> None:
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.pair:
+        run = functools.partial(
+            measure_paired, n=n, samples=args.samples, probes=args.probe,
+            windows=args.windows, window_s=args.window,
+        )  # fmt: skip
+    else:
+        run = functools.partial(measure, n=n, samples=args.samples, probes=args.probe)
     if peer == "trio":
         import trio
 
-        result = trio.run(measure, trio_ops(), n, samples)
+        result = trio.run(functools.partial(run, trio_ops()))
     else:
         import asyncio
 
@@ -255,16 +381,103 @@ def child_main(peer: str, n: int, samples: int) -> None:
         if peer in ("aioproc-uvloop", "uvloop"):
             import uvloop
 
-            result = uvloop.run(measure(ops, n, samples))
+            result = uvloop.run(run(ops))
         else:
-            result = asyncio.run(measure(ops, n, samples))
+            result = asyncio.run(run(ops))
     result["peer"] = peer
     print(json.dumps(result), flush=True)
 
 
 # ----------------------------------------------------------------- driver
-def run_child(peer: str, n: int, samples: int, timeout: float) -> dict[str, Any]:
-    cmd = [sys.executable, __file__, "--child", peer, str(n), "--samples", str(samples)]
+def child_cmd(peer: str, n: int, args: argparse.Namespace) -> list[str]:
+    samples = str(min(args.samples, n))
+    cmd = [sys.executable, __file__, "--child", peer, str(n), "--samples", samples]
+    cmd += ["--probe", str(args.probe), "--windows", str(args.windows)]
+    cmd += ["--window", str(args.window)] + (["--pair"] if args.pair else [])
+    return cmd
+
+
+PAIR_BASE = 10  # the size each --pair size is compared with
+
+
+def run_pair(peer: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    """``--pair``: 10 and ``n`` live children in two interpreters probing together."""
+    sides = [
+        subprocess.Popen(
+            child_cmd(peer, size, args),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        for size in (PAIR_BASE, n)
+    ]
+    try:
+        for side in sides:
+            assert side.stdout is not None
+            if side.stdout.readline().strip() != "ready":
+                raise RuntimeError("a side failed before it was ready")
+        for side in sides:
+            assert side.stdin is not None
+            side.stdin.write("go\n")
+            side.stdin.flush()
+        outs = [side.communicate(timeout=args.timeout) for side in sides]
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        for side in sides:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(side.pid, signal.SIGKILL)
+        errs = [side.communicate()[1].strip().splitlines() for side in sides]
+        last = next((e[-1] for e in errs if e), "?")
+        return {"peer": peer, "n": n, "failed": f"{exc or 'timed out'}: {last}"}
+    for side in sides:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(side.pid, signal.SIGKILL)
+    if any(side.returncode != 0 for side in sides):
+        last = next((e.strip().splitlines()[-1] for _, e in outs if e.strip()), "?")
+        return {"peer": peer, "n": n, "failed": f"exit {[s.returncode for s in sides]}: {last}"}
+    base, big = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    result: dict[str, Any] = {"peer": peer, "n": n, "base": base, "big": big}
+    for key in ("probe", "piped"):
+        ratios = [b / a for a, b in zip(base[f"{key}_per_s"], big[f"{key}_per_s"], strict=True)]
+        result[f"{key}_ratio"] = statistics.median(ratios)
+        result[f"{key}_ratio_min"], result[f"{key}_ratio_max"] = min(ratios), max(ratios)
+    return result
+
+
+PAIR_HEADERS = [
+    "peer", "N", f"spawn+wait/s {PAIR_BASE}", "spawn+wait/s N", "ratio (range)",
+    f"piped/s {PAIR_BASE}", "piped/s N", "ratio (range)",
+    f"piped CPU us {PAIR_BASE}", "piped CPU us N", f"wait p50 ms {PAIR_BASE}", "wait p50 ms N",
+]  # fmt: skip
+
+
+def pair_row(r: dict[str, Any]) -> list[str]:
+    if "failed" in r:
+        return [r["peer"], str(r["n"]), f"FAILED: {r['failed']}"] + [""] * (len(PAIR_HEADERS) - 3)
+    base, big = r["base"], r["big"]
+    row = [r["peer"], str(r["n"])]
+    for key in ("probe", "piped"):
+        row += [f"{statistics.median(side[f'{key}_per_s']):.0f}" for side in (base, big)]
+        row.append(
+            f"{r[f'{key}_ratio']:.2f} ({r[f'{key}_ratio_min']:.2f}-{r[f'{key}_ratio_max']:.2f})"
+        )
+    # ours + the children's
+    row += [
+        f"{side['piped_parent_cpu_us']:.0f}+{side['piped_child_cpu_us']:.0f}"
+        for side in (base, big)
+    ]
+    row += [f"{side['wait_latency_ms_p50']:.2f}" for side in (base, big)]
+    return row
+
+
+def pair_table(results: list[dict[str, Any]], markdown: bool) -> str:
+    return render(PAIR_HEADERS, [pair_row(r) for r in results], markdown)
+
+
+def run_child(peer: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
+    timeout = args.timeout
+    cmd = child_cmd(peer, n, args)
     proc = subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
@@ -322,6 +535,8 @@ COLUMNS = [
     ("wait thr", "waiting_threads", "{}"),
     ("spawn thr", "spawn_worker_threads", "{}"),
     ("burst peak thr", "threads_peak_burst", "{}"),
+    ("spawn+wait/s", "probe_per_s", "{:.0f}"),
+    ("piped/s", "piped_per_s", "{:.0f}"),
     ("wait p50 ms", "wait_latency_ms_p50", "{:.2f}"),
     ("wait p90 ms", "wait_latency_ms_p90", "{:.2f}"),
     ("reap all s", "reap_all_s", "{:.2f}"),
@@ -332,10 +547,14 @@ def table(results: list[dict[str, Any]], markdown: bool) -> str:
     rows = []
     for r in results:
         if "failed" in r:
-            rows.append([r["peer"], str(r["n"]), f"FAILED: {r['failed']}"] + [""] * 8)
+            rows.append([r["peer"], str(r["n"]), f"FAILED: {r['failed']}"] + [""] * 10)
             continue
-        rows.append([fmt.format(r[key]) for _, key, fmt in COLUMNS])
+        rows.append([fmt.format(r[key]) if key in r else "-" for _, key, fmt in COLUMNS])
     headers = [h for h, _, _ in COLUMNS]
+    return render(headers, rows, markdown)
+
+
+def render(headers: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -409,9 +628,15 @@ def main() -> None:
     parser.add_argument("--chart", default=str(REPO / "docs" / "img" / "scale.png"))
     parser.add_argument("--no-chart", action="store_true")
     parser.add_argument("--chart-from", help="only draw the chart from a --json file")
+    parser.add_argument("--probe", type=int, default=200, help="spawns per probe (step 3)")
+    parser.add_argument(
+        "--pair", action="store_true", help=f"each size against {PAIR_BASE}, at once"
+    )
+    parser.add_argument("--windows", type=int, default=8, help="--pair: windows of each kind")
+    parser.add_argument("--window", type=float, default=0.5, help="--pair: seconds per window")
     args = parser.parse_args()
     if args.child:
-        child_main(args.child[0], int(args.child[1]), args.samples)
+        child_main(args.child[0], int(args.child[1]), args)
         return
 
     if args.chart_from:
@@ -430,10 +655,23 @@ def main() -> None:
     print(json.dumps(info), flush=True)
     if max(sizes) * 2 > info["pid_max"]:
         print(f"warning: pid_max {info['pid_max']} is tight for {max(sizes)} children")
+    if args.pair:
+        results = []
+        for peer in peers:
+            for n in sizes:
+                r = run_pair(peer, n, args)
+                results.append(r)
+                print(json.dumps(r), flush=True)
+        print()
+        print(pair_table(results, args.markdown))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": info, "results": results}, f, indent=1)
+        return
     results = []
     for peer in peers:
         for n in sizes:
-            r = run_child(peer, n, min(args.samples, n), args.timeout)
+            r = run_child(peer, n, args)
             results.append(r)
             print(json.dumps(r), flush=True)
             if "failed" in r:

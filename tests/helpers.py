@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import resource
 import subprocess
 import sys
 import textwrap
@@ -12,6 +14,8 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+
+import pytest
 
 __all__ = [
     "DROP_ROOT",
@@ -26,6 +30,7 @@ __all__ = [
     "process_state",
     "run_denied",
     "run_python",
+    "soft_nofile",
     "wait_gone",
 ]
 
@@ -218,3 +223,19 @@ def nothing_left_behind(env: Mapping[str, str] | None = None) -> Iterator[dict[s
     yield tagged
     left = left_behind(tag)
     assert not left, f"processes left behind: {left}"
+
+
+@contextlib.contextmanager
+def soft_nofile(limit: int) -> Iterator[None]:
+    """Set RLIMIT_NOFILE's soft limit to ``limit`` (skip where the hard one is lower).
+
+    Restored on the way out.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and limit > hard:
+        pytest.skip(f"RLIMIT_NOFILE's hard limit is {hard}, below {limit}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

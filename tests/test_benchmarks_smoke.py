@@ -76,6 +76,8 @@ def test_scale_small_sizes_print_results_and_table() -> None:
         "5",
         "--timeout",
         "10",
+        "--probe",
+        "10",
         "--no-chart",  # never overwrite docs/img/scale.png
     )
     assert r.returncode == 0, r.stderr
@@ -89,15 +91,45 @@ def test_scale_small_sizes_print_results_and_table() -> None:
         assert res["left_after"] == 0, res  # and every one reaped
         assert res["spawn_seq_per_s"] > 0, res
         assert res["spawn_burst_per_s"] > 0, res
+        for key in ("probe", "piped"):
+            assert res[f"{key}_per_s"] > 0, res
+            assert res[f"{key}_child_cpu_us"] >= 0, res
 
     lines = r.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["peer", "N"])
-    for column in ("seq spawn/s", "burst spawn/s", "B/child", "wait thr", "reap all s"):
+    for column in ("seq spawn/s", "burst spawn/s", "B/child", "wait thr", "reap all s",
+                   "spawn+wait/s", "piped/s"):  # fmt: skip
         assert column in lines[header], lines[header]
     rows = [line.split() for line in lines[header + 1 :] if line.strip()]
     assert [row[:2] for row in rows] == [[p, str(n)] for p in peers for n in sizes], r.stdout
-    assert all(len(row) == 11 for row in rows), r.stdout  # no FAILED row
+    assert all(len(row) == 13 for row in rows), r.stdout  # no FAILED row
     assert "chart:" not in r.stdout
+
+
+@pytest.mark.timeout(60)
+def test_scale_pair_compares_two_sizes_at_once() -> None:
+    r = _run(
+        "scale.py", "--pair", "--sizes", "30", "--peers", "aioproc,aioproc-uvloop",
+        "--samples", "5", "--windows", "2", "--window", "0.1", "--timeout", "20",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    machine, *results = _json_lines(r.stdout)
+    assert "kernel" in machine, machine
+    assert [(res["peer"], res["n"]) for res in results] == [
+        ("aioproc", 30), ("aioproc-uvloop", 30)
+    ]  # fmt: skip
+    for res in results:
+        assert "failed" not in res, res
+        assert (res["base"]["n"], res["big"]["n"]) == (10, 30), res
+        for key in ("probe", "piped"):
+            for side in (res["base"], res["big"]):
+                assert len(side[f"{key}_per_s"]) == 2, res  # a rate per window
+                assert all(rate > 0 for rate in side[f"{key}_per_s"]), res
+            assert res[f"{key}_ratio_min"] <= res[f"{key}_ratio"] <= res[f"{key}_ratio_max"], res
+    lines = r.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:2] == ["peer", "N"])
+    rows = [line.split()[:2] for line in lines[header + 1 :] if line.strip()]
+    assert rows == [["aioproc", "30"], ["aioproc-uvloop", "30"]], r.stdout
 
 
 @pytest.mark.timeout(60)

@@ -167,6 +167,64 @@ def test_the_childs_descriptor_changes_never_reach_our_table(no_leaks: None) -> 
         os.close(pass_w)
 
 
+PIDFD_FLOOR = 1024  # _clone_exec.c's PIDFD_FLOOR
+
+
+def kill_and_reap(pidfd: int) -> None:
+    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+    reap(pidfd)
+
+
+def test_the_pidfd_is_moved_above_the_floor_where_the_limit_allows(no_leaks: None) -> None:
+    def spawned() -> tuple[int, int]:
+        pid, pidfd, *_ = ok(spawn([b"/bin/true"]))
+        with open(f"/proc/self/fdinfo/{pidfd}") as f:
+            pid_line = f"Pid:\t{pid}\n" in f.read()  # it names this child
+        flags = (os.get_inheritable(pidfd), os.get_blocking(pidfd))
+        assert reap(pidfd) == 0
+        assert pid_line
+        assert flags == (False, True)  # close-on-exec and blocking, as before
+        return pid, pidfd
+
+    with helpers.soft_nofile(4096):
+        _, pidfd = spawned()
+        assert pidfd >= PIDFD_FLOOR
+        # The low number the kernel gave it was closed again.
+        probe = os.dup(0)
+        os.close(probe)
+        assert probe < PIDFD_FLOOR
+    # No number at or above the floor can be had: the pidfd stays where the
+    # kernel put it, and works.
+    with helpers.soft_nofile(PIDFD_FLOOR):
+        _, pidfd = spawned()
+        assert pidfd < PIDFD_FLOOR
+
+
+def test_live_childrens_pidfds_stay_out_of_a_new_childs_descriptor_table(
+    no_leaks: None,
+) -> None:
+    # The child's table is a copy of our descriptors up to the highest one it
+    # keeps; its size shows in its /proc status (FDSize, kept across the
+    # exec). With the pidfds of 300 live children where the kernel put them,
+    # the next child's stdout pipe lands above them all and the copy holds
+    # 300+ descriptors (FDSize 512 here); moved above the floor, they leave
+    # the pipe a low number.
+    live: list[int] = []
+    with helpers.soft_nofile(4096):
+        try:
+            for _ in range(300):
+                live.append(ok(spawn([b"/bin/sleep", b"600"]))[1])
+            _, pidfd, _, stdout, _ = ok(spawn([b"/bin/cat", b"/proc/self/status"], stdout=-1))
+            assert stdout is not None
+            status = read_all(stdout).decode()
+            assert reap(pidfd) == 0
+        finally:
+            for fd in live:
+                kill_and_reap(fd)
+    fdsize = int(status.split("FDSize:")[1].split()[0])
+    assert fdsize < len(live), f"the child's descriptor table has {fdsize} slots"
+
+
 def test_environment_umask_session_and_group(no_leaks: None) -> None:
     script = b'echo "$FOO"; grep Umask /proc/self/status; cut -d" " -f5,6 /proc/self/stat'
     for session, group in [(True, -1), (False, 0)]:

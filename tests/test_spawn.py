@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import ctypes
 import errno
+import fcntl
 import gc
 import json
 import os
@@ -23,7 +24,7 @@ import pytest
 import aioproc
 from aioproc import PIPE
 
-from .helpers import DROP_ROOT, children_of, open_fds, run_python
+from .helpers import DROP_ROOT, children_of, open_fds, run_python, soft_nofile
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -917,3 +918,67 @@ async def test_close_fds_false_keeps_the_inheritable_descriptors(
     finally:
         for fd in (cloexec_r, cloexec_w, inheritable_r, inheritable_w):
             os.close(fd)
+
+
+# Lists the descriptors it was started with, each with the inode behind it
+# (the listing's own directory descriptor is closed again when it looks).
+LIST_FDS = """
+import os
+out = []
+for fd in sorted(int(name) for name in os.listdir("/proc/self/fd")):
+    try:
+        out.append(f"{fd}:{os.fstat(fd).st_ino}")
+    except OSError:
+        pass
+print(" ".join(out))
+"""
+
+
+@pytest.mark.parametrize("path", ["c", "fallback"])
+async def test_the_child_gets_exactly_stdio_and_pass_fds_with_10000_high_descriptors_open(
+    wait_mode: str, path: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Live children's pidfds are kept at 1024 and up (_waiting/_sys.py's
+    # PIDFD_FLOOR), and the C step copies for its child only the descriptors
+    # up to the highest one the child keeps. Whatever the numbers, the child
+    # must get its stdio and pass_fds, at their numbers, and nothing else:
+    # here among 10,000 inheritable descriptors where pidfds go, 20 live
+    # children, and pass_fds below, among and above them all.
+    from aioproc import _spawn
+
+    floor = 1024  # _waiting/_sys.py's PIDFD_FLOOR
+    if path == "fallback":
+        monkeypatch.setattr(_spawn, "_clone_exec", None)
+    elif _spawn._clone_exec is None:  # pragma: no cover - built wherever a compiler is at hand
+        pytest.skip("aioproc._clone_exec is not built")
+    r, w = os.pipe()
+    made = [r, w]
+    live: list[aioproc.Process] = []
+    with soft_nofile(16384):
+        try:
+            for _ in range(10_000):
+                made.append(fcntl.fcntl(r, fcntl.F_DUPFD, floor))  # inheritable
+            for _ in range(20):
+                live.append(await aioproc.spawn(["sleep", "600"]))
+            among, top = made[5000], os.dup2(w, 16000)
+            made.append(top)
+            made.append(os.dup2(r, 15000))  # inheritable, above them all, not passed
+            passed = {fd: os.fstat(fd).st_ino for fd in (w, among, top)}
+            proc = await aioproc.spawn(
+                [sys.executable, "-c", LIST_FDS],
+                stdin=PIPE,
+                stdout=PIPE,
+                stderr=PIPE,
+                pass_fds=sorted(passed),
+            )
+            out, err = await proc.communicate()
+            assert proc.returncode == 0, err
+        finally:
+            for p in live:
+                p.kill()
+                await p.wait()
+            for fd in made:
+                os.close(fd)
+    listed = dict(map(int, item.split(":")) for item in out.decode().split())
+    assert set(listed) == {0, 1, 2, *passed}
+    assert {fd: listed[fd] for fd in passed} == passed

@@ -21,6 +21,8 @@ import pytest
 
 from aioproc._waiting import _sys
 
+from .helpers import soft_nofile
+
 try:
     from aioproc._waiting import _waitid as c_module
 except ImportError:  # pragma: no cover - built wherever a compiler is at hand
@@ -188,3 +190,44 @@ def test_the_environment_switch_forces_the_ctypes_path() -> None:
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "False"
+
+
+def test_pidfd_open_puts_the_pidfd_above_the_floor_where_the_limit_allows() -> None:
+    # Live children's pidfds stay out of the low numbers a spawn's pipes take
+    # (see PIDFD_FLOOR). The fallback spawn path opens its pidfds here.
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "600"], os.environ)
+    low = os.pidfd_open(pid)  # the number pidfd_open gives: the lowest free
+    os.close(low)
+    with soft_nofile(4096):
+        fd = _sys.pidfd_open(pid)
+    try:
+        assert fd >= _sys.PIDFD_FLOOR > low
+        assert os.get_inheritable(fd) is False
+        with open(f"/proc/self/fdinfo/{fd}") as f:
+            assert f"Pid:\t{pid}\n" in f.read()
+        # The low number was closed again: the next descriptor gets it.
+        probe = os.dup(0)
+        os.close(probe)
+        assert probe == low
+    finally:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        os.waitid(os.P_PIDFD, fd, os.WEXITED)
+        os.close(fd)
+
+
+def test_a_descriptor_that_cannot_be_moved_stays_where_it_is() -> None:
+    r, w = os.pipe()
+    try:
+        with soft_nofile(_sys.PIDFD_FLOOR):  # no number at or above the floor
+            assert _sys.out_of_the_way(r) == r
+        os.fstat(r)  # still open
+        with soft_nofile(4096):
+            high = _sys.out_of_the_way(r)
+        assert high >= _sys.PIDFD_FLOOR
+        assert _sys.out_of_the_way(high) == high  # already out of the way
+        with pytest.raises(OSError, match="Bad file descriptor"):
+            os.fstat(r)  # moved, not copied
+        r = high
+    finally:
+        os.close(r)
+        os.close(w)

@@ -36,7 +36,7 @@ import os
 from typing import Literal
 
 from ._child import Child, is_watched
-from ._sys import pidfd_supported
+from ._sys import pidfd_open, pidfd_supported
 from .pid import PidChild
 from .pidfd import PidfdChild, close_watcher, flush_put_off
 
@@ -102,7 +102,7 @@ def open_pidfd(pid: int, mode: Literal["pidfd", "pid"]) -> int | None:
     if mode == "pid":
         return None
     try:
-        return os.pidfd_open(pid)
+        return pidfd_open(pid)
     except OSError as exc:
         if exc.errno in (errno.ENOSYS, errno.EPERM, errno.EACCES) and _requested == "auto":
             _pidfd_ok = False

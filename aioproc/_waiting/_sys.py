@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ctypes
 import errno
+import fcntl
 import functools
 import os
 import platform
@@ -30,9 +31,11 @@ from typing import NamedTuple
 
 __all__ = [
     "C_WAITID",
+    "PIDFD_FLOOR",
     "P_PID",
     "P_PIDFD",
     "WaitResult",
+    "out_of_the_way",
     "pidfd_open",
     "pidfd_send_signal",
     "waitid",
@@ -216,9 +219,34 @@ def waitid(idtype: int, ident: int, options: int) -> WaitResult | None:
     return None if res is None else _as_result(res)
 
 
+# Where live children's pidfds are kept: at or above this number, when the
+# descriptor limit allows. A spawn's child copies our descriptors numbered up
+# to the highest one it keeps (its pipes, which take the lowest free numbers),
+# so pidfds left low would put every live child into every later spawn's copy;
+# see PIDFD_FLOOR in _clone_exec.c, which moves the pidfds it makes the same way.
+PIDFD_FLOOR = 1024
+
+
+def out_of_the_way(fd: int) -> int:
+    """``fd`` moved to the lowest free number >= :data:`PIDFD_FLOOR`, close-on-exec.
+
+    Where that is not possible (a descriptor limit at or below the floor, or
+    none free above it), ``fd`` itself, unchanged. Either way the caller owns
+    the result and nothing else.
+    """
+    if fd >= PIDFD_FLOOR:
+        return fd
+    try:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, PIDFD_FLOOR)
+    except OSError:
+        return fd
+    os.close(fd)
+    return high
+
+
 def pidfd_open(pid: int) -> int:
-    """Open a pidfd (close-on-exec, as all pidfds are) for ``pid``."""
-    return os.pidfd_open(pid)
+    """Open a pidfd (close-on-exec, as all pidfds are) for ``pid``, out of the way."""
+    return out_of_the_way(os.pidfd_open(pid))
 
 
 def pidfd_send_signal(pidfd: int, sig: int) -> None:
