@@ -13,6 +13,7 @@ import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,8 +223,14 @@ def test_logs_last_lines_then_follow_with_idle_cpu_zero(started: Run) -> None:
     res = ctl(d, "logs")
     assert sorted(res.stdout.splitlines()) == ["db | db up", "job | job done", "web | web up"]
 
+    # As on a terminal, SIGINT must not be ignored (a background job of a
+    # non-interactive shell, as in CI, inherits it ignored).
+    as_on_a_terminal = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = ['aioproc', *sys.argv[1:]]; runpy.run_module('aioproc', run_name='__main__')"
+    )
     follower = subprocess.Popen(
-        [*AIOPROC, "ctl", "logs", "-f", "-n", "5", "db"],
+        [sys.executable, "-c", as_on_a_terminal, "ctl", "logs", "-f", "-n", "5", "db"],
         cwd=d,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
