@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -127,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _command_run(args: argparse.Namespace) -> int:
     from ..control import SocketInUse
     from ._config import ConfigError, find_config, load_config
-    from ._ctl import control_path
+    from ._ctl import CONTROL_ENV, control_path
     from ._run import run_services
 
     only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
@@ -137,8 +138,16 @@ def _command_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _error(str(exc))
     control = None if args.no_control else control_path(args.control, path)
+    # A path asked for must work; the default one may be impossible (read-only).
+    required = bool(args.control or os.environ.get(CONTROL_ENV))
     try:
-        return asyncio.run(run_services(config, _COLOR[args.color], control=control, only=only))
-    except (SocketInUse, OSError) as exc:
-        # Only binding the control socket gets here: it happens before any service starts.
+        return asyncio.run(
+            run_services(
+                config, _COLOR[args.color], control=control, control_required=required, only=only
+            )
+        )
+    # Only binding the control socket gets here: it happens before any service starts.
+    except SocketInUse as exc:
         return _error(f"control socket: {exc}")
+    except OSError as exc:
+        return _error(f"control socket {control}: {exc.strerror or exc}")
