@@ -27,8 +27,8 @@ _COLOR = {"auto": None, "always": True, "never": False}
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aioproc",
-        description="Run and supervise processes (aioproc run), or be a container's PID 1 "
-        "(aioproc init).",
+        description="Run and supervise processes (aioproc run), control a running one "
+        "(aioproc ctl), or be a container's PID 1 (aioproc init).",
     )
     parser.add_argument("--version", action="version", version=f"aioproc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
