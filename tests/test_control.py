@@ -373,6 +373,12 @@ async def test_status_start_stop_restart_signal(sock_path: pathlib.Path) -> None
             assert stopped["services"][0]["reason"] == "stopped"
             started = await c.ask("start", names=["api", "db"])  # api waits for db
             assert [s["state"] for s in started["services"]] == ["running", "running"]
+            # Starting api starts what it needs that is stopped.
+            await c.ask("stop", all=True)
+            started = await c.ask("start", names=["api"])
+            assert [s["name"] for s in started["services"]] == ["api"]
+            assert started["services"][0]["state"] == "running"
+            assert sup.status()["db"].state.value == "running"
             again = await c.ask("restart", names=["api"])
             assert again["services"][0]["pid"] not in (None, old)
             assert again["services"][0]["last_exit"]["signal"] == "SIGTERM"

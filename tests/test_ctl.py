@@ -13,6 +13,9 @@ import re
 import signal
 import socket
 import subprocess
+import sys
+import tempfile
+import textwrap
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +24,7 @@ import pytest
 
 from aioproc._cli._ctl import format_table, sanitize
 
+from .helpers import DROP_ROOT
 from .test_cli import AIOPROC, Reader
 
 CONFIG = """
@@ -222,8 +226,14 @@ def test_logs_last_lines_then_follow_with_idle_cpu_zero(started: Run) -> None:
     res = ctl(d, "logs")
     assert sorted(res.stdout.splitlines()) == ["db | db up", "job | job done", "web | web up"]
 
+    # As on a terminal, SIGINT must not be ignored (a background job of a
+    # non-interactive shell, as in CI, inherits it ignored).
+    as_on_a_terminal = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = ['aioproc', *sys.argv[1:]]; runpy.run_module('aioproc', run_name='__main__')"
+    )
     follower = subprocess.Popen(
-        [*AIOPROC, "ctl", "logs", "-f", "-n", "5", "db"],
+        [sys.executable, "-c", as_on_a_terminal, "ctl", "logs", "-f", "-n", "5", "db"],
         cwd=d,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -390,3 +400,60 @@ def test_control_path_options(tmp_path: Path) -> None:
         assert sorted(p.name for p in tmp_path.iterdir()) == ["aioproc.toml"]
     finally:
         run.close()
+
+
+# Everything it will import is imported before dropping root: the other uid
+# cannot read this interpreter's standard library under /root.
+AS_ANOTHER_UID = (
+    "import os, sys\n"
+    "import aioproc._cli, aioproc._cli._run, aioproc._cli._config, aioproc._cli._serve\n"
+    + textwrap.dedent(DROP_ROOT)
+    + "sys.exit(aioproc._cli.main(sys.argv[1:]))\n"
+)
+
+
+@pytest.fixture
+def read_only_dir() -> Iterator[Path]:
+    """A directory another uid can read but not write to, with CONFIG in it."""
+    path = Path(tempfile.mkdtemp(prefix="aioproc-ro-"))
+    path.chmod(0o755)
+    (path / "aioproc.toml").write_text(CONFIG)
+    try:
+        yield path
+    finally:
+        (path / "aioproc.toml").unlink()
+        path.rmdir()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to drop to another uid")
+def test_the_default_socket_is_skipped_where_it_cannot_be_made(read_only_dir: Path) -> None:
+    config = str(read_only_dir / "aioproc.toml")
+    proc = subprocess.Popen(
+        [sys.executable, "-c", AS_ANOTHER_UID, "run", config],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "NO_COLOR": "1"},
+    )
+    assert proc.stdout is not None
+    try:
+        out = Reader(proc.stdout.fileno())
+        out.until(
+            rf"^aioproc \| no control socket at {re.escape(str(read_only_dir))}/\.aioproc\.sock: "
+            r"Permission denied \(see --control\)$"
+        )
+        out.until(r"\| db is ready")  # and the services run all the same
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0
+        proc.stdout.close()
+    # A path asked for must work, or nothing starts.
+    asked = subprocess.run(
+        [sys.executable, "-c", AS_ANOTHER_UID, "run", config, "--control",
+         str(read_only_dir / "ctl.sock")],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert asked.returncode == 2
+    assert asked.stdout == ""
+    assert asked.stderr == (
+        f"aioproc: error: control socket {read_only_dir / 'ctl.sock'}: Permission denied\n"
+    )

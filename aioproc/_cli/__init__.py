@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,8 +31,8 @@ _COLOR = {"auto": None, "always": True, "never": False}
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="aioproc",
-        description="Run and supervise processes (aioproc run), or be a container's PID 1 "
-        "(aioproc init).",
+        description="Run and supervise processes (aioproc run), control a running one "
+        "(aioproc ctl), or be a container's PID 1 (aioproc init).",
     )
     parser.add_argument("--version", action="version", version=f"aioproc {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -240,7 +241,7 @@ def _command_check(args: argparse.Namespace) -> int:
 def _command_run(args: argparse.Namespace) -> int:
     from ..control import SocketInUse
     from ._config import ConfigError
-    from ._ctl import control_path
+    from ._ctl import CONTROL_ENV, control_path
     from ._run import run_services
 
     only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
@@ -249,10 +250,20 @@ def _command_run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _error(str(exc))
     control = None if args.no_control else control_path(args.control, config.path)
+    # A path asked for must work; the default one may be impossible (read-only).
+    required = bool(args.control or os.environ.get(CONTROL_ENV))
     try:
         return asyncio.run(
-            run_services(config, _COLOR[args.color], control=control, raw_output=args.raw_output)
+            run_services(
+                config,
+                _COLOR[args.color],
+                control=control,
+                control_required=required,
+                raw_output=args.raw_output,
+            )
         )
-    except (SocketInUse, OSError) as exc:
-        # Only binding the control socket gets here: it happens before any service starts.
+    # Only binding the control socket gets here: it happens before any service starts.
+    except SocketInUse as exc:
         return _error(f"control socket: {exc}")
+    except OSError as exc:
+        return _error(f"control socket {control}: {exc.strerror or exc}")

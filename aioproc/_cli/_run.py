@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TextIO
 
 from .. import signals
-from ..control import ControlServer, serve
+from ..control import ControlServer, SocketInUse, serve
 from ..supervisor import (
     BackingOff,
     Event,
@@ -117,6 +117,7 @@ async def run_services(
     *,
     control: Path | None = None,
     raw_output: bool = False,
+    control_required: bool = True,
 ) -> int:
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
@@ -128,8 +129,18 @@ async def run_services(
     reload = make_reload(config, sup, say, with_ready)
     endpoint: ControlServer | contextlib.nullcontext[None] = contextlib.nullcontext()
     if control is not None:
-        endpoint = serve(sup, control, reload=reload, log=say)
-        endpoint.bind()  # before anything starts: a live socket there ends us here
+        server = serve(sup, control, reload=reload, log=say)
+        try:
+            server.bind()  # before anything starts: a live socket there ends us here
+            endpoint = server
+        except SocketInUse:
+            raise
+        except OSError as exc:
+            if control_required:
+                raise
+            # The default path, beside a file in a read-only place (a mounted
+            # ConfigMap, say): run without the endpoint rather than not at all.
+            say(f"no control socket at {control}: {exc.strerror or exc} (see --control)")
     # Subscribe before any child exists: a Ctrl-C from then on is ours to handle,
     # and no stray signal can kill us and orphan the services.
     with ignore_realtime():

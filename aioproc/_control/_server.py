@@ -372,8 +372,21 @@ class ControlServer:
         if what in ("stop", "restart"):
             await _stop_in_order(sup, names)
         if what in ("start", "restart"):
-            # Together: each start waits for its dependencies, which may be among them.
-            await asyncio.gather(*(sup.start(name) for name in names))
+            # With what they need that is stopped (an operator's "start web" means
+            # web running), together: each waits for its dependencies.
+            await asyncio.gather(*(sup.start(name) for name in self._with_stopped_deps(names)))
+
+    def _with_stopped_deps(self, names: list[str]) -> list[str]:
+        services = self.supervisor.services
+        status = self.supervisor.status()
+        out = list(names)
+        todo = list(names)
+        while todo:
+            for dep in services[todo.pop()].depends_on:
+                if dep not in out and status[dep].state is ServiceState.STOPPED:
+                    out.append(dep)
+                    todo.append(dep)
+        return out
 
     async def _logs(
         self, request: dict[str, Any], reader: asyncio.StreamReader, writer: asyncio.StreamWriter

@@ -92,3 +92,28 @@ async def test_wait_holds_across_a_reconfigure_a_restart_and_a_stop() -> None:
         await asyncio.wait_for(sup.start("only"), 10)
     outcome = await asyncio.wait_for(waiter, 10)
     assert outcome.ok
+
+
+async def test_changed_services_stop_dependents_first_and_start_dependencies_first() -> None:
+    old = [svc("db"), svc("api", depends_on=["db"]), svc("web", depends_on=["api"])]
+    async with Supervisor(old) as sup:
+        await asyncio.wait_for(sup.start("web"), 10)
+        rec = Recorder(sup)
+        new = [
+            svc("db", "2"),
+            svc("api", "2", depends_on=["db"]),
+            svc("web", "2", depends_on=["api"]),
+        ]
+        result = await asyncio.wait_for(sup.reconfigure(new), 10)
+        assert result.changed == ("db", "api", "web")
+        await asyncio.wait_for(sup.start("web"), 10)
+    await rec.close()
+    order = [(type(e).__name__, e.service) for e in rec.events]
+    stopped = [name for kind, name in order if kind == "Stopped"][:3]
+    assert stopped == ["web", "api", "db"]
+    ready = [name for kind, name in order if kind == "Ready"]
+    assert ready[:3] == ["db", "api", "web"]
+    # Nothing new started before everything old had stopped.
+    assert max(order.index(("Stopped", n)) for n in ["db", "api", "web"]) < min(
+        i for i, (kind, _) in enumerate(order) if kind == "Starting"
+    )
