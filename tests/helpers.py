@@ -12,12 +12,15 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
+
 __all__ = [
     "DROP_ROOT",
     "TIMER_SLACK",
     "children_of",
     "group_members",
     "left_behind",
+    "no_descendants_left",
     "nothing_left_behind",
     "open_fds",
     "open_pidfds",
@@ -196,3 +199,17 @@ def nothing_left_behind(env: Mapping[str, str] | None = None) -> Iterator[dict[s
     yield tagged
     left = left_behind(tag)
     assert not left, f"processes left behind: {left}"
+
+
+@pytest.fixture
+def no_descendants_left(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if anything it started (at any depth) outlives it.
+
+    The test's environment gets a tag that every child inherits (services,
+    spawned processes and what they fork); ``no_leaks`` checks direct children
+    only, this also finds grandchildren re-parented elsewhere. Use it as
+    ``pytest.mark.usefixtures("no_descendants_left")`` after importing it.
+    """
+    with nothing_left_behind() as env:
+        monkeypatch.setenv(TAG_VAR, env[TAG_VAR])
+        yield

@@ -25,10 +25,10 @@ from aioproc.supervisor import (
 )
 from aioproc.supervisor._readiness import ReadyContext
 
-from ..helpers import DROP_ROOT
+from ..helpers import DROP_ROOT, no_descendants_left  # noqa: F401 - a fixture
 from .util import PROGRAMS, Recorder, free_port, program
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = pytest.mark.usefixtures("no_leaks", "no_descendants_left")
 
 
 def drop(name: str, line: str) -> None:
