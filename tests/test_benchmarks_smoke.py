@@ -147,3 +147,13 @@ def test_storm_floor_prints_a_row_per_loop_and_kind() -> None:
         ["uvloop", "timer"],
     ], r.stdout
     assert all(float(row[2]) >= 0 for row in rows), r.stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_shutdown_small_sizes_print_the_curve(loop: str) -> None:
+    r = _run("shutdown.py", "--sizes", "5,20", "--loop", loop)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:2] == ["services", "shutdown"], r.stdout
+    assert [row.split()[0] for row in lines[1:]] == ["5", "20"], r.stdout
