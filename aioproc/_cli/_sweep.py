@@ -220,6 +220,16 @@ async def _stop_all(scan: Callable[[], set[int]], ours: Callable[[int], bool], l
         await asyncio.sleep(0)  # let the signals land (they are asynchronous)
 
 
+async def _confirmed_empty(scan: Callable[[], set[int]]) -> bool:
+    """Whether ``scan`` finds nothing three times, 2 ms apart (a walk can miss a
+    process being re-parented; three in a row that miss a live one are unlikely)."""
+    for _ in range(3):
+        if scan():
+            return False
+        await asyncio.sleep(0.002)
+    return True
+
+
 def _below(pid: int, me: int) -> bool:
     """Whether ``pid`` is a descendant of ``me`` now (walking its parents in /proc)."""
     for _ in range(4096):  # a bound, should /proc change under us into a cycle
@@ -254,7 +264,7 @@ async def sweep(
         log(f"{len(left)} processes left: SIGTERM, then SIGKILL after {grace:g} s")
     kill_pids(left, signal.SIGTERM, ours)
     kill_pids(left, signal.SIGCONT, ours)
-    if await wait_gone(scan, grace):
+    if await wait_gone(scan, grace) and await _confirmed_empty(scan):
         return set()
     if verbose:
         log(f"{len(scan())} processes still there: SIGKILL")
@@ -265,7 +275,9 @@ async def sweep(
         # What is not in the cgroup: stop it all (no more forks), then kill it.
         await _stop_all(lambda: _live_tree(me), ours, max(0.0, deadline - loop.time()))
         kill_pids(_live_tree(me), signal.SIGKILL, ours)
-        if await wait_gone(scan, min(0.5, max(0.0, deadline - loop.time()))):
+        if await wait_gone(
+            scan, min(0.5, max(0.0, deadline - loop.time()))
+        ) and await _confirmed_empty(scan):
             return set()
         if loop.time() >= deadline:
             return scan()
