@@ -24,6 +24,7 @@ __all__ = [
     "children_of",
     "group_members",
     "left_behind",
+    "no_descendants_left",
     "nothing_left_behind",
     "open_fds",
     "open_pidfds",
@@ -239,3 +240,17 @@ def soft_nofile(limit: int) -> Iterator[None]:
         yield
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+@pytest.fixture
+def no_descendants_left(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Fail the test if anything it started (at any depth) outlives it.
+
+    The test's environment gets a tag that every child inherits (services,
+    spawned processes and what they fork); ``no_leaks`` checks direct children
+    only, this also finds grandchildren re-parented elsewhere. Use it as
+    ``pytest.mark.usefixtures("no_descendants_left")`` after importing it.
+    """
+    with nothing_left_behind() as env:
+        monkeypatch.setenv(TAG_VAR, env[TAG_VAR])
+        yield

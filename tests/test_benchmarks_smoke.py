@@ -192,3 +192,13 @@ def test_control_status_round_trip_prints_rows() -> None:
     for row in lines[1:]:
         assert " p50 " in row, r.stdout
         assert " p99 " in row, r.stdout
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_shutdown_small_sizes_print_the_curve(loop: str) -> None:
+    r = _run("shutdown.py", "--sizes", "5,20", "--loop", loop)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split()[:2] == ["services", "shutdown"], r.stdout
+    assert [row.split()[0] for row in lines[1:]] == ["5", "20"], r.stdout

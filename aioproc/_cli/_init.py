@@ -14,6 +14,10 @@ What it does, and what tini does not:
 * **Nothing left behind.** When the main child exits, every remaining descendant gets
   SIGTERM, then SIGKILL after ``--grace`` seconds, and is reaped; then ``aioproc init``
   exits with the child's exit code (128 + the signal number if a signal killed it).
+  A process that keeps forking cannot escape the SIGKILL: the command runs in a
+  cgroup of its own where cgroup v2 allows, else what is left is stopped
+  (SIGSTOP) until nothing runs, then killed (``_sweep.py``). Anything that still
+  stands after that is named in a warning.
 """
 
 from __future__ import annotations
@@ -29,14 +33,8 @@ from typing import Any
 
 from .. import ExitStatus, Process, signals, spawn
 from .. import reap_orphans as _reap_orphans
-from ..supervisor._group import (
-    LeaderWatch,
-    descendants,
-    hold_reap,
-    kill_pids,
-    signal_group,
-    wait_gone,
-)
+from ..supervisor._group import LeaderWatch, hold_reap, signal_group
+from ._sweep import Confinement, sweep
 from ._terminal import foreground_terminal, give_terminal, take_terminal_back
 
 __all__ = ["FORWARDED", "become_subreaper", "reap_orphans", "run_init"]
@@ -105,11 +103,14 @@ async def run_init(argv: list[str], group: bool, grace: float, log: Log, verbose
         # In the foreground of a terminal, the child gets its own process group and
         # the terminal: a Ctrl-C then reaches it once, not also through us.
         tty = foreground_terminal()
+        conf = Confinement()
         try:
-            proc = await spawn(
-                argv, kill_group=group, process_group=None if tty is None or group else 0
-            )
+            with conf.spawning():  # the command is born in its own cgroup, if we have one
+                proc = await spawn(
+                    argv, kill_group=group, process_group=None if tty is None or group else 0
+                )
         except OSError as exc:
+            conf.close()
             log(f"cannot run {argv[0]}: {exc.strerror or exc}")
             return 127 if isinstance(exc, FileNotFoundError) else 126
         if tty is not None:
@@ -133,7 +134,10 @@ async def run_init(argv: list[str], group: bool, grace: float, log: Log, verbose
             take_terminal_back(tty)
         if verbose:
             log(f"main child: {status}")
-        await _sweep(me, grace, sigchld, reap, log, verbose)
+        try:
+            await _sweep(me, grace, conf, sigchld, reap, log, verbose)
+        finally:
+            conf.close()
         # With a group the main child stays unreaped until its group has been
         # swept (kill_group=True): the sweep above has, so reap it now.
         await proc.aclose()
@@ -182,21 +186,13 @@ async def _serve(
 async def _sweep(
     me: int,
     grace: float,
+    conf: Confinement,
     sigchld: signals.Subscription,
     reap: Callable[[], None],
     log: Log,
     verbose: bool,
 ) -> None:
-    """SIGTERM what is left below us, SIGKILL it after ``grace``, reap it all."""
-
-    def still_ours(pid: int, tree: set[int]) -> bool:
-        # Checked after the pidfd is open: the very process it names is below us.
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                ppid = int(f.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            return False
-        return ppid == me or ppid in tree
+    """Kill what is left below us (``_sweep.sweep``) while reaping it; report survivors."""
 
     async def reaping() -> None:
         # Orphans die into zombies of ours: keep reaping while we wait for them.
@@ -206,23 +202,17 @@ async def _sweep(
 
     reaper = asyncio.ensure_future(reaping())
     try:
-        left = descendants(me)
-        if left:
-            if verbose:
-                log(f"{len(left)} processes left: SIGTERM, then SIGKILL after {grace:g} s")
-            kill_pids(left, signal.SIGTERM, lambda pid: still_ours(pid, left))
-            kill_pids(left, signal.SIGCONT, lambda pid: still_ours(pid, left))
-            if not await wait_gone(lambda: descendants(me), grace):
-                left = descendants(me)
-                if verbose:
-                    log(f"{len(left)} processes still there: SIGKILL")
-                kill_pids(left, signal.SIGKILL, lambda pid: still_ours(pid, left))
-                await wait_gone(lambda: descendants(me), 10.0)
+        survivors = await sweep(me, grace, conf, log, verbose)
     finally:
         reaper.cancel()
     # Everything below us has exited, and the dead were re-parented to us as they
     # died: one more pass reaps the last zombies.
     reap()
+    if survivors:
+        log(
+            f"warning: {len(survivors)} processes could not be killed: "
+            + " ".join(map(str, sorted(survivors)))
+        )
 
 
 def main_init(argv: list[str], group: bool, grace: float, verbose: bool) -> int:

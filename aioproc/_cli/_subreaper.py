@@ -28,6 +28,7 @@ from collections.abc import AsyncIterator, Callable
 
 from .. import get_spawn_workers, reap_orphans, set_spawn_workers, signals
 from ._init import _sweep, become_subreaper
+from ._sweep import Confinement
 
 __all__ = ["SWEEP_GRACE", "adopting"]
 
@@ -70,7 +71,7 @@ async def adopting(log: Callable[[str], None]) -> AsyncIterator[None]:
             reaper.cancel()
             await asyncio.wait([reaper])
             try:
-                await _sweep(me, SWEEP_GRACE, sigchld, reap, log, True)
+                await _sweep(me, SWEEP_GRACE, Confinement(confine=False), sigchld, reap, log, True)
             finally:
                 set_spawn_workers(workers)
                 if subreaper:

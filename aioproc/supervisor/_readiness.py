@@ -497,6 +497,10 @@ class NotifySocket:
         self.refused = 0
         self._dir = tempfile.mkdtemp(prefix="aioproc-notify-")  # mode 0700
         path = os.path.join(self._dir, "notify")
+        if len(os.fsencode(path)) > 100:  # sun_path holds 108 bytes: a long $TMPDIR
+            os.rmdir(self._dir)
+            self._dir = tempfile.mkdtemp(prefix="aioproc-notify-", dir="/tmp")
+            path = os.path.join(self._dir, "notify")
         self.address = path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         try:

@@ -12,9 +12,10 @@ import pytest
 from aioproc.supervisor import Service, ServiceState, Supervisor
 from aioproc.supervisor._groupscan import GroupScanner
 
+from ..helpers import no_descendants_left  # noqa: F401 - a fixture
 from .util import Recorder
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = pytest.mark.usefixtures("no_leaks", "no_descendants_left")
 
 
 async def _all_running(sup: Supervisor, timeout: float = 60.0) -> None:

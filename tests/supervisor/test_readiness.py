@@ -6,6 +6,7 @@ import asyncio
 import shutil
 import stat
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -25,10 +26,10 @@ from aioproc.supervisor import (
 )
 from aioproc.supervisor._readiness import ReadyContext
 
-from ..helpers import DROP_ROOT
+from ..helpers import DROP_ROOT, no_descendants_left  # noqa: F401 - a fixture
 from .util import PROGRAMS, Recorder, free_port, program
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+pytestmark = pytest.mark.usefixtures("no_leaks", "no_descendants_left")
 
 
 def drop(name: str, line: str) -> None:
@@ -269,3 +270,16 @@ async def test_notify_socket_is_private() -> None:
         assert stat.S_IMODE(directory.stat().st_mode) == 0o700
         await sup.stop("n")
         assert not directory.exists()  # removed with the run
+
+
+async def test_notify_socket_with_a_long_tmpdir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A socket path holds 108 bytes: past that the socket goes to /tmp instead.
+    long = tmp_path / ("d" * 100)
+    long.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long))
+    svc = Service("n", program("notify"), ready=ReadyNotify(timeout=10), output=drop)
+    async with Supervisor([svc]) as sup:
+        status = await asyncio.wait_for(sup.start("n"), 10)
+        assert status.state is ServiceState.RUNNING

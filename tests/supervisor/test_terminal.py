@@ -10,7 +10,9 @@ import pytest
 from aioproc.supervisor import Service, Supervisor
 from aioproc.supervisor._terminal import neutralise
 
-pytestmark = pytest.mark.usefixtures("no_leaks")
+from ..helpers import no_descendants_left  # noqa: F401 - a fixture
+
+pytestmark = pytest.mark.usefixtures("no_leaks", "no_descendants_left")
 
 #: What a hostile service prints: return to the line's start, erase it, fake another
 #: service's line; set the window title; backspace over the prefix; a C1 CSI.
