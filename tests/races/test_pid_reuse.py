@@ -89,10 +89,13 @@ def test_recycled_pid_while_a_grandchild_holds_the_pipes(
 @loops_and_modes
 @pytest.mark.parametrize("spawner", GROUP_SPAWNERS)
 def test_recycled_group_id_is_never_signalled(loop: str, mode: str, spawner: str) -> None:
-    # kill_group=True: A leads group A.pid. A exits and is reaped; B gets A's
-    # PID and makes itself a group leader, so group A.pid now means B's group.
+    # kill_group=True: A leads group A.pid. A exits; wait() returns but A stays
+    # unreaped (its PID pins the group id) until stop() has swept the group and
+    # reaped it. Then B gets A's PID and makes itself a group leader, so group
+    # A.pid now means B's group.
     out = by_spawner("group", loop, mode, GROUP_SPAWNERS)[spawner]
     assert out["a_pgid"] == out["a_pid"]
+    assert out["pinned_after_wait"], "A was reaped before its group was swept"
     assert out["b_pgid"] == out["a_pid"], "B does not lead a group with A's old id"
     check_a_refused_and_b_unharmed(out, spawner)
 

@@ -21,7 +21,8 @@ on their output):
            that exits at once, so that B is not our child). Then every way of
            signalling A, and ``A.stop()``. ``--grandchild``: A's pipes are held
            open by a grandchild throughout.
-``group``  A leads a process group (``kill_group=True``), exits, is reaped; B gets
+``group``  A leads a process group (``kill_group=True``) and exits; it stays unreaped
+           after ``wait()`` until ``stop()`` has swept its group; then B gets
            A's PID and makes itself a group leader, so B's group id is A's old one.
 ``race``   ``--iterations`` times: a short-lived child (``true``, or ``sleep``
            killed), two tasks waiting for it, a thread sending SIGTERM and, in
@@ -269,15 +270,28 @@ async def case_group(args: argparse.Namespace, spawner: str, a_pid: int) -> dict
     assert a.stdin is not None
     a.stdin.close()
     status = await a.wait()
+    # With kill_group the leader stays unreaped until its group has been swept:
+    # its PID, so the group id, cannot be recycled while a group signal may go.
+    out["pinned_after_wait"] = _proc_state(a.pid) == "Z"
+    swept = await a.stop()  # sweeps the group, then reaps A: now the PID is free
     b = await start_canary(spawner, a.pid, new_group=True)
     out["b_pid"] = b.pid
     out["b_pgid"] = os.getpgid(b.pid)
     out["signals"] = try_signals(a)
     stopped = await a.stop()
-    out["stop_returns_status"] = stopped is status or stopped == status
+    out["stop_returns_status"] = all(s is status or s == status for s in (swept, stopped))
     out["returncode"] = a.returncode
     out["b"] = await b.finish()
     return out
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter of ``pid`` (``Z`` for a zombie), or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rpartition(")")[2].split()[0]
+    except FileNotFoundError:
+        return None
 
 
 class RaceHooks:
