@@ -26,7 +26,16 @@ async def shielded(coro: Coroutine[Any, Any, T]) -> T:
     because the task doing it was cancelled. The work runs in its own task;
     cancellations of the caller are absorbed until it finishes, then the
     cancellation is raised again so that the caller still sees it (and
-    ``asyncio.timeout``/task groups keep their cancel counts right).
+    ``asyncio.timeout``/task groups keep their cancel counts right: each
+    request stays counted by ``Task.cancelling()``, and one CancelledError
+    comes out, as from any await that was cancelled).
+
+    That includes a cancellation requested in the very loop turn in which the
+    work finishes: the caller then wakes up with the CancelledError although
+    the work is done. Returning the result there would swallow the request
+    (``asyncio.shield`` does not): a task group that cancelled this task to
+    abort would wait for it for ever while it goes on to its next await.
+    An error of the work itself takes precedence over the cancellation.
     """
     task = asyncio.ensure_future(coro)
     cancelled: asyncio.CancelledError | None = None
@@ -34,13 +43,12 @@ async def shielded(coro: Coroutine[Any, Any, T]) -> T:
         try:
             result = await asyncio.shield(task)
         except asyncio.CancelledError as exc:
-            if task.done() and task.cancelled():
-                raise
-            if task.done():
-                result = task.result()
-                break
-            cancelled = exc
-            continue
+            if not task.done():
+                cancelled = exc
+                continue
+            if not task.cancelled():
+                task.result()  # the work's own error, if it failed
+            raise
         break
     if cancelled is not None:
         raise cancelled

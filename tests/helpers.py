@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 __all__ = [
     "DROP_ROOT",
     "TIMER_SLACK",
+    "cancel_as_it_finishes",
     "children_of",
     "group_members",
     "open_fds",
@@ -147,3 +149,23 @@ def run_python(code: str, *args: str, timeout: float = 60) -> subprocess.Complet
         text=True,
         timeout=timeout,
     )
+
+
+async def cancel_as_it_finishes(target: asyncio.Task[object], qualname: str) -> None:
+    """Cancel ``target`` in the loop turn in which the task running ``qualname`` finishes.
+
+    For shielded cleanup (``_util.shielded``): the work runs in a task of its
+    own, ``target`` waits for it. Waits (loop turn by loop turn) until that
+    task exists, then makes its completion cancel ``target``: the request then
+    reaches ``target`` together with the news that the work is done, the
+    race a task group aborting on a sibling's error runs into.
+    """
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # every loop turn: the task may live for one
+        for task in asyncio.all_tasks():
+            coro = task.get_coro()
+            if getattr(coro, "__qualname__", None) == qualname and not task.done():
+                task.add_done_callback(lambda _: target.cancel())
+                return
+        await asyncio.sleep(0)
+    raise AssertionError(f"no task runs {qualname}")

@@ -14,6 +14,7 @@ import gc
 import os
 import select
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import aioproc
 from aioproc import PIPE, ExitStatus
 
 from .helpers import (
+    cancel_as_it_finishes,
     children_of,
     group_members,
     open_pidfds,
@@ -426,6 +428,90 @@ async def test_cancellation_during_aexit_still_reaps(wait_mode: str) -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert process_state(pid) is None
+
+
+class _Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("group", ["TaskGroup", "done-callback"])
+async def test_leaving_async_with_keeps_a_task_group_s_cancellation(
+    wait_mode: str, group: str
+) -> None:
+    # Task A leaves `async with spawn(...)` while sibling B, woken by the same
+    # exit, raises: the group cancels A in the very turn A's shielded cleanup
+    # ends. The cancellation must reach A, or A goes on to its next await and
+    # the group waits for it for ever.
+    if group == "TaskGroup" and sys.version_info < (3, 11):
+        pytest.skip("asyncio.TaskGroup is new in 3.11 (the done-callback group is its core)")
+    loop = asyncio.get_running_loop()
+    box: asyncio.Future[aioproc.Process] = loop.create_future()
+    never = asyncio.Event()
+    went_on = []
+
+    async def a() -> None:
+        async with aioproc.spawn(["sleep", "30"]) as proc:
+            box.set_result(proc)
+            await proc.wait()  # woken first: it waited first
+        went_on.append(True)
+        await never.wait()
+
+    async def b() -> None:
+        proc = await box
+        await proc.wait()
+        raise _Boom
+
+    async def kill_when_both_wait() -> None:
+        proc = await box
+        while len(proc._child._waiters) < 2:  # noqa: ASYNC110 - no event to wait for
+            await asyncio.sleep(0)
+        proc.kill()
+
+    async def task_group() -> None:
+        async with asyncio.TaskGroup() as tg:  # type: ignore[attr-defined,unused-ignore]
+            tg.create_task(a())
+            tg.create_task(b())
+
+    killer = asyncio.ensure_future(kill_when_both_wait())
+    guard = loop.call_later(10, never.set)  # a swallowed cancellation ends here
+    try:
+        if group == "TaskGroup":
+            with pytest.raises(BaseExceptionGroup) as info:  # noqa: F821
+                await task_group()
+            assert info.group_contains(_Boom)  # type: ignore[attr-defined,unused-ignore]
+        else:
+            # What TaskGroup does (3.10 has none): a failing task cancels its
+            # siblings from its done callback.
+            ta, tb = asyncio.ensure_future(a()), asyncio.ensure_future(b())
+            tb.add_done_callback(lambda _: ta.cancel())
+            with pytest.raises(asyncio.CancelledError):
+                await ta
+            with pytest.raises(_Boom):
+                await tb
+    finally:
+        guard.cancel()
+        await killer
+    assert went_on == []
+    assert process_state((await box).pid) is None
+
+
+async def test_aclose_reraises_a_cancellation_that_arrives_as_the_cleanup_ends(
+    wait_mode: str,
+) -> None:
+    proc = await aioproc.spawn(["sleep", "30"])
+    returned = []
+
+    async def close() -> None:
+        await proc.aclose()
+        returned.append(True)
+
+    task = asyncio.ensure_future(close())
+    await cancel_as_it_finishes(task, "Process._aclose")
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert returned == []
+    assert proc.status is not None
+    assert process_state(proc.pid) is None
 
 
 # ------------------------------------------- 9. no loop needed to clean up

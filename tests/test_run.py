@@ -20,7 +20,7 @@ import pytest
 import aioproc
 from aioproc import DEVNULL, PIPE, STDOUT, ProcessReader
 
-from .helpers import TIMER_SLACK, children_of, open_fds, process_state
+from .helpers import TIMER_SLACK, cancel_as_it_finishes, children_of, open_fds, process_state
 
 # no_leaks (conftest.py): after each test, no child or zombie, descriptor or thread is left.
 pytestmark = [pytest.mark.usefixtures("no_leaks"), pytest.mark.timeout(30)]
@@ -422,3 +422,24 @@ async def test_cancel_while_stopping_after_timeout(wait_mode: str) -> None:
         # a pipe run() forgot to close would still be open.
         left_open = {fd: os.readlink(f"/proc/self/fd/{fd}") for fd in open_fds() - fds_before}
         assert not left_open, f"run() left descriptors open: {left_open}"
+
+
+@pytest.mark.parametrize("inner", ["Process.stop", "Process._aclose"])
+async def test_cancel_arriving_as_the_stop_after_a_timeout_ends_is_not_lost(
+    wait_mode: str, inner: str
+) -> None:
+    # After the timeout, run() stops the child (shielded), then closes it
+    # (shielded): a cancellation requested in the loop turn in which either
+    # ends must come out of run(), not a TimeoutExpired nor a result.
+    returned = []
+
+    async def call() -> None:
+        with contextlib.suppress(aioproc.TimeoutExpired):
+            await aioproc.run(["sleep", "30"], timeout=0.01)
+        returned.append(True)
+
+    task = asyncio.ensure_future(call())
+    await cancel_as_it_finishes(task, inner)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert returned == []

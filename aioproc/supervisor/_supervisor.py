@@ -66,7 +66,14 @@ _ENDED = (_S.STOPPED, _S.EXITED, _S.FATAL)
 
 
 async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to the end even if the caller is cancelled; then re-raise that."""
+    """Run ``coro`` to the end even if the caller is cancelled; then re-raise that.
+
+    The twin of ``aioproc._util.shielded`` (the supervisor uses nothing private
+    of the core's; tests/test_util.py holds both to the same behaviour). A
+    cancellation that arrives in the loop turn the work ends is re-raised too:
+    returning the result then would swallow it, and a task group aborting on
+    it would wait for this task for ever.
+    """
     task = asyncio.ensure_future(coro)
     cancelled: asyncio.CancelledError | None = None
     while True:
@@ -74,12 +81,12 @@ async def _shielded(coro: Coroutine[Any, Any, T]) -> T:
             result = await asyncio.shield(task)
             break
         except asyncio.CancelledError as exc:
-            if task.done():
-                if task.cancelled():
-                    raise
-                result = task.result()
-                break
-            cancelled = exc
+            if not task.done():
+                cancelled = exc
+                continue
+            if not task.cancelled():
+                task.result()  # the work's own error, if it failed
+            raise
     if cancelled is not None:
         raise cancelled
     return result

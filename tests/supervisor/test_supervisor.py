@@ -30,7 +30,14 @@ from aioproc.supervisor import (
     Supervisor,
 )
 
-from ..helpers import TIMER_SLACK, group_members, open_pidfds, process_state, wait_gone
+from ..helpers import (
+    TIMER_SLACK,
+    cancel_as_it_finishes,
+    group_members,
+    open_pidfds,
+    process_state,
+    wait_gone,
+)
 from .util import Recorder, free_port, program
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -344,6 +351,25 @@ async def test_cancelling_the_owner_kills_the_services() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert group_members(pids[0]) == set()
+
+
+async def test_aclose_reraises_a_cancellation_that_arrives_as_the_shutdown_ends() -> None:
+    sup = Supervisor([quiet("s", SLEEP, stop_timeout=5)])
+    await sup.__aenter__()
+    pid = (await sup.start("s")).pid
+    returned = []
+
+    async def close() -> None:
+        await sup.aclose()
+        returned.append(True)
+
+    task = asyncio.ensure_future(close())
+    await cancel_as_it_finishes(task, "_await_task")
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert returned == []
+    assert pid is not None
+    assert group_members(pid) == set()
 
 
 # ------------------------------------------------------------- run-time control
