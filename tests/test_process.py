@@ -734,6 +734,62 @@ def test_pidfd_open_failing_after_fork_kills_and_reaps_the_child() -> None:
     assert res.stdout.splitlines() == ["True True", "''", "True"]
 
 
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("mode", ["pidfd", "pid"])
+def test_first_spawn_with_no_descriptor_free_fails_cleanly(loop_name: str, mode: str) -> None:
+    # The first spawn on a fresh loop with 0..5 descriptors free: it fails
+    # with EMFILE at whichever step runs out (the pipes, the pidfd, the loop's
+    # epoll watcher...) or succeeds; either way nothing is printed (a half-built
+    # object's __del__ used to say "Exception ignored ... no attribute"), no
+    # unraisable exception, no child left, no descriptor leaked.
+    code = f"""
+        import asyncio, errno, os, resource, sys, uvloop, aioproc
+        aioproc.set_wait_mode({mode!r})
+        unraisable = []
+        sys.unraisablehook = unraisable.append
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (64, hard))
+        new_loop = uvloop.new_event_loop if {loop_name!r} == "uvloop" else asyncio.new_event_loop
+        new_loop().close()  # process-wide descriptors a first loop leaves (conftest.py)
+        outcomes = set()
+        for free, stdout in [(n, s) for n in range(6) for s in (None, aioproc.PIPE)]:
+            start = set(os.listdir("/proc/self/fd"))
+            loop = new_loop()
+            async def main():
+                # Inside the running loop: uvloop needs descriptors to start.
+                fds = []
+                try:
+                    while True:
+                        fds.append(os.open("/dev/null", os.O_RDONLY))
+                except OSError:
+                    pass
+                for _ in range(free):
+                    os.close(fds.pop())
+                try:
+                    proc = await aioproc.spawn(["true"], stdout=stdout)
+                except OSError as exc:
+                    assert exc.errno == errno.EMFILE, exc
+                    return "EMFILE"
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+                await proc.communicate()
+                return "ok"
+            outcomes.add(loop.run_until_complete(main()))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            del loop
+            with open(f"/proc/self/task/{{os.getpid()}}/children") as f:
+                assert f.read().strip() == "", "a child was left"
+            assert set(os.listdir("/proc/self/fd")) == start, "a descriptor was leaked"
+        print(sorted(outcomes), unraisable)
+    """
+    res = run_python(code)
+    assert res.returncode == 0, res.stderr
+    assert res.stderr == ""
+    assert res.stdout.split("\n")[0] == "['EMFILE', 'ok'] []"
+
+
 # ------------------------------------------------------ 10. nothing leaks
 async def test_a_thousand_cycles_leak_nothing(wait_mode: str) -> None:
     threads = threading.active_count()

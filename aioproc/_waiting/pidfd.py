@@ -273,13 +273,15 @@ class _Watcher:
     BATCH = 256
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Everything close() reads is set before the epoll instance is made:
+        # that can fail (EMFILE), and __del__ then runs on a half-built watcher.
+        self._forked = False
+        self._children: dict[int, PidfdChild] = {}
+        self._done: list[PidfdChild] = []  # reaped, to unregister and close (put_off)
+        self._loop_ref = weakref.ref(loop)
         self._ep = select.epoll()  # close-on-exec
         self._fd = self._ep.fileno()
         self._poll = self._ep.poll
-        self._children: dict[int, PidfdChild] = {}
-        self._done: list[PidfdChild] = []  # reaped, to unregister and close (put_off)
-        self._forked = False
-        self._loop_ref = weakref.ref(loop)
         try:
             loop.add_reader(self._fd, self._ready)
         except BaseException:
@@ -357,7 +359,8 @@ class _Watcher:
 
     def close(self) -> None:
         """Stop watching: unregister from the loop, drop every registration."""
-        if self._forked or self._ep.closed:
+        ep = getattr(self, "_ep", None)  # None: epoll() failed in __init__
+        if self._forked or ep is None or ep.closed:
             return
         self.flush()
         loop = self._loop_ref()
