@@ -358,11 +358,17 @@ class Process(anyio.abc.Process):
         await self.aclose()
 
     def _close_sync(self) -> None:
-        """No usable loop: kill and reap through the pidfd, close the pipes."""
+        """No usable loop: kill (with ``kill_group``, the group) and reap; close the pipes."""
         _live.pop(id(self), None)
         try:
-            if self._child.status is None:
-                self._child.close_sync()
+            child = self._child
+            if child.status is None:
+                if self.kill_group:
+                    # As stop() does: the whole group, while the leader is
+                    # unreaped (alive or a zombie), so its id is still ours.
+                    with contextlib.suppress(ProcessLookupError):
+                        child.signal_group(self.pid, _signal.SIGKILL)
+                child.close_sync()
         finally:
             for stream in (self.stdin, self.stdout, self.stderr):
                 if stream is not None and not stream.closed:

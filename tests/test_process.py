@@ -685,6 +685,24 @@ async def test_dropped_process_is_killed_and_reaped(wait_mode: str) -> None:
     assert process_state(pid) is None
 
 
+async def test_dropped_process_with_kill_group_kills_the_whole_group(wait_mode: str) -> None:
+    # As leaving `async with` does: the finalizer sweeps the group while the
+    # leader is still unreaped (its zombie pins the group id), then reaps it.
+    script = "sleep 30 & sleep 30 & echo ready; wait"
+    proc = await aioproc.spawn(["sh", "-c", script], stdout=PIPE, kill_group=True)
+    assert proc.stdout is not None
+    assert await proc.stdout.readline() == b"ready\n"
+    pid = proc.pid
+    members = group_members(pid)
+    assert len(members) == 3
+    pidfds = open_pidfds(members - {pid})
+    del proc
+    gc.collect()
+    assert process_state(pid) is None
+    assert wait_gone(pidfds)
+    assert group_members(pid) == set()
+
+
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
 @pytest.mark.parametrize("mode", ["pidfd", "pid"])
 def test_children_do_not_outlive_a_closed_loop(loop_name: str, mode: str) -> None:
