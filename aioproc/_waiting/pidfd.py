@@ -254,7 +254,8 @@ class _Watcher:
     it alive). It is closed when the loop shuts down (``close_watcher``, from
     aioproc's shutdown hook), or when the loop drops it: ``loop.close()``
     drops its readers, or the loop is garbage collected. After ``fork()`` in
-    the child it is left alone: the epoll instance is shared with the parent.
+    the child it is left alone and takes no event: the epoll instance is
+    shared with the parent (see ``_after_fork_in_child``).
     """
 
     __slots__ = (
@@ -333,6 +334,12 @@ class _Watcher:
             self._ep.unregister(fd)
 
     def _ready(self) -> None:
+        if self._forked:
+            # A forked child running the loop it inherited (asyncio.run's
+            # cleanup after sys.exit): the readiness is the parent's, and so
+            # are the one-shot events it would take. The epoll stays readable
+            # until the parent takes them, which it does on its next turn.
+            return
         children = self._children
         if len(children) == 1:
             # One pidfd registered: it is the only thing that can make the
@@ -416,10 +423,35 @@ def close_watcher(loop: asyncio.AbstractEventLoop) -> None:
 
 def _after_fork_in_child() -> None:
     # The epoll instances are shared with the parent: registering or removing
-    # a descriptor in the child would change the parent's set. Forget them
-    # without closing anything (the children they hold are the parent's).
+    # a descriptor in the child would change the parent's set, and taking an
+    # event would steal the parent's one-shot exit report (_ready ignores
+    # them from now on). Forget the watchers: the children they hold are the
+    # parent's. The loop's own registration of a watcher is in an epoll shared
+    # with the parent too, and a loop closed in the child would take it out
+    # of the parent's loop (uvloop removes every reader with EPOLL_CTL_DEL).
+    # So this process's copy of the number is pointed at a fresh, empty epoll
+    # instance: never readable, and a removal by number then finds nothing of
+    # the parent's. (Not closed: uvloop re-adds its readers by number to a
+    # new epoll of its own in a forked child, and aborts on a closed one. It
+    # stays open, unused, for the child's life.)
+    #
+    # The children themselves are the parent's: here they count as gone with
+    # their status lost, as pid mode finds them (waitid says ECHILD), so that
+    # nothing in the child signals them or waits for an exit report it will
+    # never get (leaving `async with spawn(...)` in asyncio.run's cleanup
+    # after sys.exit waited for ever).
     for watcher in _watchers.objects():
         watcher._forked = True
+        for child in watcher._children.values():
+            if child._status is None:
+                child._status = lost_status(child.pid)
+                child._exited = True
+        with contextlib.suppress(OSError, ValueError):
+            blank = select.epoll()
+            try:
+                os.dup2(blank.fileno(), watcher._fd, inheritable=False)
+            finally:
+                blank.close()
     _watchers.clear()
 
 
