@@ -14,6 +14,7 @@ import signal
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from .._durations import check_duration
 from ._output import OutputSpec
 from ._policies import RESTART_POLICIES, Backoff, RestartPolicy, StartLimit
 from ._readiness import ReadyCall, ReadyCheck
@@ -27,14 +28,6 @@ _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@-]*\Z")
 SPAWN_OPTIONS = frozenset(
     {"stdin", "shell", "start_new_session", "pass_fds", "user", "group", "umask", "limit"}
 )
-
-
-def _number(value: object, what: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(f"{what} must be {'positive' if positive else 'non-negative'}")
-    return float(value)
 
 
 def _exit_codes(codes: Iterable[int | signal.Signals], what: str) -> frozenset[int]:
@@ -132,7 +125,8 @@ class Service:
             raise TypeError("backoff must be a Backoff")
         if not isinstance(self.start_limit, StartLimit):
             raise TypeError("start_limit must be a StartLimit")
-        self.stable_after = _number(stable_after, "stable_after")
+        # Infinite: never counts as stable (it is only compared, never waited for).
+        self.stable_after = check_duration(stable_after, "stable_after", finite=False)
         if isinstance(depends_on, str):
             depends_on = (depends_on,)
         self.depends_on = tuple(dict.fromkeys(depends_on))
@@ -162,7 +156,7 @@ class Service:
             self.stop_signal = signal.Signals(stop_signal)
         except ValueError:
             raise ValueError(f"service {name!r}: {stop_signal} is not a signal") from None
-        self.stop_timeout = _number(stop_timeout, "stop_timeout")
+        self.stop_timeout = check_duration(stop_timeout, "stop_timeout")
         self.kill_group = bool(kill_group)
         self.env = None if env is None else dict(env)
         self.cwd = cwd

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import Any, TextIO, TypeVar
 
 from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
+from .._durations import check_duration
 from ._events import (
     BackingOff,
     Event,
@@ -577,11 +578,7 @@ class Supervisor:
         output_stream: TextIO | None = None,
         prefix_width: int = 0,
     ) -> None:
-        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)):
-            raise TypeError("shutdown_timeout must be a number of seconds")
-        if shutdown_timeout < 0:
-            raise ValueError("shutdown_timeout must not be negative")
-        self.shutdown_timeout = float(shutdown_timeout)
+        self.shutdown_timeout = check_duration(shutdown_timeout, "shutdown_timeout")
         self._writer = PrefixWriter(output_stream, color, prefix_width)
         self._services: dict[str, Service] = {}
         self._runners: dict[str, _Runner] = {}

@@ -27,7 +27,8 @@ def test_the_supervisor_uses_only_the_public_api_below_it() -> None:
         text = path.read_text()
         # Nothing from aioproc's private modules (aioproc._process, ...), but for
         # _procfs: /proc scans and pidfd waits, a leaf module with no state of
-        # the core's, shared with Process.stop().
-        text = text.replace("from .._procfs import", "")
+        # the core's, shared with Process.stop(); and _durations, the stateless
+        # check of every time in seconds.
+        text = text.replace("from .._procfs import", "").replace("from .._durations import", "")
         assert not re.search(r"from \.\._|from aioproc\._|import aioproc\._", text), path
         assert "._child" not in text, path  # Process's private handle

@@ -144,3 +144,19 @@ def test_checks_validate_their_arguments() -> None:
         ReadyLine("x", timeout=0)
     with pytest.raises(ValueError, match="inherit"):
         Service("x", ["true"], ready=ReadyLine("x"), output="inherit")
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf")])
+def test_checks_refuse_nan_and_infinite_times(odd: float) -> None:
+    cases = [
+        (lambda: ReadyTCP("127.0.0.1", 1, timeout=odd), "ReadyTCP.timeout"),
+        (lambda: ReadyTCP("127.0.0.1", 1, interval=odd), "ReadyTCP.interval"),
+        (lambda: ReadyHTTP("http://x/", timeout=odd), "ReadyHTTP.timeout"),
+        (lambda: ReadyHTTP("http://x/", interval=odd), "ReadyHTTP.interval"),
+        (lambda: ReadyLine("x", timeout=odd), "ReadyLine.timeout"),
+        (lambda: ReadyNotify(timeout=odd), "ReadyNotify.timeout"),
+        (lambda: ReadyNotify(watchdog=odd), "ReadyNotify.watchdog"),
+    ]
+    for make, name in cases:
+        with pytest.raises(ValueError, match=f"^{name} must be a"):
+            make()

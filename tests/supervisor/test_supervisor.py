@@ -467,3 +467,16 @@ def test_runs_in_a_loop_outside_the_main_thread() -> None:
     thread.start()
     thread.join(20)
     assert results == [ServiceState.RUNNING, ServiceState.STOPPED]
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf")])
+def test_nan_and_infinite_times_are_refused(odd: float) -> None:
+    with pytest.raises(ValueError, match=r"^stop_timeout must be a"):
+        Service("s", ["true"], stop_timeout=odd)
+    with pytest.raises(ValueError, match=r"^shutdown_timeout must be a"):
+        Supervisor(shutdown_timeout=odd)
+    if odd != odd:
+        with pytest.raises(ValueError, match=r"^stable_after must be a number of seconds, not NaN"):
+            Service("s", ["true"], stable_after=odd)
+    else:  # only compared, never waited for: a run is never stable enough
+        assert Service("s", ["true"], stable_after=odd).stable_after == odd
