@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import NoReturn, TypeAlias, final
 
+from ._durations import check_duration
+
 __all__ = ["ForkLock", "exec_lock", "exec_replace", "fork_lock"]
 
 _StrOrBytesPath: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
@@ -587,9 +589,8 @@ class ForkLock:
 
 
 def _check_timeout(timeout: float | None) -> float | None:
-    if timeout is not None and timeout < 0:
-        raise ValueError(f"timeout must be None or >= 0, not {timeout!r}")
-    return timeout
+    # None waits for ever; infinity is refused (threading's waits overflow on it).
+    return None if timeout is None else check_duration(timeout, "timeout")
 
 
 fork_lock: ForkLock = ForkLock()

@@ -25,6 +25,7 @@ import anyio.abc
 
 from . import _cgroup, _procfs, _waiting
 from ._cgroup import Cgroup
+from ._durations import check_duration
 from ._limits import RlimitValue
 from ._spawn import (
     Redirect,
@@ -42,7 +43,7 @@ from ._spawn import (
 )
 from ._status import ExitStatus
 from ._streams import ProcessReader, ProcessWriter
-from ._util import owned_by_loop, shielded
+from ._util import anchor_loop, owned_by_loop, shielded
 
 if sys.version_info >= (3, 11):
     from typing import Self
@@ -297,9 +298,7 @@ class Process(anyio.abc.Process):
         cg = self._cgroup
         if child.status is not None and (cg is None or cg.removed):
             return child.status
-        timeout = self.stop_timeout if timeout is None else timeout
-        if timeout < 0:
-            raise ValueError("timeout must not be negative")
+        timeout = self.stop_timeout if timeout is None else check_duration(timeout, "timeout")
         loop = child.loop
         deadline = loop.time() + timeout
         hold = child.hold_reap() if self.kill_group else contextlib.nullcontext()
@@ -542,6 +541,7 @@ class _SpawnArgs(NamedTuple):
 
 
 _new_args = tuple.__new__
+_INF = float("inf")
 
 
 class _Spawning:
@@ -695,11 +695,9 @@ class _Spawning:
             else _check_signal(stop_signal, "stop_signal", allow_zero=False)
         )
         stop_timeout = a.stop_timeout
-        if type(stop_timeout) is not float or stop_timeout < 0:
-            if isinstance(stop_timeout, bool) or not isinstance(stop_timeout, (int, float)):
-                raise TypeError("stop_timeout must be a number of seconds")
-            if stop_timeout < 0:
-                raise ValueError("stop_timeout must not be negative")
+        # The default (the common case) passes the first test. NaN fails it.
+        if type(stop_timeout) is not float or not 0.0 <= stop_timeout < _INF:
+            check_duration(stop_timeout, "stop_timeout")
         limit = a.limit
         if (type(limit) is not int or limit <= 0) and (
             isinstance(limit, bool) or not isinstance(limit, int) or limit <= 0
@@ -767,8 +765,8 @@ class _Spawning:
             self._cgroup_procs = -1
         cgroup, self._cgroup = self._cgroup, None
         kill_group = a.kill_group or self._group_fallback
-        _ensure_loop_hook(loop)
         try:
+            _ensure_loop_hook(loop)
             child = _waiting.watch_child(res.pid, res.pidfd, loop)
         except BaseException:
             discard(res)
@@ -950,6 +948,29 @@ async def _loop_shutdown_sentinel(
             _waiting.close_watcher(loop)
 
 
+class _ClosedLoopReaper:
+    """Owned by a loop (``owned_by_loop``): freed when the loop is closed, it
+    kills and reaps that loop's children that still run.
+
+    A loop closed without a shutdown (no ``shutdown_asyncgens()``, so the
+    sentinel below never ran) would otherwise leave children running whose
+    ``Process`` objects are still referenced: nothing can wait for them any
+    more (their loop is gone), and they would outlive it as orphans. A loop
+    collected without being closed has no such children: each holds its loop.
+    """
+
+    __slots__ = ("_loop_ref",)
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop_ref = weakref.ref(loop)
+
+    def __del__(self) -> None:
+        loop = self._loop_ref()
+        if loop is not None:
+            with contextlib.suppress(Exception):  # late in interpreter shutdown
+                _reap_orphans(loop)
+
+
 def _ensure_loop_hook(loop: asyncio.AbstractEventLoop) -> None:
     ref = _hooked.get(id(loop))
     if ref is not None and ref() is loop:
@@ -958,6 +979,11 @@ def _ensure_loop_hook(loop: asyncio.AbstractEventLoop) -> None:
         ref = _hooked.get(id(loop))
         if ref is not None and ref() is loop:
             return
+        # First, what can fail (no descriptor free): the sentinel and the
+        # reaper must not exist unowned, or their finalizers would take the
+        # loop for shut down.
+        anchor_loop(loop)
+        owned_by_loop(loop, _ClosedLoopReaper(loop))
         agen = _loop_shutdown_sentinel(weakref.ref(loop))
         step = agen.__anext__()
         with contextlib.suppress(StopIteration):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 
@@ -35,6 +36,9 @@ __all__ = [
 #: Switch for the tests: False forces the polling fallback used where pidfd_open is
 #: refused (old kernels, seccomp filters).
 use_pidfd = True
+
+#: At most this many pidfds are held by one :func:`wait_gone` at a time.
+MAX_PIDFDS = 64
 
 
 def _stat(pid: int | str) -> list[str] | None:
@@ -199,6 +203,12 @@ async def wait_gone(scan: Callable[[], set[int]], timeout: float | None) -> bool
     and so on. A PID may be reused between the scan and ``pidfd_open``; then we wait
     for an unrelated process, which costs time but never signals anybody, and the
     rescan does not find it any more. Without pidfds it polls, backing off to 50 ms.
+
+    At most :data:`MAX_PIDFDS` descriptors at once, whatever the size of what is
+    waited for: the first ones found, then a rescan for the rest (a scan of
+    /proc costs less than a descriptor the rest of the process may need: one
+    pidfd per member of a 1,500-member group took every descriptor under
+    RLIMIT_NOFILE=1024, and an unrelated service's spawns failed until FATAL).
     """
 
     async def ascan() -> set[int]:
@@ -219,7 +229,7 @@ async def wait_gone_async(scan: Callable[[], Awaitable[set[int]]], timeout: floa
         left = None if deadline is None else deadline - loop.time()
         if left is not None and left <= 0:
             return False
-        with _pidfds(found) as fds:
+        with _pidfds(itertools.islice(found, MAX_PIDFDS)) as fds:
             if fds:
                 if not await _all_readable(fds, left):
                     return False

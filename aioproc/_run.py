@@ -8,6 +8,7 @@ import locale
 from typing import Any
 
 from . import _procfs
+from ._durations import check_duration
 from ._exceptions import ProcessError, TimeoutExpired
 from ._process import Process, spawn
 from ._spawn import PIPE
@@ -99,8 +100,8 @@ async def run(
         if spawn_kwargs.get("stdin") is not None:
             raise ValueError("stdin and input arguments may not both be used")
         spawn_kwargs["stdin"] = PIPE
-    if timeout is not None and timeout < 0:
-        raise ValueError("timeout must not be negative")
+    if timeout is not None:
+        timeout = check_duration(timeout, "timeout")
 
     proc = await spawn(argv, **spawn_kwargs)
     out: list[bytes] = []

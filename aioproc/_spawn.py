@@ -49,7 +49,7 @@ from . import _waiting
 from ._forklock import exec_lock, fork_lock
 from ._limits import check_rlimits
 from ._signals import c_sigmask
-from ._util import PerLoop, owned_by_loop
+from ._util import PerLoop, anchor_loop, owned_by_loop
 
 _posix_fork_exec: Any
 try:
@@ -1365,6 +1365,7 @@ def _inbox_for(loop: asyncio.AbstractEventLoop) -> _Inbox:
     it."""
     inbox = _inbox_of(loop)
     if inbox is None:
+        anchor_loop(loop)  # OSError with no descriptor free, before the inbox exists
         inbox = _Inbox(loop)
         owned_by_loop(loop, inbox)
         _inboxes.add(loop, inbox)
@@ -1636,8 +1637,10 @@ def _submit_batch(loop: asyncio.AbstractEventLoop) -> None:
     jobs = [job for job in _batches.pop(loop, ()) if job.state == "queued"]
     if not jobs:
         return
-    inbox = _inbox_for(loop)
     try:
+        # The inbox first: making it can fail too (owned_by_loop needs a
+        # descriptor the first time), and no outcome may come without one.
+        inbox = _inbox_for(loop)
         _pool.submit(jobs)
     except Exception as exc:
         # Nothing was created; every requester of the batch gets the error.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import weakref
 from collections.abc import Coroutine
 from typing import Any, Generic, Protocol, TypeVar
@@ -55,24 +56,52 @@ async def shielded(coro: Coroutine[Any, Any, T]) -> T:
     return result
 
 
-# How far in the future a timer that only keeps an object alive fires: never.
-_FOREVER = 10 * 365 * 24 * 3600.0
-
-
-def _keep(_: object) -> None:  # pragma: no cover - the timer never fires
+def _keep(*_: object) -> None:  # pragma: no cover - the descriptor never turns readable
     pass
 
 
-def owned_by_loop(loop: asyncio.AbstractEventLoop, obj: object) -> None:
-    """Make ``loop`` keep ``obj`` alive until the loop is closed or collected.
+class _Anchor:
+    """What one loop keeps alive for aioproc (:func:`owned_by_loop`).
 
-    Through a timer that never fires: ``close()`` drops a loop's timers (the
-    default loop and uvloop both), so ``obj`` is freed then, and its
-    ``__del__`` can clean up after the loop, also when it was closed without
-    a shutdown. Registries that find ``obj`` by its loop should then hold it
-    weakly. Call on the loop's thread.
+    Held by the loop as the argument of a reader callback on an eventfd that
+    nothing ever writes to: the descriptor never turns readable, the callback
+    never runs, and the registration is dropped when the loop is closed (the
+    default loop clears its selector, uvloop closes its poll handles) or
+    collected. The anchor, and what it holds, is freed then; its ``__del__``
+    closes the eventfd.
+
+    Not a timer that never fires (as before): asyncio's timer heap orders
+    handles by ``when`` with ``<``, and a NaN ``when`` (from anyone's
+    ``call_later(nan)``) compares false both ways. A NaN timer alone fires at
+    once and leaves, but beside a timer due in ten years the heap's order
+    breaks, that timer can end up first, and the loop then sleeps up to a day
+    while every shorter timer waits (``wait_for(..., 1)`` never fired). A
+    reader is outside the heap, so nothing in the heap can disturb it, nor
+    it the heap.
     """
-    loop.call_later(_FOREVER, _keep, obj)
+
+    __slots__ = ("__weakref__", "_fd", "_loop_ref", "objects")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._fd = -1  # __del__ runs even if eventfd() fails (EMFILE)
+        self._loop_ref = weakref.ref(loop)
+        self.objects: list[object] = []
+        self._fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        try:
+            loop.add_reader(self._fd, _keep, self)
+        except BaseException:
+            self._close()
+            raise
+
+    def _close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __del__(self) -> None:
+        # The loop dropped its registration (closed or collected): nothing
+        # refers to the descriptor any more.
+        self._close()
 
 
 class PerLoop(Generic[L]):
@@ -114,6 +143,37 @@ class PerLoop(Generic[L]):
 
     def clear(self) -> None:
         self._refs.clear()
+
+
+# Each loop's anchor, held weakly: the loop owns it.
+_anchors: PerLoop[_Anchor] = PerLoop()
+
+
+def anchor_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Make sure :func:`owned_by_loop` cannot fail for ``loop`` from now on.
+
+    Raises :class:`OSError` when no descriptor is free (the first time for a
+    loop only): call it before making anything that must not be left unowned.
+    """
+    if _anchors.get(loop) is None:
+        _anchors.add(loop, _Anchor(loop))
+
+
+def owned_by_loop(loop: asyncio.AbstractEventLoop, obj: object) -> None:
+    """Make ``loop`` keep ``obj`` alive until the loop is closed or collected.
+
+    ``close()`` drops what the loop holds (see :class:`_Anchor`), so ``obj``
+    is freed then, and its ``__del__`` can clean up after the loop, also when
+    it was closed without a shutdown. Registries that find ``obj`` by its
+    loop should then hold it weakly. Call on the loop's thread, after
+    :func:`anchor_loop` where a failure (:class:`OSError`, no descriptor free)
+    would leave ``obj`` unowned.
+    """
+    anchor = _anchors.get(loop)
+    if anchor is None:
+        anchor = _Anchor(loop)
+        _anchors.add(loop, anchor)
+    anchor.objects.append(obj)
 
 
 def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:

@@ -465,6 +465,20 @@ def test_init_exit_code_for_a_signal_and_a_missing_program() -> None:
     assert main(["init"]) == 2
 
 
+@pytest.mark.parametrize("grace", ["nan", "inf", "-1"])
+def test_init_refuses_a_grace_that_is_not_a_time(grace: str) -> None:
+    res = subprocess.run(
+        [*AIOPROC, "init", "--grace", grace, "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert res.returncode == 2
+    assert res.stdout == ""
+    assert len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith("aioproc: error: init: --grace must ")
+
+
 def _unshare_works() -> bool:
     try:
         res = subprocess.run(

@@ -423,7 +423,8 @@ FALLBACK_PROGRAM = """
                 target = os.readlink(f"/proc/self/fd/{fd}")
             except FileNotFoundError:
                 continue  # listdir's own
-            if target != "anon_inode:[eventpoll]":  # the loop's pidfd watcher stays
+            # The loop's pidfd watcher and its anchor (_util.owned_by_loop) stay.
+            if target not in ("anon_inode:[eventpoll]", "anon_inode:[eventfd]"):
                 left.append(target)
         print(sorted(left))
     (uvloop.run if sys.argv[1] == "uvloop" else asyncio.run)(main())

@@ -209,6 +209,12 @@ def test_negative_timeout() -> None:
         lock.spawning_sync(timeout=-1)
     with pytest.raises(ValueError, match="timeout"):
         lock.exclusive_sync(timeout=-0.5)
+    for odd in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="timeout must be"):
+            lock.spawning_sync(timeout=odd)
+        with pytest.raises(ValueError, match="timeout must be"):
+            lock.exclusive_sync(timeout=odd)
+    assert_idle(lock)
 
 
 # ---------------------------------------------------------------------------

@@ -372,6 +372,21 @@ async def test_kill_group_rejects_joining_another_group() -> None:
 
 
 # -------------------------------------------------------- stop()
+@pytest.mark.parametrize("odd", [float("nan"), float("inf"), -1.0])
+async def test_stop_and_spawn_refuse_a_timeout_that_is_not_a_time(
+    wait_mode: str, odd: float
+) -> None:
+    before = children_of()
+    with pytest.raises(ValueError, match="stop_timeout must"):
+        await aioproc.spawn(["sleep", "30"], stop_timeout=odd)
+    assert children_of() == before  # refused before anything was made
+    async with aioproc.spawn(["sleep", "30"], stop_timeout=0.5) as proc:
+        with pytest.raises(ValueError, match="timeout must"):
+            await proc.stop(odd)
+        assert proc.returncode is None  # refused before any signal
+        assert process_state(proc.pid) not in (None, "Z")
+
+
 async def test_stop_escalates_to_sigkill(wait_mode: str) -> None:
     proc = await aioproc.spawn(
         ["sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"],
@@ -689,12 +704,13 @@ def test_loop_closed_between_reap_and_put_off_closing_closes_pidfd(
 
 
 @pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
-def test_loop_closed_under_a_running_child_leaves_no_descriptor(
+def test_loop_closed_under_a_running_child_kills_it_and_leaves_no_descriptor(
     loop_name: str, no_leaks: None
 ) -> None:
     # A loop closed without shutting down (no shutdown_asyncgens) while a
-    # child still runs: dropping the process kills and reaps the child and
-    # closes its pidfd; dropping the loop closes the loop's epoll watcher.
+    # child still runs: closing the loop kills and reaps the child, although
+    # its Process is still referenced (nothing could wait for it any more),
+    # and closes its pidfd; dropping the loop closes the loop's epoll watcher.
     import uvloop
 
     loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
@@ -705,11 +721,43 @@ def test_loop_closed_under_a_running_child_leaves_no_descriptor(
     finally:
         aioproc.set_wait_mode("auto")
         loop.close()
-    assert process_state(pid) in ("R", "S")  # still running, not a zombie
-    del proc
     assert process_state(pid) is None
+    assert proc.status is not None
+    assert proc.status.signal is signal.SIGKILL
     assert _pidfd_of(fd) is None
-    del loop
+    del proc, loop
+    gc.collect()  # the descriptors are checked by no_leaks
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("mode", ["pidfd", "pid"])
+def test_closing_a_loop_kills_and_reaps_its_children_and_no_others(
+    loop_name: str, mode: str, no_leaks: None
+) -> None:
+    # loop.close() without a shutdown, the Process objects still referenced:
+    # that loop's children are killed and reaped at the close (as the README
+    # says), another loop's child keeps running.
+    import uvloop
+
+    factory = uvloop.new_event_loop if loop_name == "uvloop" else asyncio.new_event_loop
+    closed, other = factory(), factory()
+    aioproc.set_wait_mode(mode)  # type: ignore[arg-type]
+    try:
+        procs = [closed.run_until_complete(aioproc.spawn(["sleep", "30"])) for _ in range(2)]
+        survivor = other.run_until_complete(aioproc.spawn(["sleep", "30"]))
+        closed.close()
+        for proc in procs:
+            assert process_state(proc.pid) is None
+            assert proc.status is not None
+            assert proc.status.signal is signal.SIGKILL
+        assert process_state(survivor.pid) not in (None, "Z")  # still running
+        survivor.kill()
+        assert other.run_until_complete(survivor.wait()).signal is signal.SIGKILL
+    finally:
+        aioproc.set_wait_mode("auto")
+        other.run_until_complete(other.shutdown_asyncgens())
+        other.close()
+    del procs, survivor, closed, other
     gc.collect()  # the descriptors are checked by no_leaks
 
 

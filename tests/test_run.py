@@ -190,6 +190,16 @@ async def test_negative_timeout() -> None:
         await aioproc.run(["true"], timeout=-1)
 
 
+@pytest.mark.parametrize("timeout", [float("nan"), float("inf"), float("-inf")])
+async def test_nan_or_infinite_timeout_is_refused_before_anything_starts(timeout: float) -> None:
+    # A NaN timer in asyncio's heap broke the order of the loop's timers;
+    # None, not infinity, is how to say "no timeout".
+    before = children_of()
+    with pytest.raises(ValueError, match="timeout must"):
+        await aioproc.run(["sleep", "30"], timeout=timeout)
+    assert children_of() == before
+
+
 # ================================================================= check
 async def test_check_raises_process_error() -> None:
     argv = ["sh", "-c", "echo out; echo err >&2; exit 3"]

@@ -6,17 +6,70 @@ Every async test runs on the default asyncio loop and on uvloop (see conftest.py
 from __future__ import annotations
 
 import asyncio
+import gc
+import re
 import sys
+import threading
+import warnings
+import weakref
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
-from aioproc._util import shielded
+from aioproc._durations import check_duration
+from aioproc._util import owned_by_loop
+from aioproc._util import shielded as core_shielded
 
 pytestmark = pytest.mark.timeout(30)
 
 
+NAN, INF = float("nan"), float("inf")
+
+
+# ---------------------------------------------------------- check_duration
+def test_check_duration_takes_numbers_of_seconds() -> None:
+    assert check_duration(0, "t") == 0.0
+    assert type(check_duration(3, "t")) is float
+    assert check_duration(0.5, "t", positive=True) == 0.5
+    assert check_duration(INF, "t", finite=False) == INF
+
+
+@pytest.mark.parametrize(
+    ("value", "kwargs", "error", "message"),
+    [
+        (NAN, {}, ValueError, "stop_timeout must be a number of seconds, not NaN"),
+        (NAN, {"finite": False}, ValueError, "not NaN"),
+        (-NAN, {}, ValueError, "not NaN"),
+        (INF, {}, ValueError, "stop_timeout must be a finite number of seconds, not inf"),
+        (-INF, {"finite": False}, ValueError, "stop_timeout must not be negative"),
+        (10**400, {}, ValueError, "must be a finite number of seconds"),
+        (-1, {}, ValueError, "stop_timeout must not be negative"),
+        (0, {"positive": True}, ValueError, "stop_timeout must be positive"),
+        (True, {}, TypeError, "stop_timeout must be a number of seconds, not bool"),
+        ("1", {}, TypeError, "not str"),
+        (None, {}, TypeError, "not NoneType"),
+    ],
+)
+def test_check_duration_refuses_nan_infinity_and_the_rest_naming_the_parameter(
+    value: object, kwargs: dict[str, bool], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=re.escape(message)):
+        check_duration(value, "stop_timeout", **kwargs)
+
+
 # ---------------------------------------------------------------- shielded
-async def test_shielded_finishes_the_work_then_reraises_the_cancellation() -> None:
+# The supervisor has its own copy (it uses nothing private of the core's):
+# both are held to the same behaviour.
+@pytest.fixture
+def shielded() -> Callable[..., Any]:
+    # One implementation, shared by the core and the supervisor.
+    return core_shielded
+
+
+async def test_shielded_finishes_the_work_then_reraises_the_cancellation(
+    shielded: Callable[..., Any],
+) -> None:
     release = asyncio.Event()
     finished = []
 
@@ -36,7 +89,9 @@ async def test_shielded_finishes_the_work_then_reraises_the_cancellation() -> No
     assert finished == [True]
 
 
-async def test_shielded_reraises_a_cancellation_that_arrives_as_the_work_finishes() -> None:
+async def test_shielded_reraises_a_cancellation_that_arrives_as_the_work_finishes(
+    shielded: Callable[..., Any],
+) -> None:
     # The work's completion and the caller's cancellation reach the caller in
     # the same loop turn: the caller wakes up with the CancelledError while the
     # work is already done. asyncio.shield raises it; so must shielded().
@@ -58,7 +113,9 @@ async def test_shielded_reraises_a_cancellation_that_arrives_as_the_work_finishe
     assert after == []
 
 
-async def test_shielded_work_error_wins_over_a_simultaneous_cancellation() -> None:
+async def test_shielded_work_error_wins_over_a_simultaneous_cancellation(
+    shielded: Callable[..., Any],
+) -> None:
     done = asyncio.get_running_loop().create_future()
 
     async def work() -> None:
@@ -74,7 +131,7 @@ async def test_shielded_work_error_wins_over_a_simultaneous_cancellation() -> No
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
-async def test_shielded_keeps_asyncio_timeout_counts_right() -> None:
+async def test_shielded_keeps_asyncio_timeout_counts_right(shielded: Callable[..., Any]) -> None:
     # asyncio.timeout() turns its own cancellation into TimeoutError only if
     # nobody else's is pending (Task.cancelling()): one request, one
     # CancelledError out of shielded(), the count back to zero afterwards.
@@ -93,7 +150,9 @@ async def test_shielded_keeps_asyncio_timeout_counts_right() -> None:
 
 
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="asyncio.timeout is new in 3.11")
-async def test_shielded_timeout_expiring_as_the_work_finishes_is_a_timeout() -> None:
+async def test_shielded_timeout_expiring_as_the_work_finishes_is_a_timeout(
+    shielded: Callable[..., Any],
+) -> None:
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
@@ -118,3 +177,68 @@ async def test_shielded_timeout_expiring_as_the_work_finishes_is_a_timeout() -> 
     task = asyncio.current_task()
     assert task is not None
     assert task.cancelling() == 0  # type: ignore[attr-defined,unused-ignore]
+
+
+# ------------------------------------------------------------ owned_by_loop
+class _Owned:
+    pass
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_owned_objects_are_freed_when_the_loop_is_closed(loop_name: str, no_leaks: None) -> None:
+    import uvloop
+
+    loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
+    first, second = _Owned(), _Owned()
+    owned_by_loop(loop, first)
+    owned_by_loop(loop, second)
+    refs = [weakref.ref(first), weakref.ref(second)]
+    del first, second
+    gc.collect()
+    assert all(ref() is not None for ref in refs)  # the loop keeps them
+    loop.run_until_complete(asyncio.sleep(0.01))  # a few turns: nothing fires, nothing is lost
+    assert all(ref() is not None for ref in refs)
+    loop.close()
+    assert all(ref() is None for ref in refs)  # at the close, without a collection
+    del loop  # the anchor's eventfd is closed already: no_leaks checks
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_owned_objects_are_freed_with_a_loop_dropped_unclosed(loop_name: str) -> None:
+    import uvloop
+
+    loop = uvloop.new_event_loop() if loop_name == "uvloop" else asyncio.new_event_loop()
+    obj = _Owned()
+    owned_by_loop(loop, obj)
+    ref = weakref.ref(obj)
+    del obj
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)  # "unclosed event loop"
+        del loop
+        gc.collect()
+    assert ref() is None
+
+
+async def test_the_keep_alive_cannot_disturb_the_loop_s_timers() -> None:
+    # Ownership used to be a timer due in ten years. Beside it, two NaN timers
+    # (anyone's call_later(nan): NaN compares false both ways) broke the
+    # heap's order, the ten-year timer came first, and wait_for(..., 0.05)
+    # never fired. uvloop refuses NaN itself: huge timers there.
+    loop = asyncio.get_running_loop()
+    owned_by_loop(loop, _Owned())
+    try:
+        odd = [loop.call_later(float("nan"), _Owned) for _ in range(3)]
+    except ValueError:  # uvloop: "cannot convert float NaN to integer"
+        odd = [loop.call_later(1e300, _Owned) for _ in range(3)]
+    never = loop.create_future()
+    # The rescue comes through the ready queue, outside the heap: a thread.
+    rescue = threading.Timer(5, loop.call_soon_threadsafe, (never.cancel,))
+    rescue.start()
+    try:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(never, 0.05)
+    finally:
+        rescue.cancel()
+        rescue.join()
+        for handle in odd:
+            handle.cancel()

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import __version__
+from .._durations import check_duration
 from ._ctl import add_ctl_parser
 
 if TYPE_CHECKING:
@@ -177,11 +178,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             cmd = cmd[1:]
         if not cmd:
             return _error("init: no command given (aioproc init -- CMD ARGS...)")
-        if args.grace < 0:
-            return _error("init: --grace must not be negative")
+        try:
+            grace = check_duration(args.grace, "--grace")
+        except ValueError as exc:  # NaN, infinite or negative: argparse's float() takes them
+            return _error(f"init: {exc}")
         from ._init import main_init
 
-        return main_init(cmd, args.group, args.grace, args.verbose)
+        return main_init(cmd, args.group, grace, args.verbose)
     parser.print_help(sys.stderr)
     return 2
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 import signal
 from collections import deque
@@ -18,6 +19,7 @@ from collections.abc import Collection
 from typing import Literal
 
 from .. import ExitStatus
+from .._durations import check_duration
 
 __all__ = [
     "CLEAN_SIGNALS",
@@ -145,14 +147,14 @@ class Backoff:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        for name in ("initial", "factor", "max", "jitter"):
+        for name in ("factor", "jitter"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise TypeError(f"Backoff.{name} must be a number, not {type(value).__name__}")
-        if self.initial < 0:
-            raise ValueError("Backoff.initial must not be negative")
-        if self.factor < 1:
-            raise ValueError("Backoff.factor must be at least 1")
+        check_duration(self.initial, "Backoff.initial")
+        check_duration(self.max, "Backoff.max")
+        if not 1 <= self.factor < math.inf:  # NaN fails too
+            raise ValueError(f"Backoff.factor must be finite and at least 1, not {self.factor}")
         if self.max < self.initial:
             raise ValueError("Backoff.max must be at least Backoff.initial")
         if not 0 <= self.jitter < 1:
@@ -178,10 +180,8 @@ class StartLimit:
     def __post_init__(self) -> None:
         if isinstance(self.burst, bool) or not isinstance(self.burst, int) or self.burst < 1:
             raise ValueError("StartLimit.burst must be a positive int")
-        if isinstance(self.interval, bool) or not isinstance(self.interval, (int, float)):
-            raise TypeError("StartLimit.interval must be a number of seconds")
-        if self.interval < 0:
-            raise ValueError("StartLimit.interval must not be negative")
+        # Infinite: the window never slides (it is only compared, never waited for).
+        check_duration(self.interval, "StartLimit.interval", finite=False)
 
 
 class StartHistory:

@@ -41,6 +41,7 @@ from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Literal
 
 from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
+from .._durations import check_duration
 
 __all__ = [
     "NotifyAccess",
@@ -93,11 +94,8 @@ class ReadyContext:
         self._history = None
 
 
-def _check_timeout(timeout: float) -> None:
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-        raise TypeError("timeout must be a number of seconds")
-    if timeout <= 0:
-        raise ValueError("timeout must be positive")
+def _check_timeout(timeout: float, name: str = "timeout") -> None:
+    check_duration(timeout, name, positive=True)
 
 
 class ReadyCheck:
@@ -106,7 +104,7 @@ class ReadyCheck:
     timeout: float
 
     def __post_init__(self) -> None:
-        _check_timeout(self.timeout)
+        _check_timeout(self.timeout, f"{type(self).__name__}.timeout")
 
     #: Whether the check reads the service's output (it must then be piped).
     needs_output = False
@@ -150,6 +148,7 @@ class ReadyTCP(ReadyCheck):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_timeout(self.interval, "ReadyTCP.interval")
         if isinstance(self.port, bool) or not isinstance(self.port, int):
             raise TypeError("ReadyTCP.port must be an int")
         if not 0 < self.port < 65536:
@@ -200,6 +199,7 @@ class ReadyHTTP(ReadyCheck):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        _check_timeout(self.interval, "ReadyHTTP.interval")
         parts = urllib.parse.urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"ReadyHTTP needs an http:// or https:// URL, not {self.url!r}")
@@ -326,7 +326,7 @@ class ReadyNotify(ReadyCheck):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.watchdog is not None:
-            _check_timeout(self.watchdog)
+            _check_timeout(self.watchdog, "ReadyNotify.watchdog")
         if self.access not in ("main", "all"):
             raise ValueError(f"ReadyNotify.access must be 'main' or 'all', not {self.access!r}")
 

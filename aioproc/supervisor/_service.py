@@ -15,6 +15,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from .._cgroup import check_cgroup_limits
+from .._durations import check_duration
 from .._limits import check_rlimits
 from ._liveness import Liveness
 from ._output import OutputSpec
@@ -54,14 +55,6 @@ SPAWN_OPTIONS = frozenset(
         "cgroup_limits",
     }
 )
-
-
-def _number(value: object, what: str, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(f"{what} must be {'positive' if positive else 'non-negative'}")
-    return float(value)
 
 
 def _dependencies(
@@ -192,7 +185,8 @@ class Service:
             raise TypeError("backoff must be a Backoff")
         if not isinstance(self.start_limit, StartLimit):
             raise TypeError("start_limit must be a StartLimit")
-        self.stable_after = _number(stable_after, "stable_after")
+        # Infinite: never counts as stable (it is only compared, never waited for).
+        self.stable_after = check_duration(stable_after, "stable_after", finite=False)
         conditions = _dependencies(name, depends_on)
         self.depends_on = tuple(conditions)
         self.dependency_conditions = conditions
@@ -223,7 +217,7 @@ class Service:
             self.stop_signal = signal.Signals(stop_signal)
         except ValueError:
             raise ValueError(f"service {name!r}: {stop_signal} is not a signal") from None
-        self.stop_timeout = _number(stop_timeout, "stop_timeout")
+        self.stop_timeout = check_duration(stop_timeout, "stop_timeout")
         self.kill_group = bool(kill_group)
         if pdeathsig is None:
             self.pdeathsig = None

@@ -33,6 +33,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from .. import DEVNULL, PIPE, STDOUT, Cgroup, ExitStatus, Process, spawn
+from .._durations import check_duration
 from .._util import shielded
 from ._events import (
     BackingOff,
@@ -675,11 +676,7 @@ class Supervisor:
         log_lines: int = 1000,
         raw_output: bool = False,
     ) -> None:
-        if isinstance(shutdown_timeout, bool) or not isinstance(shutdown_timeout, (int, float)):
-            raise TypeError("shutdown_timeout must be a number of seconds")
-        if shutdown_timeout < 0:
-            raise ValueError("shutdown_timeout must not be negative")
-        self.shutdown_timeout = float(shutdown_timeout)
+        self.shutdown_timeout = check_duration(shutdown_timeout, "shutdown_timeout")
         self._writer = PrefixWriter(output_stream, color, prefix_width, raw_output)
         self._history = LogHistory(log_lines)
         self._scanner = GroupScanner()  # one /proc scan for all the groups being stopped

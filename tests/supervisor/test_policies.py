@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 import signal
 
 import pytest
@@ -96,3 +97,28 @@ def test_start_history_is_a_sliding_window() -> None:
     assert not h.allow(5)  # a third start within 10 s
     assert h.allow(10.5)  # the first one left the window
     assert not h.allow(10.9)
+
+
+NAN, INF = float("nan"), float("inf")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: Backoff(initial=NAN), "Backoff.initial must be a number of seconds, not NaN"),
+        (lambda: Backoff(max=NAN), "Backoff.max must be a number of seconds, not NaN"),
+        (lambda: Backoff(max=INF), "Backoff.max must be a finite number of seconds"),
+        (lambda: Backoff(factor=NAN), "Backoff.factor must be finite"),
+        (lambda: Backoff(factor=INF), "Backoff.factor must be finite"),
+        (lambda: Backoff(jitter=NAN), "Backoff.jitter"),
+        (lambda: StartLimit(interval=NAN), "StartLimit.interval must be a number of seconds"),
+    ],
+)
+def test_nan_and_infinite_times_are_refused(make: object, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()  # type: ignore[operator]
+
+
+def test_an_infinite_start_limit_window_never_slides() -> None:
+    # Only compared, never waited for: "at most `burst` starts, ever".
+    assert StartLimit(burst=1, interval=INF).interval == INF

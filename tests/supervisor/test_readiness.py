@@ -283,3 +283,19 @@ async def test_notify_socket_with_a_long_tmpdir(
     async with Supervisor([svc]) as sup:
         status = await asyncio.wait_for(sup.start("n"), 10)
         assert status.state is ServiceState.RUNNING
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf")])
+def test_checks_refuse_nan_and_infinite_times(odd: float) -> None:
+    cases = [
+        (lambda: ReadyTCP("127.0.0.1", 1, timeout=odd), "ReadyTCP.timeout"),
+        (lambda: ReadyTCP("127.0.0.1", 1, interval=odd), "ReadyTCP.interval"),
+        (lambda: ReadyHTTP("http://x/", timeout=odd), "ReadyHTTP.timeout"),
+        (lambda: ReadyHTTP("http://x/", interval=odd), "ReadyHTTP.interval"),
+        (lambda: ReadyLine("x", timeout=odd), "ReadyLine.timeout"),
+        (lambda: ReadyNotify(timeout=odd), "ReadyNotify.timeout"),
+        (lambda: ReadyNotify(watchdog=odd), "ReadyNotify.watchdog"),
+    ]
+    for make, name in cases:
+        with pytest.raises(ValueError, match=f"^{name} must be a"):
+            make()

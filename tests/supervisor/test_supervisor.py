@@ -36,6 +36,7 @@ from ..helpers import (
     group_members,
     open_pidfds,
     process_state,
+    run_python,
     wait_gone,
 )
 from .util import Recorder, free_port, program
@@ -517,3 +518,71 @@ def test_runs_in_a_loop_outside_the_main_thread() -> None:
     thread.start()
     thread.join(20)
     assert results == [ServiceState.RUNNING, ServiceState.STOPPED]
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf")])
+def test_nan_and_infinite_times_are_refused(odd: float) -> None:
+    with pytest.raises(ValueError, match=r"^stop_timeout must be a"):
+        Service("s", ["true"], stop_timeout=odd)
+    with pytest.raises(ValueError, match=r"^shutdown_timeout must be a"):
+        Supervisor(shutdown_timeout=odd)
+    if odd != odd:
+        with pytest.raises(ValueError, match=r"^stable_after must be a number of seconds, not NaN"):
+            Service("s", ["true"], stable_after=odd)
+    else:  # only compared, never waited for: a run is never stable enough
+        assert Service("s", ["true"], stable_after=odd).stable_after == odd
+
+
+_BIG_GROUP_STOP = """
+    import asyncio, resource, sys, uvloop
+    from aioproc.supervisor import (
+        Backoff, Exited, Fatal, ReadyLine, Service, StartLimit, Stopped, Supervisor,
+    )
+    MEMBERS = 400  # more than the descriptors left under the limit below
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    # The members ignore SIGTERM (inherited), the leader does not: stopping the
+    # group waits for the members until stop_timeout, then SIGKILLs them.
+    script = (
+        "trap '' TERM; i=0; while [ $i -lt %d ]; do sleep 30 & i=$((i+1)); done; "
+        "trap - TERM; echo ready; wait" % MEMBERS
+    )
+    quiet = dict(output=lambda name, line: None)
+    big = Service("big", ["sh", "-c", script], ready=ReadyLine("ready"), stop_timeout=2, **quiet)
+    # An unrelated service that restarts all the time: each start needs descriptors.
+    other = Service(
+        "other", ["true"], restart="always", backoff=Backoff(initial=0.01, max=0.01),
+        start_limit=StartLimit(burst=10_000, interval=1), **quiet,
+    )
+
+    async def main():
+        async with Supervisor([big, other]) as sup:
+            events = sup.events()
+            await sup.start("big")
+            stopping = asyncio.ensure_future(sup.stop("big"))
+            bad = []
+            async for event in events:
+                if event.service == "other" and (
+                    isinstance(event, Fatal)
+                    or isinstance(event, Exited) and event.reason == "spawn-failed"
+                ):
+                    bad.append(event)
+                if event.service == "big" and isinstance(event, Stopped):
+                    break
+            await stopping
+            print("bad", bad, sup.status()["other"].state.value, flush=True)
+
+    (uvloop.run if sys.argv[1] == "uvloop" else asyncio.run)(main())
+"""
+
+
+@pytest.mark.parametrize("loop_name", ["asyncio", "uvloop"])
+def test_stopping_a_group_larger_than_the_descriptor_limit_starves_nobody(loop_name: str) -> None:
+    # Waiting for the members of a stopped group holds a bounded number of
+    # pidfds (it held one per member: EMFILE for everything else, and an
+    # unrelated service's restarts failed until it went FATAL).
+    res = run_python(_BIG_GROUP_STOP, loop_name, timeout=60)
+    assert res.returncode == 0, res.stderr
+    bad, state = res.stdout.splitlines()[-1].rsplit(" ", 1)
+    assert bad == "bad []", res.stdout
+    assert state != "fatal"
