@@ -21,7 +21,7 @@ on their output):
            that exits at once, so that B is not our child). Then every way of
            signalling A, and ``A.stop()``. ``--grandchild``: A's pipes are held
            open by a grandchild throughout.
-``group``  A leads a process group (``kill_group=True``), exits, is reaped; B gets
+``group``  A leads a process group (``kill_group=True``), exits, is swept and reaped; B gets
            A's PID and makes itself a group leader, so B's group id is A's old one.
 ``race``   ``--iterations`` times: a short-lived child (``true``, or ``sleep``
            killed), two tasks waiting for it, a thread sending SIGTERM and, in
@@ -269,6 +269,10 @@ async def case_group(args: argparse.Namespace, spawner: str, a_pid: int) -> dict
     assert a.stdin is not None
     a.stdin.close()
     status = await a.wait()
+    # kill_group=True keeps A unreaped (its PID and group id taken) until its
+    # group has been swept: aclose() does it, and reaps A. Only then can B get
+    # A's PID.
+    await a.aclose()
     b = await start_canary(spawner, a.pid, new_group=True)
     out["b_pid"] = b.pid
     out["b_pgid"] = os.getpgid(b.pid)
