@@ -21,6 +21,7 @@ from ._ctl import add_ctl_parser
 
 if TYPE_CHECKING:
     from ._config import Config
+    from ._run import HttpSettings
 
 __all__ = ["main"]
 
@@ -66,6 +67,18 @@ def _parser() -> argparse.ArgumentParser:
         "else .aioproc.sock beside FILE)",
     )
     run.add_argument("--no-control", action="store_true", help="serve no control socket")
+    run.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API, /metrics, /healthz, /readyz and the status page there "
+        "(off by default; [supervisor] http in aioproc.toml); a non-loopback HOST needs a token",
+    )
+    run.add_argument(
+        "--http-token",
+        metavar="TOKEN",
+        help="the bearer token every HTTP request must carry (default: $AIOPROC_HTTP_TOKEN, "
+        "else [supervisor] http_token; prefer the variable: arguments are visible in ps)",
+    )
     add_ctl_parser(sub)
 
     check = sub.add_parser(
@@ -234,7 +247,7 @@ def _command_run(args: argparse.Namespace) -> int:
     from ..control import SocketInUse
     from ._config import ConfigError
     from ._ctl import control_path
-    from ._run import run_services
+    from ._run import HttpUnavailable, run_services
 
     only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
     try:
@@ -243,7 +256,48 @@ def _command_run(args: argparse.Namespace) -> int:
         return _error(str(exc))
     control = None if args.no_control else control_path(args.control, config.path)
     try:
-        return asyncio.run(run_services(config, _COLOR[args.color], control=control, only=only))
+        http = _http_settings(args, config)
+    except ConfigError as exc:
+        return _error(str(exc))
+    try:
+        return asyncio.run(
+            run_services(config, _COLOR[args.color], control=control, only=only, http=http)
+        )
+    except HttpUnavailable as exc:
+        return _error(f"http: {exc}")
     except (SocketInUse, OSError) as exc:
         # Only binding the control socket gets here: it happens before any service starts.
         return _error(f"control socket: {exc}")
+
+
+def _http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | None:
+    """Where ``aioproc run`` serves HTTP, and its token; ConfigError for a bad choice."""
+    import os
+
+    from .._http._address import is_loopback, parse_address
+    from ._config import ConfigError
+    from ._run import HttpSettings
+
+    address, where = args.http, "--http"
+    if address is None:
+        address, where = config.http, config.http_where
+    if address is None:
+        return None
+    token = args.http_token or os.environ.get("AIOPROC_HTTP_TOKEN") or config.http_token
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not token and not is_loopback(host):
+        raise ConfigError(
+            f"{where}: {host} is not a loopback address: serving HTTP there needs a token "
+            "(--http-token or AIOPROC_HTTP_TOKEN)"
+        )
+    try:
+        import aiohttp  # noqa: F401
+        import prometheus_client  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            f"{where}: serving HTTP needs the http extra: pip install 'aioproc[http]'"
+        ) from None
+    return HttpSettings(host, port, token or None)

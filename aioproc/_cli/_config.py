@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from .._http._address import parse_address
 from ..supervisor import (
     Backoff,
     ReadyHTTP,
@@ -101,6 +102,11 @@ class Config:
     instances: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     #: The options it was read with (``--only`` included), to read it again on reload.
     options: LoadOptions = dataclasses.field(default_factory=LoadOptions)
+    #: ``[supervisor] http``: serve HTTP there (``HOST:PORT``), and with this token.
+    http: str | None = None
+    http_token: str | None = None
+    #: Where ``http`` is set (``file:line``), for errors about it.
+    http_where: str = ""
 
     def supervisor(self, **kwargs: Any) -> Supervisor:
         return Supervisor(self.services, shutdown_timeout=self.shutdown_timeout, **kwargs)
@@ -299,15 +305,28 @@ def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
     sup = data.get("supervisor", {})
     if not isinstance(sup, dict):
         raise ConfigError(f"{lines.at('supervisor')}: [supervisor] must be a table")
+    http: str | None = None
+    http_token: str | None = None
     for key, value in sup.items():
+        where = lines.at(key, "supervisor")
+        if key == "http":
+            if not isinstance(value, str):
+                raise ConfigError(f'{where}: http must be a string like "127.0.0.1:9100"')
+            try:
+                parse_address(value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: http: {exc}") from None
+            http = value
+            continue
+        if key == "http_token":
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{where}: http_token must be a non-empty string")
+            http_token = value
+            continue
         if key != "shutdown_timeout":
-            raise ConfigError(
-                f"{lines.at(key, 'supervisor')}: [supervisor]: unknown option {key!r}"
-            )
+            raise ConfigError(f"{where}: [supervisor]: unknown option {key!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ConfigError(
-                f"{lines.at(key, 'supervisor')}: shutdown_timeout must be a number of seconds"
-            )
+            raise ConfigError(f"{where}: shutdown_timeout must be a number of seconds")
         shutdown_timeout = float(value)
     services_table = data.get("services")
     if not isinstance(services_table, dict) or not services_table:
@@ -327,7 +346,11 @@ def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
             raise ConfigError(f"{where}: must be a table")
         services.extend(_service_from_toml(ctx, name, table, where))
     replicated = {name: names for name, names in ctx.instances.items() if names != [name]}
-    return Config(path, services, shutdown_timeout, instances=replicated)
+    config = Config(path, services, shutdown_timeout, instances=replicated)
+    config.http, config.http_token = http, http_token
+    if http is not None:
+        config.http_where = lines.at("http", "supervisor")
+    return config
 
 
 def _replicas(value: Any, lines: _Lines, name: str) -> int:

@@ -15,6 +15,7 @@ import contextlib
 import os
 import signal
 import sys
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TextIO
@@ -35,11 +36,23 @@ from ..supervisor import (
 from ._config import Config
 from ._serve import make_reload
 
-__all__ = ["run_services"]
+__all__ = ["HttpSettings", "HttpUnavailable", "run_services"]
 
 SYSTEM = "aioproc"
 SHUTDOWN_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 RELOAD_SIGNAL = signal.SIGHUP
+
+
+class HttpSettings(typing.NamedTuple):
+    """``--http`` checked: where, and the token (None: loopback only)."""
+
+    host: str
+    port: int
+    token: str | None
+
+
+class HttpUnavailable(Exception):
+    """The HTTP address could not be bound (before any service started)."""
 
 
 class _Say:
@@ -109,6 +122,7 @@ async def run_services(
     *,
     control: Path | None = None,
     only: Sequence[str] = (),
+    http: HttpSettings | None = None,
 ) -> int:
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
@@ -120,8 +134,21 @@ async def run_services(
     if control is not None:
         endpoint = serve(sup, control, reload=reload, log=say)
         endpoint.bind()  # before anything starts: a live socket there ends us here
+    web: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+    if http is not None:
+        from ..http import serve as serve_http
+
+        server = serve_http(sup, http.host, http.port, token=http.token, reload=reload, log=say)
+        try:
+            await server.start()  # before anything starts, as the control socket
+        except OSError as exc:
+            if isinstance(endpoint, ControlServer):
+                await endpoint.aclose()
+            raise HttpUnavailable(f"cannot serve on {http.host}:{http.port}: {exc}") from None
+        say(f"serving HTTP at {server.url}")
+        web = server
     # Subscribe before any child exists: a Ctrl-C from then on is ours to handle.
-    async with endpoint, signals.subscribe(*SHUTDOWN_SIGNALS) as sigs, sup:
+    async with endpoint, web, signals.subscribe(*SHUTDOWN_SIGNALS) as sigs, sup:
         events = sup.events()
         printer = asyncio.ensure_future(_print_events(events, say, with_ready))
         hups = asyncio.ensure_future(_reload_on_signal(reload, say))

@@ -127,6 +127,9 @@ class Operations:
         self.state_changes: dict[str, int] = {}
         self._events_task: asyncio.Task[None] | None = None
         self._shutdown: asyncio.Task[None] | None = None
+        #: Counts the supervisor's events; :meth:`changed` waits for it to move.
+        self.generation = 0
+        self._change: asyncio.Future[None] | None = None
 
     def start(self) -> None:
         """Subscribe to the supervisor's events; call it before anything awaits."""
@@ -146,11 +149,22 @@ class Operations:
     async def _follow_events(self, events: EventStream) -> None:
         async with events:
             async for event in events:
+                self.generation += 1
+                if self._change is not None and not self._change.done():
+                    self._change.set_result(None)
                 reason = describe_event(event)
                 if reason is not None:
                     self._reasons[event.service] = reason
                     name = event.service
                     self.state_changes[name] = self.state_changes.get(name, 0) + 1
+
+    async def changed(self, seen: int) -> int:
+        """Wait until an event has come since :attr:`generation` was ``seen``; the new one."""
+        while self.generation == seen:
+            if self._change is None or self._change.done():
+                self._change = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._change)
+        return self.generation
 
     # ------------------------------------------------------------------ names
     def names(self, names: Any, *, every: bool = False, default_all: bool) -> list[str]:
