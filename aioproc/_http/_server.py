@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import importlib.resources
@@ -38,6 +39,7 @@ import json
 import os
 import re
 import socket
+import struct
 from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any
@@ -420,7 +422,7 @@ class HttpServer:
 
     # -------------------------------------------------------------- streaming
     async def _sse_start(self, request: web.Request) -> web.StreamResponse:
-        response = web.StreamResponse(
+        response = _EventStream(
             headers={
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-store",
@@ -428,12 +430,25 @@ class HttpServer:
                 "X-Content-Type-Options": "nosniff",
             }
         )
+        response.transport = request.transport
         await response.prepare(request)
         return response
 
     async def _write(self, response: web.StreamResponse, data: bytes) -> None:
-        """Write, or give up on a client that has not read for ``write_timeout`` s."""
-        await asyncio.wait_for(response.write(data), self._write_timeout)
+        """Write, or give up on a client that has not read for ``write_timeout`` s.
+
+        Giving up resets the connection: closing it would wait to flush what
+        the client does not read (and so would aiohttp's end of the reply), and
+        even an aborted socket lingers in the kernel with its full send buffer
+        while the client's window stays shut.
+        """
+        try:
+            await asyncio.wait_for(response.write(data), self._write_timeout)
+        except asyncio.TimeoutError:
+            transport = getattr(response, "transport", None)
+            if transport is not None:
+                _reset(transport)
+            raise
 
     async def _send_status(self, response: web.StreamResponse) -> None:
         names = list(self.supervisor.services)
@@ -497,6 +512,21 @@ class HttpServer:
             for task in (line_task, change_task):
                 if task is not None:
                     task.cancel()
+
+
+def _reset(transport: asyncio.Transport) -> None:
+    """Drop a connection at once: SO_LINGER 0 makes the close a reset (RST)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    transport.abort()
+
+
+class _EventStream(web.StreamResponse):
+    """A text/event-stream reply that knows its connection (to abort it)."""
+
+    transport: asyncio.Transport | None = None
 
 
 def _event(kind: str, data: dict[str, Any]) -> bytes:
