@@ -25,7 +25,6 @@ except ImportError as _exc:  # pragma: no cover - the extra is installed in test
     ) from _exc
 
 from ._control._operations import Log, Reload
-from ._http._metrics import SupervisorCollector
 from ._http._server import (
     CLIENT_MAX_SIZE,
     HEADER_TIMEOUT,
@@ -43,7 +42,6 @@ __all__ = [
     "MAX_CONNECTIONS",
     "WRITE_TIMEOUT",
     "HttpServer",
-    "SupervisorCollector",
     "is_loopback",
     "parse_address",
     "serve",

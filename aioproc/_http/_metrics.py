@@ -4,16 +4,14 @@ A custom collector builds every family at scrape time from the supervisor's
 status (nothing is kept between scrapes, so a service removed by a reload
 simply disappears); ``prometheus_client.generate_latest`` writes them out.
 A registry of our own, not the global one: an application embedding a
-supervisor keeps its own metrics apart (and may register our collector in its
-registry: :class:`SupervisorCollector`).
+supervisor keeps its own metrics apart.
 """
 
 from __future__ import annotations
 
 import platform
 import sys
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -34,9 +32,9 @@ _UP = (ServiceState.STARTING, ServiceState.RUNNING, ServiceState.STOPPING)
 class SupervisorCollector:
     """The ``aioproc_*`` families of one supervisor, built at each collect()."""
 
-    def __init__(self, ops: Operations, usage: Any) -> None:
+    def __init__(self, ops: Operations, usage: Callable[[], dict[str, Usage]]) -> None:
         self._ops = ops
-        self._usage = usage  # () -> dict[str, Usage]
+        self._usage = usage
 
     def collect(self) -> Iterator[Metric]:
         sup = self._ops.supervisor
