@@ -568,3 +568,27 @@ def _tcp_state(local_port: int) -> str | None:
         if fields[1].endswith(f":{local_port:04X}"):
             return fields[3]
     return None
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ("http = 9100", 'aioproc.toml:3: http must be a string like "127.0.0.1:9100"'),
+        ('http = "localhost"', "aioproc.toml:3: http: 'localhost' is not HOST:PORT"),
+        ('http_token = ""', "aioproc.toml:3: http_token must be a non-empty string"),
+    ],
+)
+def test_supervisor_http_keys_are_checked(tmp_path: pathlib.Path, table: str, message: str) -> None:
+    from aioproc._cli._config import ConfigError, load_config
+
+    path = tmp_path / "aioproc.toml"
+    path.write_text(f'\n[supervisor]\n{table}\n[services.a]\ncommand = "true"\n')
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value), str(info.value)
+    path.write_text(
+        '[supervisor]\nhttp = "[::1]:0"\nhttp_token = "t"\n[services.a]\ncommand = "true"\n'
+    )
+    config = load_config(path)
+    assert (config.http, config.http_token) == ("[::1]:0", "t")
+    assert config.http_where.endswith("aioproc.toml:2")
