@@ -574,11 +574,13 @@ def _tcp_state(local_port: int) -> str | None:
     ("table", "message"),
     [
         ("http = 9100", 'aioproc.toml:3: http must be a string like "127.0.0.1:9100"'),
-        ('http = "localhost"', "aioproc.toml:3: http: 'localhost' is not HOST:PORT"),
         ('http_token = ""', "aioproc.toml:3: http_token must be a non-empty string"),
     ],
 )
-def test_supervisor_http_keys_are_checked(tmp_path: pathlib.Path, table: str, message: str) -> None:
+def test_supervisor_http_keys_are_checked(
+    tmp_path: pathlib.Path, table: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from aioproc._cli import main
     from aioproc._cli._config import ConfigError, load_config
 
     path = tmp_path / "aioproc.toml"
@@ -586,6 +588,11 @@ def test_supervisor_http_keys_are_checked(tmp_path: pathlib.Path, table: str, me
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert message in str(info.value), str(info.value)
+    path.write_text('[supervisor]\nhttp = "localhost"\n[services.a]\ncommand = "true"\n')
+    assert main(["run", "--no-control", str(path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1
+    assert err[0].endswith("aioproc.toml:2: 'localhost' is not HOST:PORT (like 127.0.0.1:9100)")
     path.write_text(
         '[supervisor]\nhttp = "[::1]:0"\nhttp_token = "t"\n[services.a]\ncommand = "true"\n'
     )

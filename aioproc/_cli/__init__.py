@@ -274,7 +274,6 @@ def _http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | N
     """Where ``aioproc run`` serves HTTP, and its token; ConfigError for a bad choice."""
     import os
 
-    from .._http._address import is_loopback, parse_address
     from ._config import ConfigError
     from ._run import HttpSettings
 
@@ -285,6 +284,12 @@ def _http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | N
         return None
     token = args.http_token or os.environ.get("AIOPROC_HTTP_TOKEN") or config.http_token
     try:
+        from ..http import is_loopback, parse_address
+    except ImportError:
+        raise ConfigError(
+            f"{where}: serving HTTP needs the http extra: pip install 'aioproc[http]'"
+        ) from None
+    try:
         host, port = parse_address(address)
     except ValueError as exc:
         raise ConfigError(f"{where}: {exc}") from None
@@ -293,11 +298,4 @@ def _http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | N
             f"{where}: {host} is not a loopback address: serving HTTP there needs a token "
             "(--http-token or AIOPROC_HTTP_TOKEN)"
         )
-    try:
-        import aiohttp  # noqa: F401
-        import prometheus_client  # noqa: F401
-    except ImportError:
-        raise ConfigError(
-            f"{where}: serving HTTP needs the http extra: pip install 'aioproc[http]'"
-        ) from None
     return HttpSettings(host, port, token or None)

@@ -1,7 +1,7 @@
-"""Where to listen: ``HOST:PORT`` parsing and the loopback test (no aiohttp needed).
+"""Where to listen: ``HOST:PORT`` parsing and the loopback test.
 
-The command line checks an address with these before anything starts, so a bad
-``--http`` is a one-line error even without the ``http`` extra installed.
+``aioproc run`` checks ``--http`` with these (through ``aioproc.http``) before
+anything starts, so a bad address is a one-line error.
 """
 
 from __future__ import annotations
