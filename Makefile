@@ -5,6 +5,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# make demo DEMO_ARGS="--hold 60": keep the supervisor demo (and its status page) up a minute
+DEMO_ARGS ?=
 
 .PHONY: all demo test lint typecheck pytest bench docs clean
 
@@ -20,7 +22,7 @@ $(STAMP): pyproject.toml setup.py aioproc/_waiting/_waitid.c aioproc/_clone_exec
 demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 	@echo
-	$(BIN)/python examples/supervisor_demo.py
+	$(BIN)/python examples/supervisor_demo.py $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check setup.py aioproc aioproc_main tests examples benchmarks tools

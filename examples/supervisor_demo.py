@@ -11,20 +11,25 @@ Run with ``python examples/supervisor_demo.py``. Three services:
 
 Every event is printed with the time it happened. While api runs, the demo serves
 the supervisor's control socket (``aioproc.control.serve``) and runs
-``aioproc ctl status`` against it, as an operator would from another terminal.
+``aioproc ctl status`` against it, as an operator would from another terminal;
+it also serves the HTTP face on 127.0.0.1 (``aioproc.http.serve``: the status
+page, the JSON API, ``/metrics``), prints its URL and an excerpt of ``/metrics``.
+``--hold SECONDS`` keeps everything running that long, to look at the page.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import socket
 import sys
 import tempfile
 import time
+import urllib.request
 
 import aioproc
-from aioproc import control
+from aioproc import control, http
 from aioproc.supervisor import (
     BackingOff,
     Backoff,
@@ -80,7 +85,15 @@ def group_alive(pgid: int) -> list[int]:
     return out
 
 
-async def main() -> None:
+def metrics_excerpt(url: str) -> list[str]:
+    """The per-service up/ready/restarts samples of ``/metrics`` (a blocking GET)."""
+    with urllib.request.urlopen(url + "metrics", timeout=10) as reply:
+        text: str = reply.read().decode()
+    wanted = ("aioproc_service_up{", "aioproc_service_ready{", "aioproc_service_restarts_total{")
+    return [line for line in text.splitlines() if line.startswith(wanted)]
+
+
+async def main(hold: float) -> None:
     port = free_port()
     db_program = (
         "import socket, time; time.sleep(0.5); s = socket.socket(); "
@@ -105,7 +118,7 @@ async def main() -> None:
     flaky_gave_up, api_ready = asyncio.Event(), asyncio.Event()
     sock = os.path.join(tempfile.mkdtemp(prefix="aioproc-demo-"), "demo.sock")
     sup = Supervisor(services)
-    async with control.serve(sup, sock), sup:
+    async with control.serve(sup, sock), http.serve(sup, "127.0.0.1", 0) as web, sup:
         events = sup.events()  # from now until the supervisor has shut down
 
         async def watch() -> None:
@@ -130,6 +143,14 @@ async def main() -> None:
         )
         print(ctl.stdout.decode(), end="")
         print(f"(exit code {ctl.returncode}; 3: some service is not where it should be)\n")
+        print(f"status page: {web.url}  (JSON: {web.url}api/v1/services)")
+        print(f"$ curl -s {web.url}metrics | grep -E 'service_(up|ready|restarts_total)'")
+        for line in await asyncio.to_thread(metrics_excerpt, web.url):
+            print(line)
+        print()
+        if hold > 0:
+            print(f"holding for {hold:g} s: open {web.url} in a browser (Ctrl-C to stop)\n")
+            await asyncio.sleep(hold)
         print("leaving the supervisor: stopping api, then db (reverse dependency order)\n")
     await watcher
     os.rmdir(os.path.dirname(sock))  # serve() removed the socket itself
@@ -139,4 +160,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description="aioproc.supervisor in five seconds")
+    parser.add_argument(
+        "--hold", type=float, default=0.0, metavar="SECONDS", help="keep serving that long"
+    )
+    try:
+        asyncio.run(main(parser.parse_args().hold))
+    except KeyboardInterrupt:
+        pass

@@ -9,7 +9,8 @@
   ``flat`` (the script's exit status is 1 otherwise);
 * ``signal_latency.py`` with a small N: a p50/p99 line per row;
 * ``storm_floor.py`` with a small storm: a row per loop and kind of task;
-* ``control.py`` with 5 services: a p50/p99 row per loop and way of asking.
+* ``control.py`` with 5 services: a p50/p99 row per loop and way of asking;
+* ``http_api.py`` with 5 services: a row per loop and request, and the idle CPU row.
 
 No timing is asserted: benchmark numbers belong in docs/benchmarks.md,
 docs/reliability.md and docs/signals.md, not in tests.
@@ -202,3 +203,14 @@ def test_shutdown_small_sizes_print_the_curve(loop: str) -> None:
     lines = r.stdout.splitlines()
     assert lines[0].split()[:2] == ["services", "shutdown"], r.stdout
     assert [row.split()[0] for row in lines[1:]] == ["5", "20"], r.stdout
+
+
+@pytest.mark.timeout(120)
+def test_http_round_trips_print_rows() -> None:
+    r = _run("http_api.py", "5", "20", "0.5", timeout=100)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "HTTP round trips, 5 services, 20 rounds; idle 0.5 s", r.stdout
+    assert [row.split()[0] for row in lines[1:]] == ["asyncio"] * 3 + ["uvloop"] * 3
+    for row in lines[1:]:
+        assert " p50 " in row or " CPU (" in row, r.stdout

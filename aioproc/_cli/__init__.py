@@ -23,6 +23,7 @@ from ._ctl import add_ctl_parser
 
 if TYPE_CHECKING:
     from ._config import Config
+    from ._run import HttpSettings
 
 __all__ = ["main"]
 
@@ -75,6 +76,18 @@ def _parser() -> argparse.ArgumentParser:
         "else .aioproc.sock beside FILE)",
     )
     run.add_argument("--no-control", action="store_true", help="serve no control socket")
+    run.add_argument(
+        "--http",
+        metavar="HOST:PORT",
+        help="serve the HTTP API, /metrics, /healthz, /readyz and the status page there "
+        "(off by default; [supervisor] http in aioproc.toml); a non-loopback HOST needs a token",
+    )
+    run.add_argument(
+        "--http-token",
+        metavar="TOKEN",
+        help="the bearer token every HTTP request must carry (default: $AIOPROC_HTTP_TOKEN, "
+        "else [supervisor] http_token; prefer the variable: arguments are visible in ps)",
+    )
     add_ctl_parser(sub)
 
     check = sub.add_parser(
@@ -245,7 +258,7 @@ def _command_run(args: argparse.Namespace) -> int:
     from ..control import SocketInUse
     from ._config import ConfigError
     from ._ctl import CONTROL_ENV, control_path
-    from ._run import run_services
+    from ._run import HttpUnavailable, run_services
 
     only = [name.strip() for item in args.only for name in item.split(",") if name.strip()]
     try:
@@ -256,6 +269,10 @@ def _command_run(args: argparse.Namespace) -> int:
     # A path asked for must work; the default one may be impossible (read-only).
     required = bool(args.control or os.environ.get(CONTROL_ENV))
     try:
+        http = _http_settings(args, config)
+    except ConfigError as exc:
+        return _error(str(exc))
+    try:
         return asyncio.run(
             run_services(
                 config,
@@ -263,10 +280,42 @@ def _command_run(args: argparse.Namespace) -> int:
                 control=control,
                 control_required=required,
                 raw_output=args.raw_output,
+                http=http,
             )
         )
+    except HttpUnavailable as exc:
+        return _error(f"http: {exc}")
     # Only binding the control socket gets here: it happens before any service starts.
     except SocketInUse as exc:
         return _error(f"control socket: {exc}")
     except OSError as exc:
         return _error(f"control socket {control}: {exc.strerror or exc}")
+
+
+def _http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | None:
+    """Where ``aioproc run`` serves HTTP, and its token; ConfigError for a bad choice."""
+    from ._config import ConfigError
+    from ._run import HttpSettings
+
+    address, where = args.http, "--http"
+    if address is None:
+        address, where = config.http, config.http_where
+    if address is None:
+        return None
+    token = args.http_token or os.environ.get("AIOPROC_HTTP_TOKEN") or config.http_token
+    try:
+        from ..http import is_loopback, parse_address
+    except ImportError:
+        raise ConfigError(
+            f"{where}: serving HTTP needs the http extra: pip install 'aioproc-linux[http]'"
+        ) from None
+    try:
+        host, port = parse_address(address)
+    except ValueError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    if not token and not is_loopback(host):
+        raise ConfigError(
+            f"{where}: {host} is not a loopback address: serving HTTP there needs a token "
+            "(--http-token or AIOPROC_HTTP_TOKEN)"
+        )
+    return HttpSettings(host, port, token or None)

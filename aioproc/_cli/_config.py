@@ -148,6 +148,11 @@ class Config:
     instances: dict[str, list[str]] = dataclasses.field(default_factory=dict)
     #: The options it was read with (``--only`` included), to read it again on reload.
     options: LoadOptions = dataclasses.field(default_factory=LoadOptions)
+    #: ``[supervisor] http``: serve HTTP there (``HOST:PORT``), and with this token.
+    http: str | None = None
+    http_token: str | None = None
+    #: Where ``http`` is set (``file:line``), for errors about it.
+    http_where: str = ""
 
     def supervisor(self, **kwargs: Any) -> Supervisor:
         return Supervisor(self.services, shutdown_timeout=self.shutdown_timeout, **kwargs)
@@ -358,8 +363,20 @@ def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
     sup = data.get("supervisor", {})
     if not isinstance(sup, dict):
         raise ConfigError(f"{at((), ('supervisor',))}: [supervisor] must be a table")
+    http: str | None = None
+    http_token: str | None = None
     for key, value in sup.items():
         where = at(("supervisor",), (key,))
+        if key == "http":
+            if not isinstance(value, str) or "\0" in value:
+                raise ConfigError(f'{where}: http must be a string like "127.0.0.1:9100"')
+            http = value  # checked as HOST:PORT by `aioproc run`, naming this line
+            continue
+        if key == "http_token":
+            if not isinstance(value, str) or not value or "\0" in value:
+                raise ConfigError(f"{where}: http_token must be a non-empty string")
+            http_token = value
+            continue
         if key != "shutdown_timeout":
             raise ConfigError(f"{where}: [supervisor]: unknown option {key!r}")
         try:
@@ -383,7 +400,11 @@ def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
             raise ConfigError(f"{at(('services',), (name,))}: service {name!r}: must be a table")
         services.extend(_service_from_toml(ctx, name, table))
     replicated = {name: names for name, names in ctx.instances.items() if names != [name]}
-    return Config(path, services, shutdown_timeout, instances=replicated)
+    config = Config(path, services, shutdown_timeout, instances=replicated)
+    config.http, config.http_token = http, http_token
+    if http is not None:
+        config.http_where = at(("supervisor",), ("http",))
+    return config
 
 
 def _replicas(value: Any, at: Callable[..., str], name: str) -> int:

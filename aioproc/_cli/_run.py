@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import sys
+import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TextIO
@@ -43,11 +44,23 @@ from ._serve import make_reload
 from ._subreaper import adopting
 from ._summary import exit_code, summary_line
 
-__all__ = ["run_services"]
+__all__ = ["HttpSettings", "HttpUnavailable", "run_services"]
 
 SYSTEM = "aioproc"
 SHUTDOWN_SIGNALS = SHUTDOWN
 RELOAD_SIGNAL = signal.SIGHUP
+
+
+class HttpSettings(typing.NamedTuple):
+    """``--http`` checked: where, and the token (None: loopback only)."""
+
+    host: str
+    port: int
+    token: str | None
+
+
+class HttpUnavailable(Exception):
+    """The HTTP address could not be bound (before any service started)."""
 
 
 class _Say:
@@ -118,6 +131,7 @@ async def run_services(
     control: Path | None = None,
     raw_output: bool = False,
     control_required: bool = True,
+    http: HttpSettings | None = None,
 ) -> int:
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
@@ -141,11 +155,25 @@ async def run_services(
             # The default path, beside a file in a read-only place (a mounted
             # ConfigMap, say): run without the endpoint rather than not at all.
             say(f"no control socket at {control}: {exc.strerror or exc} (see --control)")
+    web: contextlib.AbstractAsyncContextManager[object] = contextlib.nullcontext()
+    if http is not None:
+        from ..http import serve as serve_http
+
+        web_server = serve_http(sup, http.host, http.port, token=http.token, reload=reload, log=say)
+        try:
+            await web_server.start()  # before anything starts, as the control socket
+        except OSError as exc:
+            if isinstance(endpoint, ControlServer):
+                await endpoint.aclose()
+            raise HttpUnavailable(f"cannot serve on {http.host}:{http.port}: {exc}") from None
+        say(f"serving HTTP at {web_server.url}")
+        web = web_server
     # Subscribe before any child exists: a Ctrl-C from then on is ours to handle,
     # and no stray signal can kill us and orphan the services.
     with ignore_realtime():
         async with (
             endpoint,
+            web,
             signals.subscribe(*SHUTDOWN_SIGNALS) as sigs,
             signals.subscribe(*IGNORED) as ignored,
             signals.subscribe(RELOAD_SIGNAL) as hups,

@@ -32,3 +32,9 @@ def test_supervisor_demo_runs() -> None:
     assert re.match(r"db\s+running\s+\d+\s+\S+\s+0\s+-\s+yes\s+ready$", table[2])
     assert re.match(r"api\s+running\s+\d+\s+\S+\s+0\s+-\s+yes\s+ready$", table[3])
     assert table[4] == "(exit code 3; 3: some service is not where it should be)"
+    # The HTTP face: the page's URL and a /metrics excerpt, read from the demo itself.
+    url = re.search(r"^status page: (http://127\.0\.0\.1:\d+/) ", out, re.M)
+    assert url is not None
+    assert 'aioproc_service_up{service="db"} 1.0' in out
+    assert 'aioproc_service_ready{service="flaky"} 0.0' in out
+    assert re.search(r'aioproc_service_restarts_total\{service="flaky"\} [1-9]', out)
