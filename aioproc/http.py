@@ -10,7 +10,7 @@ For an embedded :class:`~aioproc.supervisor.Supervisor`::
 
 A non-loopback ``host`` needs a ``token`` (then every request but the page
 carries ``Authorization: Bearer TOKEN``). Needs the ``http`` extra
-(``pip install 'aioproc[http]'``: aiohttp and prometheus_client). See
+(``pip install 'aioproc-linux[http]'``: aiohttp and prometheus_client). See
 ``docs/http.md``.
 """
 
@@ -21,7 +21,7 @@ try:
     import prometheus_client as _prometheus_client  # noqa: F401
 except ImportError as _exc:  # pragma: no cover - the extra is installed in tests
     raise ImportError(
-        f"aioproc.http needs the http extra: pip install 'aioproc[http]' ({_exc})"
+        f"aioproc.http needs the http extra: pip install 'aioproc-linux[http]' ({_exc})"
     ) from _exc
 
 from ._control._operations import Log, Reload
