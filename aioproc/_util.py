@@ -176,13 +176,17 @@ def owned_by_loop(loop: asyncio.AbstractEventLoop, obj: object) -> None:
     anchor.objects.append(obj)
 
 
-def fixup_module_metadata(module_name: str, namespace: dict[str, Any]) -> None:
+def fixup_module_metadata(
+    module_name: str, namespace: dict[str, Any], private: str | None = None
+) -> None:
     """Make a package's public objects say they live there.
 
     Users then see ``aioproc.Process``, not ``aioproc._process.Process``, in
-    reprs, tracebacks and the API docs. Called by each public ``__init__``.
+    reprs, tracebacks and the API docs. Called by each public ``__init__``, and by
+    the public modules over a private package (``private="aioproc._http"``).
     """
-    private = module_name + "._"
+    if private is None:
+        private = module_name + "._"
     for name in namespace["__all__"]:
         obj = namespace[name]
         if getattr(obj, "__module__", "").startswith(private):

@@ -25,6 +25,7 @@ from ._control._protocol import (
 )
 from ._control._server import ControlServer, serve
 from ._control._socket import SocketInUse
+from ._util import fixup_module_metadata
 
 __all__ = [
     "ERRORS",
@@ -40,16 +41,4 @@ __all__ = [
 ]
 
 
-def _fixup_module_metadata() -> None:
-    # Users see aioproc.control.Client, not aioproc._control._client.Client.
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("aioproc._control"):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):  # pragma: no cover
-                pass
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+fixup_module_metadata(__name__, globals(), private="aioproc._control")

@@ -16,6 +16,8 @@ carries ``Authorization: Bearer TOKEN``). Needs the ``http`` extra
 
 from __future__ import annotations
 
+from ._util import fixup_module_metadata
+
 try:
     import aiohttp as _aiohttp  # noqa: F401
     import prometheus_client as _prometheus_client  # noqa: F401
@@ -81,15 +83,4 @@ def serve(
     )
 
 
-def _fixup_module_metadata() -> None:
-    for name in __all__:
-        obj = globals()[name]
-        if getattr(obj, "__module__", "").startswith("aioproc._http"):
-            try:
-                obj.__module__ = __name__
-            except (AttributeError, TypeError):  # pragma: no cover
-                pass
-
-
-_fixup_module_metadata()
-del _fixup_module_metadata
+fixup_module_metadata(__name__, globals(), private="aioproc._http")

@@ -11,18 +11,13 @@ Every event has ``service`` (the name) and ``time`` (``time.monotonic()``).
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import enum
 import time
-from collections import deque
-from collections.abc import Callable
-from types import TracebackType
-
-import anyio
 
 from .. import ExitStatus
 from ._policies import ExitReason
+from ._queue import DroppingQueue
 
 __all__ = [
     "BackingOff",
@@ -168,83 +163,10 @@ class Outcome:
         return self.error_code if self.error_code is not None else 1
 
 
-class EventStream:
+class EventStream(DroppingQueue[Event]):
     """The events of one :meth:`Supervisor.events` call, from that call on.
 
     An async iterator (it ends once the supervisor has shut down and every queued
     event was read) and an async context manager (closing on exit). The queue holds
     ``maxsize`` events; when it is full the oldest is dropped and :attr:`dropped` grows.
     """
-
-    def __init__(self, maxsize: int, on_close: Callable[[EventStream], object]) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be at least 1")
-        self._queue: deque[Event] = deque()
-        self._maxsize = maxsize
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self._on_close = on_close
-        self.dropped = 0
-
-    def _put(self, event: Event) -> None:
-        if self._closed:
-            return
-        if len(self._queue) >= self._maxsize:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(event)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _close(self) -> None:
-        self._closed = True
-        self._wake()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def get(self) -> Event:
-        """The next event; :class:`anyio.EndOfStream` once closed and drained."""
-        while not self._queue:
-            if self._closed:
-                raise anyio.EndOfStream
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
-
-    def get_nowait(self) -> Event | None:
-        """The next queued event, or None."""
-        return self._queue.popleft() if self._queue else None
-
-    def __aiter__(self) -> EventStream:
-        return self
-
-    async def __anext__(self) -> Event:
-        try:
-            return await self.get()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        """Stop receiving events (those already queued can still be read)."""
-        if not self._closed:
-            self._close()
-            self._on_close(self)
-
-    async def __aenter__(self) -> EventStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

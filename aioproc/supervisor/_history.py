@@ -15,15 +15,13 @@ sequences. Whoever shows it on a terminal must neutralise them.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Collection
-from types import TracebackType
 
-import anyio
+from ._queue import DroppingQueue
 
 __all__ = ["LogHistory", "LogLine", "LogStream"]
 
@@ -38,7 +36,7 @@ class LogLine:
     seq: int = dataclasses.field(default=0, compare=False)  #: order across services
 
 
-class LogStream:
+class LogStream(DroppingQueue[LogLine]):
     """The lines of one :meth:`Supervisor.follow_logs` call, from that call on.
 
     An async iterator (it ends once the supervisor has shut down and every queued
@@ -53,78 +51,12 @@ class LogStream:
         maxsize: int,
         on_close: Callable[[LogStream], object],
     ) -> None:
-        if maxsize < 1:
-            raise ValueError("maxsize must be at least 1")
+        super().__init__(maxsize, on_close)
         self.names = None if names is None else frozenset(names)
-        self._queue: deque[LogLine] = deque()
-        self._maxsize = maxsize
-        self._waiter: asyncio.Future[None] | None = None
-        self._closed = False
-        self._on_close = on_close
-        self.dropped = 0
 
     def _put(self, line: LogLine) -> None:
-        if self._closed or (self.names is not None and line.service not in self.names):
-            return
-        if len(self._queue) >= self._maxsize:
-            self._queue.popleft()
-            self.dropped += 1
-        self._queue.append(line)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-    def _close(self) -> None:
-        self._closed = True
-        self._wake()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    async def get(self) -> LogLine:
-        """The next line; :class:`anyio.EndOfStream` once closed and drained."""
-        while not self._queue:
-            if self._closed:
-                raise anyio.EndOfStream
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        return self._queue.popleft()
-
-    def get_nowait(self) -> LogLine | None:
-        """The next queued line, or None."""
-        return self._queue.popleft() if self._queue else None
-
-    def __aiter__(self) -> LogStream:
-        return self
-
-    async def __anext__(self) -> LogLine:
-        try:
-            return await self.get()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-    async def aclose(self) -> None:
-        """Stop receiving lines (those already queued can still be read)."""
-        if not self._closed:
-            self._close()
-            self._on_close(self)
-
-    async def __aenter__(self) -> LogStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+        if self.names is None or line.service in self.names:
+            super()._put(line)
 
 
 class LogHistory:
