@@ -25,7 +25,7 @@ from ._control._protocol import (
 )
 from ._control._server import ControlServer, serve
 from ._control._socket import SocketInUse
-from ._util import fixup_module_metadata
+from ._util import fixup_module_metadata as _fixup_module_metadata
 
 __all__ = [
     "ERRORS",
@@ -41,4 +41,4 @@ __all__ = [
 ]
 
 
-fixup_module_metadata(__name__, globals(), private="aioproc._control")
+_fixup_module_metadata(__name__, globals(), private="aioproc._control")

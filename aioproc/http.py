@@ -16,7 +16,7 @@ carries ``Authorization: Bearer TOKEN``). Needs the ``http`` extra
 
 from __future__ import annotations
 
-from ._util import fixup_module_metadata
+from ._util import fixup_module_metadata as _fixup_module_metadata
 
 try:
     import aiohttp as _aiohttp  # noqa: F401
@@ -83,4 +83,4 @@ def serve(
     )
 
 
-fixup_module_metadata(__name__, globals(), private="aioproc._http")
+_fixup_module_metadata(__name__, globals(), private="aioproc._http")

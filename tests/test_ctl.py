@@ -78,13 +78,16 @@ class Run:
         self.proc.stdout.close()
 
 
-@pytest.fixture
-def started(tmp_path: Path) -> Iterator[Run]:
-    """A run of CONFIG, once db and web are up and job has exited."""
+@pytest.fixture(params=["asyncio", "uvloop"])
+def started(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Run]:
+    """A run of CONFIG (on each loop), once db and web are up and job has exited."""
     (tmp_path / "aioproc.toml").write_text(CONFIG)
-    run = Run(tmp_path)
+    run = Run(tmp_path, "--loop", request.param)
     try:
         run.until(r"\| db is ready")
+        with open(f"/proc/{run.proc.pid}/maps") as f:
+            # Is the event loop really uvloop's (its extension module is mapped)?
+            assert ("uvloop/loop." in f.read()) is (request.param == "uvloop")
         run.until(r"\| web started")
         run.until(r"\| job exited with code 0")
         yield run

@@ -13,9 +13,9 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._durations import check_duration
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _COLOR = {"auto": None, "always": True, "never": False}
+_LOOPS = ("asyncio", "uvloop")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -62,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
         choices=sorted(_COLOR),
         default="auto",
         help="colour the name prefixes (auto: on a terminal, unless NO_COLOR is set)",
+    )
+    run.add_argument(
+        "--loop",
+        choices=_LOOPS,
+        default=None,
+        help="the event loop to run on (default: $AIOPROC_LOOP, else asyncio's own)",
     )
     run.add_argument(
         "--raw-output",
@@ -270,10 +277,11 @@ def _command_run(args: argparse.Namespace) -> int:
     required = bool(args.control or os.environ.get(CONTROL_ENV))
     try:
         http = _http_settings(args, config)
+        runner = _loop_runner(args.loop or os.environ.get("AIOPROC_LOOP") or "asyncio")
     except ConfigError as exc:
         return _error(str(exc))
     try:
-        return asyncio.run(
+        return runner(
             run_services(
                 config,
                 _COLOR[args.color],
@@ -290,6 +298,34 @@ def _command_run(args: argparse.Namespace) -> int:
         return _error(f"control socket: {exc}")
     except OSError as exc:
         return _error(f"control socket {control}: {exc.strerror or exc}")
+
+
+def _loop_runner(name: str) -> Callable[[Coroutine[Any, Any, int]], int]:
+    """How to run the command on the event loop ``name`` (``--loop``, ``AIOPROC_LOOP``)."""
+    from ._config import ConfigError
+
+    if name not in _LOOPS:
+        raise ConfigError(f"--loop/AIOPROC_LOOP: {name!r} is not one of {', '.join(_LOOPS)}")
+    if name == "asyncio":
+        return asyncio.run
+    try:
+        import uvloop
+    except ImportError:
+        raise ConfigError(
+            "--loop uvloop: uvloop is not installed (pip install 'aioproc-linux[uvloop]')"
+        ) from None
+
+    def run(main: Coroutine[Any, Any, int]) -> int:
+        if sys.version_info >= (3, 11):
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(main)
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())  # pragma: no cover
+        try:  # pragma: no cover
+            return asyncio.run(main)
+        finally:  # pragma: no cover
+            asyncio.set_event_loop_policy(None)
+
+    return run
 
 
 def _http_settings(args: argparse.Namespace, config: Config) -> HttpSettings | None:
