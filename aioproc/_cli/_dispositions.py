@@ -45,10 +45,18 @@ IGNORED = (
     signal.SIGVTALRM,
     signal.SIGPROF,
     signal.SIGIO,
-    signal.Signals["SIGSTKFLT"],  # (not in typeshed)
+    *(
+        # Python 3.10's signal module has no SIGSTKFLT: ignore_realtime() drops it there.
+        [signal.Signals["SIGSTKFLT"]]  # (not in typeshed)
+        if "SIGSTKFLT" in signal.Signals.__members__
+        else []
+    ),
     signal.SIGRTMIN,
     signal.SIGRTMAX,
 )
+
+#: SIGSTKFLT's number on Linux, for Pythons whose ``signal.Signals`` lacks it.
+_STKFLT = 16
 
 
 def _nothing(signum: int, frame: FrameType | None) -> None:
@@ -57,16 +65,20 @@ def _nothing(signum: int, frame: FrameType | None) -> None:
 
 @contextlib.contextmanager
 def ignore_realtime() -> Iterator[None]:
-    """Catch and drop SIGRTMIN+1..SIGRTMAX-1 inside the block (main thread only).
+    """Catch and drop SIGRTMIN+1..SIGRTMAX-1 inside the block (main thread only),
+    and SIGSTKFLT where ``signal.Signals`` has no member for it (Python 3.10).
 
     The signal hub takes the members of :class:`signal.Signals`, which leaves out
     the real-time signals between SIGRTMIN and SIGRTMAX. A Python handler that does
     nothing is enough for them: the loop reads and drops their wakeup byte, as it
     does for every signal it has no handler for.
     """
+    unnamed = list(range(signal.SIGRTMIN + 1, signal.SIGRTMAX))
+    if "SIGSTKFLT" not in signal.Signals.__members__:  # pragma: no cover - 3.10
+        unnamed.append(_STKFLT)
     saved: dict[int, object] = {}
     try:
-        for signum in range(signal.SIGRTMIN + 1, signal.SIGRTMAX):
+        for signum in unnamed:
             saved[signum] = signal.signal(signum, _nothing)
         yield
     finally:
