@@ -275,27 +275,18 @@ class ProcessReader(anyio.abc.ByteReceiveStream):
         read of a blocking pipe would block the loop. Raises ``ValueError``,
         changing nothing, if data read into our buffer would be lost.
         """
+        problem = None
         if self._closed:
             problem = "it is closed"
         elif self._reading:
             problem = "a task is reading it"
-        elif self._lent:
-            problem = "it is being handed to another child"
         elif self._buf:
             problem = f"{len(self._buf)} bytes already read from it would be lost"
-        else:
-            os.set_blocking(self._fd, True)
-            self._lent = True
-            return
-        raise ValueError(f"{what}: {self!r} cannot be handed to the child: {problem}")
+        _lend(self, what, problem)
 
     def _handed(self, taken: bool) -> None:
         """The spawn is over: the child took the pipe (close ours), or it failed (as before)."""
-        self._lent = False
-        if taken:
-            self.close()
-        elif not self._closed:
-            os.set_blocking(self._fd, False)
+        _handed(self, taken, self._closed)
 
 
 def _wake(fut: asyncio.Future[None]) -> None:
@@ -518,25 +509,16 @@ class ProcessWriter(anyio.abc.ByteSendStream):
         raises :class:`anyio.BusyResourceError` until :meth:`_handed`.
         Raises ``ValueError``, changing nothing, if buffered data would be lost.
         """
+        problem = None
         if self._closing:
             problem = "it is closed"
-        elif self._lent:
-            problem = "it is being handed to another child"
         elif self._buf:
             problem = f"{len(self._buf)} bytes written to it are not in the pipe yet"
-        else:
-            os.set_blocking(self._fd, True)
-            self._lent = True
-            return
-        raise ValueError(f"{what}: {self!r} cannot be handed to the child: {problem}")
+        _lend(self, what, problem)
 
     def _handed(self, taken: bool) -> None:
         """The spawn is over: the child took the pipe (close ours), or it failed (as before)."""
-        self._lent = False
-        if taken:
-            self.close()
-        elif not self._closing:
-            os.set_blocking(self._fd, False)
+        _handed(self, taken, self._closing)
 
     async def aclose(self) -> None:
         """Close once the buffered data is written, and wait for it (idempotent).
@@ -558,3 +540,23 @@ class ProcessWriter(anyio.abc.ByteSendStream):
 
 
 ReaderFactory = Callable[[int, asyncio.AbstractEventLoop], ProcessReader]
+
+
+# ------------------------------------------------------- handing a pipe to a child
+def _lend(stream: ProcessReader | ProcessWriter, what: str, problem: str | None) -> None:
+    """Make ``stream``'s end blocking and lent, or raise ``ValueError`` for ``problem``."""
+    if problem is None and stream._lent:
+        problem = "it is being handed to another child"
+    if problem is not None:
+        raise ValueError(f"{what}: {stream!r} cannot be handed to the child: {problem}")
+    os.set_blocking(stream._fd, True)
+    stream._lent = True
+
+
+def _handed(stream: ProcessReader | ProcessWriter, taken: bool, closed: bool) -> None:
+    """The spawn is over: the child took the pipe (close ours), or it failed (as before)."""
+    stream._lent = False
+    if taken:
+        stream.close()
+    elif not closed:
+        os.set_blocking(stream._fd, False)
