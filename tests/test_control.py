@@ -487,3 +487,11 @@ async def test_a_failing_operation_is_an_error_reply_not_a_crash(sock_path: path
     finally:
         loop.set_exception_handler(None)
     assert [type(s.get("exception")) for s in seen] == [ZeroDivisionError]
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf"), 0.0, -1.0])
+def test_serve_refuses_an_odd_request_timeout(tmp_path: pathlib.Path, odd: float) -> None:
+    sup = Supervisor([Service("s", ["true"])])
+    with pytest.raises(ValueError, match=r"^request_timeout must"):
+        control.serve(sup, tmp_path / "c.sock", request_timeout=odd)
+    assert not (tmp_path / "c.sock").exists()

@@ -599,3 +599,11 @@ def test_supervisor_http_keys_are_checked(
     config = load_config(path)
     assert (config.http, config.http_token) == ("[::1]:0", "t")
     assert config.http_where.endswith("aioproc.toml:2")
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf"), 0.0, -1.0])
+@pytest.mark.parametrize("knob", ["header_timeout", "write_timeout"])
+def test_serve_refuses_odd_timeouts(knob: str, odd: float) -> None:
+    sup = Supervisor([Service("s", ["true"])])
+    with pytest.raises(ValueError, match=rf"^{knob} must"):
+        http.serve(sup, "127.0.0.1", 0, **{knob: odd})  # type: ignore[arg-type]

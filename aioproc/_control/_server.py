@@ -23,6 +23,7 @@ import os
 from types import TracebackType
 from typing import Any
 
+from .._durations import check_duration
 from ..supervisor import LogStream, Supervisor
 from ._operations import (
     Log,
@@ -66,7 +67,7 @@ class ControlServer:
         self.path = os.path.abspath(os.fspath(path))
         self._ops = Operations(supervisor, reload=reload, log=log)
         self._log = log
-        self._timeout = request_timeout
+        self._timeout = check_duration(request_timeout, "request_timeout", positive=True)
         self._socket: ControlSocket | None = None
         self._server: asyncio.AbstractServer | None = None
         self._handlers: set[asyncio.Task[Any]] = set()

@@ -56,6 +56,7 @@ from .._control._operations import (
     line_dict,
     wanted,
 )
+from .._durations import check_duration
 from ..supervisor import LogLine, LogStream, Supervisor
 from ._address import is_loopback, parse_address
 from ._metrics import CONTENT_TYPE, SupervisorCollector, scrape
@@ -158,8 +159,8 @@ class HttpServer:
         self.port = port
         self._token = None if token is None else token.encode()
         self._ops = Operations(supervisor, reload=reload, log=log)
-        self._header_timeout = header_timeout
-        self._write_timeout = write_timeout
+        self._header_timeout = check_duration(header_timeout, "header_timeout", positive=True)
+        self._write_timeout = check_duration(write_timeout, "write_timeout", positive=True)
         self._max_connections = max_connections
         self._runner: web.AppRunner | None = None
         self._server: asyncio.AbstractServer | None = None

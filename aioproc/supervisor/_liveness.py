@@ -27,17 +27,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from .. import Process
+from .._durations import check_duration
 from ._readiness import ReadyCall, ReadyCheck, ReadyContext
 
 __all__ = ["Liveness", "watch_liveness"]
-
-
-def _seconds(value: object, what: str, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"Liveness.{what} must be a number of seconds")
-    if value < 0 or (positive and value == 0):
-        raise ValueError(f"Liveness.{what} must be {'positive' if positive else 'non-negative'}")
-    return float(value)
 
 
 def _count(value: object, what: str) -> int:
@@ -81,7 +74,9 @@ class Liveness:
                 "(use ReadyTCP, ReadyHTTP, ReadyExec or ReadyCall)"
             )
         for name in ("initial_delay", "period", "timeout"):
-            value = _seconds(getattr(self, name), name, positive=name != "initial_delay")
+            value = check_duration(
+                getattr(self, name), f"Liveness.{name}", positive=name != "initial_delay"
+            )
             object.__setattr__(self, name, value)
         _count(self.failure_threshold, "failure_threshold")
         _count(self.success_threshold, "success_threshold")

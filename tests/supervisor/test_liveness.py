@@ -221,3 +221,11 @@ def test_liveness_validates_its_arguments() -> None:
     svc = Service("a", ["true"], liveness=ReadyTCP("127.0.0.1", 1))
     assert svc.liveness == Liveness(ReadyTCP("127.0.0.1", 1))
     assert os.path.basename(program("http_server")[1]) == "http_server.py"
+
+
+@pytest.mark.parametrize("odd", [float("nan"), float("inf"), -1.0])
+@pytest.mark.parametrize("knob", ["initial_delay", "period", "timeout"])
+def test_liveness_refuses_nan_infinite_and_negative_times(knob: str, odd: float) -> None:
+    # A NaN period would be a NaN sleep: a timer that breaks the loop's timer heap.
+    with pytest.raises(ValueError, match=rf"^Liveness\.{knob} must"):
+        Liveness(ReadyTCP("127.0.0.1", 1), **{knob: odd})  # type: ignore[arg-type]
