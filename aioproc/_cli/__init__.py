@@ -77,6 +77,30 @@ def _parser() -> argparse.ArgumentParser:
         "characters are always shown escaped, as \\x1b",
     )
     run.add_argument(
+        "-t",
+        "--timestamps",
+        nargs="?",
+        const="clock",
+        choices=("clock", "iso"),
+        default=None,
+        help="start each line with the time it was read: clock (HH:MM:SS, the default) or "
+        "iso (ISO 8601, milliseconds, UTC offset); [supervisor] timestamps in aioproc.toml",
+    )
+    run.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=None,
+        help="text: name | line (the default); json: one JSON object per line, the "
+        "supervisor's own events included ([supervisor] log_format)",
+    )
+    run.add_argument(
+        "--mark-stderr",
+        action="store_true",
+        default=None,
+        help="show the services' stderr lines with ! instead of | (their stdout and "
+        "stderr are then read from two pipes; [supervisor] mark_stderr)",
+    )
+    run.add_argument(
         "--control",
         metavar="PATH",
         help="serve the control socket ('aioproc ctl') at PATH (default: $AIOPROC_CONTROL, "
@@ -289,6 +313,9 @@ def _command_run(args: argparse.Namespace) -> int:
                 control_required=required,
                 raw_output=args.raw_output,
                 http=http,
+                timestamps=args.timestamps,
+                log_format=args.log_format,
+                mark_stderr=args.mark_stderr,
             )
         )
     except HttpUnavailable as exc:

@@ -153,9 +153,15 @@ class Config:
     http_token: str | None = None
     #: Where ``http`` is set (``file:line``), for errors about it.
     http_where: str = ""
+    #: ``[supervisor] timestamps``, ``log_format``, ``mark_stderr``: the console's form
+    #: (``Supervisor`` keywords), unless the command line says otherwise.
+    console: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def supervisor(self, **kwargs: Any) -> Supervisor:
-        return Supervisor(self.services, shutdown_timeout=self.shutdown_timeout, **kwargs)
+        """The supervisor of these services; ``kwargs`` that are None are left to the file."""
+        given = {key: value for key, value in kwargs.items() if value is not None}
+        options = {**self.console, **given}
+        return Supervisor(self.services, shutdown_timeout=self.shutdown_timeout, **options)
 
 
 def find_config(directory: Path) -> Path:
@@ -365,6 +371,7 @@ def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
         raise ConfigError(f"{at((), ('supervisor',))}: [supervisor] must be a table")
     http: str | None = None
     http_token: str | None = None
+    console: dict[str, Any] = {}
     for key, value in sup.items():
         where = at(("supervisor",), (key,))
         if key == "http":
@@ -376,6 +383,9 @@ def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
             if not isinstance(value, str) or not value or "\0" in value:
                 raise ConfigError(f"{where}: http_token must be a non-empty string")
             http_token = value
+            continue
+        if key in ("timestamps", "log_format", "mark_stderr"):
+            console[key] = _console_option(key, value, where)
             continue
         if key != "shutdown_timeout":
             raise ConfigError(f"{where}: [supervisor]: unknown option {key!r}")
@@ -402,9 +412,29 @@ def _load_toml(path: Path, text: str, opts: LoadOptions) -> Config:
     replicated = {name: names for name, names in ctx.instances.items() if names != [name]}
     config = Config(path, services, shutdown_timeout, instances=replicated)
     config.http, config.http_token = http, http_token
+    config.console = console
     if http is not None:
         config.http_where = at(("supervisor",), ("http",))
     return config
+
+
+def _console_option(key: str, value: Any, where: str) -> Any:
+    """``[supervisor] timestamps``, ``log_format`` or ``mark_stderr``, checked."""
+    if key == "timestamps":
+        if value is True:
+            return "clock"
+        if value is False:
+            return None
+        if value in ("clock", "iso"):
+            return value
+        raise ConfigError(f'{where}: timestamps must be true, false, "clock" or "iso"')
+    if key == "log_format":
+        if value in ("text", "json"):
+            return value
+        raise ConfigError(f'{where}: log_format must be "text" or "json"')
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key} must be true or false")
+    return value
 
 
 def _replicas(value: Any, at: Callable[..., str], name: str) -> int:

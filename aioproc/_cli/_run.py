@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import typing
@@ -27,6 +26,7 @@ from .. import signals
 from ..control import ControlServer, SocketInUse, serve
 from ..supervisor import (
     BackingOff,
+    Console,
     Event,
     EventStream,
     Exited,
@@ -63,33 +63,8 @@ class HttpUnavailable(Exception):
     """The HTTP address could not be bound (before any service started)."""
 
 
-class _Say:
-    """The command's own lines, in the same ``name | text`` form as the services'."""
-
-    def __init__(self, stream: TextIO, width: int, color: bool | None) -> None:
-        self.stream = stream
-        self.width = width
-        if color is None:
-            if os.environ.get("NO_COLOR"):
-                color = False
-            elif os.environ.get("FORCE_COLOR"):
-                color = True
-            else:
-                try:
-                    color = stream.isatty()
-                except (AttributeError, ValueError):
-                    color = False
-        self.color = color
-
-    def __call__(self, text: str) -> None:
-        label = f"{SYSTEM.ljust(self.width)} |"
-        if self.color:
-            label = f"\x1b[1m{label}\x1b[0m"
-        try:
-            self.stream.write(f"{label} {text}\n")
-            self.stream.flush()
-        except (BrokenPipeError, ValueError):
-            pass
+#: Writes one of the command's own lines (``Console.say``).
+Say = Callable[[str], None]
 
 
 def describe(event: Event, with_ready: set[str]) -> str | None:
@@ -132,14 +107,28 @@ async def run_services(
     raw_output: bool = False,
     control_required: bool = True,
     http: HttpSettings | None = None,
+    timestamps: str | None = None,
+    log_format: str | None = None,
+    mark_stderr: bool | None = None,
 ) -> int:
+    """Run the services of ``config`` until they end or a signal stops them; the exit code.
+
+    ``timestamps``, ``log_format`` and ``mark_stderr`` are the command line's: None
+    leaves them to the file's ``[supervisor]`` table.
+    """
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
-    say = _Say(out, width, color)
     with_ready = {s.name for s in config.services if s.ready is not None}
     sup = config.supervisor(
-        color=color, output_stream=out, prefix_width=width, raw_output=raw_output
+        color=color,
+        output_stream=out,
+        prefix_width=width,
+        raw_output=raw_output,
+        timestamps=timestamps,
+        log_format=log_format,
+        mark_stderr=mark_stderr,
     )
+    say: Say = sup.console.say
     reload = make_reload(config, sup, say, with_ready)
     endpoint: ControlServer | contextlib.nullcontext[None] = contextlib.nullcontext()
     if control is not None:
@@ -192,7 +181,7 @@ async def run_services(
     return exit_code(outcome, statuses)
 
 
-async def _drop(ignored: signals.Subscription, say: _Say) -> None:
+async def _drop(ignored: signals.Subscription, say: Say) -> None:
     async for sig in ignored:
         say(f"{sig.name} received: ignored")
 
@@ -200,14 +189,14 @@ async def _drop(ignored: signals.Subscription, say: _Say) -> None:
 async def _supervise(
     sup: Supervisor,
     sigs: signals.Subscription,
-    say: _Say,
+    say: Say,
     with_ready: set[str],
     reloads: tuple[signals.Subscription, Callable[[], Awaitable[object]]],
 ) -> Outcome:
     """Run the supervisor until it ends or a signal stops it; its outcome."""
     async with sup:
         events = sup.events()
-        printer = asyncio.ensure_future(_print_events(events, say, with_ready))
+        printer = asyncio.ensure_future(_print_events(events, sup.console, with_ready))
         hups = asyncio.ensure_future(_reload_on_signal(*reloads, say))
         waiter = asyncio.ensure_future(sup.wait())
         first = asyncio.ensure_future(sigs.get())
@@ -235,7 +224,7 @@ async def _supervise(
 
 
 async def _reload_on_signal(
-    hups: signals.Subscription, reload: Callable[[], Awaitable[object]], say: _Say
+    hups: signals.Subscription, reload: Callable[[], Awaitable[object]], say: Say
 ) -> None:
     async for _ in hups:
         say(f"{RELOAD_SIGNAL.name} received: reloading the configuration")
@@ -247,8 +236,8 @@ async def _reload_on_signal(
             return
 
 
-async def _print_events(events: EventStream, say: _Say, with_ready: set[str]) -> None:
+async def _print_events(events: EventStream, console: Console, with_ready: set[str]) -> None:
     async for event in events:
         line = describe(event, with_ready)
         if line is not None:
-            say(line)
+            console.say(line, event=event)

@@ -17,6 +17,7 @@ See ``docs/supervisor.md``.
 
 from __future__ import annotations
 
+from ._console import Console
 from ._events import (
     BackingOff,
     Event,
@@ -51,6 +52,7 @@ __all__ = [
     "DEPENDENCY_CONDITIONS",
     "BackingOff",
     "Backoff",
+    "Console",
     "Event",
     "EventStream",
     "Exited",

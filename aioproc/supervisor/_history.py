@@ -9,18 +9,24 @@ A :class:`~aioproc.supervisor.Supervisor` keeps, per service, the last
 see every line exactly once: nothing can be recorded in between.
 
 A line is the decoded text (invalid UTF-8 replaced) of one line of output, without
-its newline, as the service wrote it: untrusted text that may hold escape
-sequences. Whoever shows it on a terminal must neutralise them.
+its newline (or a CR before it), as the service wrote it: untrusted text that may
+hold escape sequences. Whoever shows it on a terminal must neutralise them.
+
+Output arrives in blocks of whole lines (``_output.py``), and the history keeps the
+blocks as they came: a line becomes a :class:`LogLine` only when someone reads it
+(:meth:`LogHistory.last`) or follows it, so a chatty service costs no Python work per
+line here. A block counts its lines with ``bytes.count`` and the oldest blocks are
+dropped once the newer ones hold ``log_lines`` lines.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import time
 from collections import deque
 from collections.abc import Callable, Collection
 
+from ._output import split_lines
 from ._queue import DroppingQueue
 
 __all__ = ["LogHistory", "LogLine", "LogStream"]
@@ -59,6 +65,34 @@ class LogStream(DroppingQueue[LogLine]):
             super()._put(line)
 
 
+class _Block:
+    """Lines ``seq`` to ``seq + count - 1`` of the history, read at ``time``."""
+
+    __slots__ = ("count", "data", "seq", "time")
+
+    def __init__(self, seq: int, when: float, data: bytes, count: int) -> None:
+        self.seq = seq
+        self.time = when
+        self.data = data
+        self.count = count
+
+    def lines(self, name: str) -> list[LogLine]:
+        return [
+            LogLine(name, self.time, text, self.seq + i)
+            for i, text in enumerate(split_lines(self.data))
+        ]
+
+
+class _Kept:
+    """The blocks of one service holding (at least) its last ``per_service`` lines."""
+
+    __slots__ = ("blocks", "count")
+
+    def __init__(self) -> None:
+        self.blocks: deque[_Block] = deque()
+        self.count = 0
+
+
 class LogHistory:
     """The bounded per-service line buffers of one supervisor, and their followers."""
 
@@ -68,30 +102,47 @@ class LogHistory:
         if per_service < 0:
             raise ValueError("log_lines must not be negative")
         self.per_service = per_service
-        self._lines: dict[str, deque[LogLine]] = {}
+        self._kept: dict[str, _Kept] = {}
         self._followers: list[LogStream] = []
-        self._seq = itertools.count(1)
+        self._seq = 1  # the number of the next line, across services
         self._closed = False
 
     def register(self, name: str) -> None:
-        self._lines.setdefault(name, deque(maxlen=self.per_service))
+        self._kept.setdefault(name, _Kept())
 
     def forget(self, name: str) -> None:
-        self._lines.pop(name, None)
+        self._kept.pop(name, None)
 
     def record(self, name: str, text: str) -> None:
-        line = LogLine(name, time.time(), text, next(self._seq))
-        lines = self._lines.get(name)
-        if lines is not None and self.per_service:
-            lines.append(line)
-        for stream in self._followers:
-            stream._put(line)
+        """One line (no newline)."""
+        self.record_block(name, text.encode() + b"\n")
+
+    def record_block(self, name: str, data: bytes, when: float | None = None) -> None:
+        """``data``: whole lines, each ending in ``\\n``, read at ``when`` (default: now)."""
+        count = data.count(b"\n")
+        block = _Block(self._seq, time.time() if when is None else when, data, count)
+        self._seq += count
+        kept = self._kept.get(name)
+        if kept is not None and self.per_service:
+            kept.blocks.append(block)
+            kept.count += count
+            while kept.count - kept.blocks[0].count >= self.per_service:
+                kept.count -= kept.blocks.popleft().count
+        followers = [s for s in self._followers if s.names is None or name in s.names]
+        if followers:
+            lines = block.lines(name)
+            for stream in followers:
+                for line in lines:
+                    stream._put(line)
 
     def last(self, names: Collection[str], count: int | None) -> list[LogLine]:
         """The last ``count`` lines (all kept, for None) of ``names``, oldest first."""
         merged: list[LogLine] = []
         for name in names:
-            merged.extend(self._lines.get(name, ()))
+            kept = self._kept.get(name)
+            if kept is not None:
+                lines = [line for block in kept.blocks for line in block.lines(name)]
+                merged.extend(lines[-self.per_service :] if self.per_service else ())
         merged.sort(key=lambda line: line.seq)
         if count is not None:
             merged = merged[-count:] if count > 0 else []

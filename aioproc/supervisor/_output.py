@@ -1,131 +1,103 @@
-"""Where a service's output goes: ``Service(output=...)``.
+"""Where a service's output goes: ``Service(output=...)``, and how it gets there.
 
 * ``"inherit"``: the service writes to the supervisor's stdout/stderr directly.
-* ``"prefix"``: each line is written to the supervisor's stdout as
-  ``name | line``, the names padded to one width and coloured (on a terminal, or
-  when forced). Control characters and escape sequences in the line are made
-  visible (``\x1b``), so a service cannot move the cursor or retitle the terminal;
-  ``raw_output`` keeps its colours (see ``_terminal.py``).
-* a path (``str`` or :class:`os.PathLike`): lines are appended to that file.
+* ``"prefix"``: its lines go to the supervisor's console (``_console.py``): the
+  supervisor's stdout by default, as ``name | line`` or as JSON lines.
+* a path (``str`` or :class:`os.PathLike`): its output is appended to that file,
+  bytes as written.
 * a callable: called as ``callback(name, line)`` with each decoded line (no newline).
 
 In every mode but ``"inherit"`` the service's stdout and stderr share one pipe (as
-in foreman and honcho), so their lines stay in the order they were written. A line
-is passed on as soon as its newline arrives, whole: lines of different services
-never interleave mid-line. An unterminated line is passed on at EOF, or when it
-reaches 64 KiB.
+in foreman and honcho), so their lines stay in the order they were written; the
+console's ``mark_stderr`` and JSON mode give stderr a pipe of its own instead, to
+tell the two apart.
+
+**Lines.** Output is passed on in whole lines as soon as their newline arrives: the
+lines of two services never mix, in a shared file or on the console. A last line
+with no newline is passed on (with one) when the run ends. A line longer than
+:data:`LINE_LIMIT` bytes (64 KiB) is cut into pieces of at most that size (at a
+UTF-8 character boundary), each piece but the last ending with :data:`CUT_MARK`:
+a service printing 100 MB without a newline costs the supervisor 64 KiB of memory,
+not 100 MB, and holds no one up.
+
+**Chunks.** The pipes are read a chunk at a time (up to 256 KiB) by a loop reader,
+with no task switch per chunk, and a chunk's complete lines go on as one block:
+no Python code runs per line on the way to a file or (for plain text) to the
+console. Lines are split in Python only where someone needs them one by one: a
+callable ``output``, a readiness check reading lines (until it has passed), the
+followers of :meth:`~aioproc.supervisor.Supervisor.follow_logs`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
-import sys
 from collections.abc import Callable
-from typing import TextIO, Union
+from typing import Union
 
-from ._terminal import has_controls, neutralise
+from ._console import Console
 
-__all__ = ["LINE_LIMIT", "LineSplitter", "OutputSpec", "PrefixWriter", "Sink", "make_sink"]
+__all__ = [
+    "CUT_MARK",
+    "LINE_LIMIT",
+    "OutputSpec",
+    "Pipes",
+    "Sink",
+    "Splitter",
+    "make_sink",
+    "split_lines",
+]
 
+#: The longest line passed on whole (bytes, newline excluded); longer ones are cut.
 LINE_LIMIT = 65536
+#: Ends each piece of a line that was cut at :data:`LINE_LIMIT`.
+CUT_MARK = b" [...]"
+#: How much one read takes from a pipe.
+READ_SIZE = 262144
+#: At most this many reads take what is left in a pipe once the run is over.
+_FINAL_READS = 16
 
 OutputSpec = Union[str, "os.PathLike[str]", Callable[[str, str], object]]
 
-# Bold-free ANSI colours, chosen to be readable on dark and light terminals.
-_COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91")
 
-
-def colour_wanted(stream: TextIO, force: bool | None) -> bool:
-    """``force`` if given; else ``NO_COLOR``/``FORCE_COLOR``; else whether it is a tty."""
-    if force is not None:
-        return force
-    if os.environ.get("NO_COLOR"):
-        return False
-    if os.environ.get("FORCE_COLOR"):
-        return True
-    try:
-        return stream.isatty()
-    except (AttributeError, ValueError):
-        return False
-
-
-class PrefixWriter:
-    """Writes ``name | line`` lines to one stream, for all the services of a supervisor.
-
-    Each line is written and flushed with one ``write`` call on the loop thread, so
-    lines never mix. Writing blocks if the stream does (a pipe nobody reads), as
-    ``print()`` would; the services then block on their own pipes in turn.
-    """
-
-    def __init__(
-        self,
-        stream: TextIO | None = None,
-        color: bool | None = None,
-        min_width: int = 0,
-        raw_output: bool = False,
-    ) -> None:
-        self._stream = stream
-        self._raw_output = raw_output
-        self._color = color
-        self._min_width = min_width
-        self._names: dict[str, str] = {}  # name -> colour code
-        self.width = min_width
-
-    @property
-    def stream(self) -> TextIO:
-        return sys.stdout if self._stream is None else self._stream
-
-    def register(self, name: str) -> None:
-        if name not in self._names:
-            self._names[name] = _COLOURS[len(self._names) % len(_COLOURS)]
-            self.width = max(self.width, len(name))
-
-    def write(self, name: str, line: str, colour: str | None = None) -> None:
-        stream = self.stream
-        label = name.ljust(self.width)
-        if colour_wanted(stream, self._color):
-            code = colour or self._names.get(name, "1")
-            label = f"\x1b[{code}m{label} |\x1b[0m"
-        else:
-            label = f"{label} |"
-        if has_controls(line):  # untrusted bytes: no cursor moves, no titles
-            line = neutralise(line, self._raw_output)
-        try:
-            stream.write(f"{label} {line}\n")
-            stream.flush()
-        except (BrokenPipeError, ValueError):  # our stdout went away: nowhere to write
-            pass
+def split_lines(block: bytes) -> list[str]:
+    """The lines of ``block`` (whole lines), decoded, without newline or trailing CR."""
+    return [raw.removesuffix(b"\r").decode("utf-8", "replace") for raw in block[:-1].split(b"\n")]
 
 
 class Sink:
-    """Receives the lines of one service's run."""
+    """Receives the output of one run of a service, in blocks of whole lines."""
 
-    def line(self, data: bytes) -> None:
+    #: The service's pid, once it is spawned.
+    pid = 0
+
+    def block(self, data: bytes, err: bool, when: float) -> None:
+        """``data``: one or more lines, each ending in ``\\n``; ``err``: from stderr."""
         raise NotImplementedError
 
     def close(self) -> None:
         pass
 
 
-class _PrefixSink(Sink):
-    def __init__(self, writer: PrefixWriter, name: str) -> None:
-        self._writer = writer
+class _ConsoleSink(Sink):
+    def __init__(self, console: Console, name: str) -> None:
+        self._console = console
         self._name = name
 
-    def line(self, data: bytes) -> None:
-        self._writer.write(self._name, data.decode(errors="replace"))
+    def block(self, data: bytes, err: bool, when: float) -> None:
+        self._console.lines(self._name, data, err, self.pid, when)
 
 
 class _FileSink(Sink):
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        # O_APPEND: each line lands at the end in one write, even if several
+        # O_APPEND: each block lands at the end in one write, even if several
         # services (or programs) share the file.
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
 
-    def line(self, data: bytes) -> None:
-        data += b"\n"
-        while data:
-            data = data[os.write(self._fd, data) :]
+    def block(self, data: bytes, err: bool, when: float) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self._fd, view) :]
 
     def close(self) -> None:
         if self._fd >= 0:
@@ -138,51 +110,187 @@ class _CallableSink(Sink):
         self._callback = callback
         self._name = name
 
-    def line(self, data: bytes) -> None:
-        self._callback(self._name, data.decode(errors="replace"))
+    def block(self, data: bytes, err: bool, when: float) -> None:
+        for line in split_lines(data):
+            self._callback(self._name, line)
 
 
-def make_sink(output: OutputSpec, name: str, writer: PrefixWriter) -> Sink | None:
+def make_sink(output: OutputSpec, name: str, console: Console) -> Sink | None:
     """The sink for one run of a service; None for ``"inherit"``."""
     if output == "inherit":
         return None
     if output == "prefix":
-        return _PrefixSink(writer, name)
+        return _ConsoleSink(console, name)
     if isinstance(output, (str, os.PathLike)):
         return _FileSink(output)
     return _CallableSink(output, name)
 
 
-class LineSplitter:
-    """Cuts a byte stream into lines for a sink and for line watchers (ReadyLine)."""
+def _cut_point(data: bytes, limit: int) -> int:
+    """Where to cut ``data`` (longer than ``limit``): at ``limit``, or up to three bytes
+    before it so that the next piece starts with a whole UTF-8 character."""
+    cut = limit
+    while cut > limit - 3 and 0x80 <= data[cut] < 0xC0:  # a continuation byte
+        cut -= 1
+    return limit if 0x80 <= data[cut] < 0xC0 else cut  # not UTF-8 anyway
 
-    def __init__(self, sink: Sink, on_line: Callable[[str], None] | None = None) -> None:
-        self._sink = sink
-        self._on_line = on_line
-        self._buf = bytearray()
+
+class Splitter:
+    """Cuts one pipe's byte stream into blocks of whole lines (see the module docstring)."""
+
+    def __init__(self, emit: Callable[[bytes], None], limit: int = LINE_LIMIT) -> None:
+        self._emit = emit
+        self._limit = limit
+        self._tail = b""  # the start of a line whose newline has not come yet
 
     def feed(self, data: bytes) -> None:
-        self._buf += data
-        start = 0
-        while True:
-            end = self._buf.find(b"\n", start)
-            if end < 0:
-                break
-            self._emit(bytes(self._buf[start:end]))
-            start = end + 1
-        del self._buf[:start]
-        while len(self._buf) >= LINE_LIMIT:
-            self._emit(bytes(self._buf[:LINE_LIMIT]))
-            del self._buf[:LINE_LIMIT]
+        if self._tail:
+            data = self._tail + data
+        end = data.rfind(b"\n") + 1
+        if end:
+            self._tail = data[end:]
+            # A full slice of bytes is the same object: no copy for the usual chunk.
+            block = data[:end]
+            if len(block) > self._limit and self._too_long(block):
+                block = self._cut_lines(block)
+            self._emit(block)
+        else:
+            self._tail = data
+        if len(self._tail) > self._limit:
+            self._emit(self._cut_tail())
 
     def flush(self) -> None:
-        if self._buf:
-            self._emit(bytes(self._buf))
-            self._buf.clear()
+        """The run is over: pass on an unterminated last line, with a newline."""
+        if self._tail:
+            tail, self._tail = self._tail, b""
+            self._emit(tail + b"\n")
 
-    def _emit(self, line: bytes) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        self._sink.line(line)
-        if self._on_line is not None:
-            self._on_line(line.decode(errors="replace"))
+    def _too_long(self, block: bytes) -> bool:
+        """Whether ``block`` may hold a line longer than the limit.
+
+        A line of more than ``limit`` bytes covers at least one whole window of
+        ``limit // 2`` bytes aligned on a multiple of it: looking for a newline in
+        each such window costs a few ``find`` calls per chunk, not one per line.
+        True can be a false alarm (a line of half to all of the limit): the cut
+        that follows then leaves the block as it was.
+        """
+        step = self._limit // 2
+        for start in range(0, len(block) - step + 1, step):
+            if block.find(b"\n", start, start + step) < 0:
+                return True
+        return False
+
+    def _cut_lines(self, block: bytes) -> bytes:
+        out = []
+        for line in block[:-1].split(b"\n"):
+            while len(line) > self._limit:
+                cut = _cut_point(line, self._limit)
+                out.append(line[:cut] + CUT_MARK)
+                line = line[cut:]
+            out.append(line)
+        out.append(b"")
+        return b"\n".join(out)
+
+    def _cut_tail(self) -> bytes:
+        out = []
+        tail = self._tail
+        while len(tail) > self._limit:
+            cut = _cut_point(tail, self._limit)
+            out.append(tail[:cut] + CUT_MARK + b"\n")
+            tail = tail[cut:]
+        self._tail = tail
+        return b"".join(out)
+
+
+class Pipes:
+    """The output pipes of one run: read by loop readers, passed on in blocks.
+
+    The supervisor makes the pipes itself rather than through ``spawn(stdout=PIPE)``
+    so that it can keep a loop reader on each for the whole run: a chunk costs one
+    ``read`` and one callback, with no future, task switch or ``epoll_ctl`` in
+    between. ``on_block(block, err)`` is called on the loop thread.
+    """
+
+    def __init__(self, separate_stderr: bool, on_block: Callable[[bytes, bool], None]) -> None:
+        self._on_block = on_block
+        self._readers: dict[int, tuple[Splitter, bool]] = {}
+        self.child_ends: list[int] = []  # the write ends, for spawn (then closed)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        try:
+            for err in (False, True) if separate_stderr else (False,):
+                read, write = os.pipe2(os.O_CLOEXEC)
+                os.set_blocking(read, False)
+                self.child_ends.append(write)
+                self._readers[read] = (Splitter(self._emitter(err)), err)
+        except BaseException:
+            self.close()
+            raise
+
+    def _emitter(self, err: bool) -> Callable[[bytes], None]:
+        return lambda block: self._on_block(block, err)
+
+    @property
+    def stdout(self) -> int:
+        return self.child_ends[0]
+
+    @property
+    def stderr(self) -> int | None:
+        return self.child_ends[1] if len(self.child_ends) > 1 else None
+
+    def spawned(self) -> None:
+        """The child holds its ends now: close ours, and start reading."""
+        for fd in self.child_ends:
+            os.close(fd)
+        self.child_ends.clear()
+        self._loop = loop = asyncio.get_running_loop()
+        for fd in self._readers:
+            loop.add_reader(fd, self._readable, fd)
+
+    def _readable(self, fd: int) -> None:
+        splitter, _ = self._readers[fd]
+        try:
+            data = os.read(fd, READ_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not data:
+            self._done(fd)
+            return
+        splitter.feed(data)
+
+    def _done(self, fd: int) -> None:
+        """EOF on ``fd``: stop reading it; the last line goes on."""
+        splitter, _ = self._readers.pop(fd)
+        assert self._loop is not None
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        splitter.flush()
+
+    def finish(self) -> None:
+        """The service is gone: pass on what is in the pipes, and close them.
+
+        Whatever the group wrote is in the pipe already. A process that left the
+        group may still hold the pipe open: do not wait for EOF, take what is there
+        (a bounded amount: such a process may be writing still).
+        """
+        for fd in list(self._readers):
+            splitter, _ = self._readers[fd]
+            for _ in range(_FINAL_READS):
+                try:
+                    data = os.read(fd, READ_SIZE)
+                except (BlockingIOError, InterruptedError, OSError):
+                    data = b""
+                if not data:
+                    break
+                splitter.feed(data)
+            self._done(fd)
+
+    def close(self) -> None:
+        """Release everything without passing anything on (spawn failed, or a bug)."""
+        for fd in self.child_ends:
+            os.close(fd)
+        self.child_ends.clear()
+        for fd in self._readers:
+            if self._loop is not None:
+                self._loop.remove_reader(fd)
+            os.close(fd)
+        self._readers.clear()

@@ -83,6 +83,11 @@ class ReadyContext:
         self._line_watchers.append(callback)
         return lambda: self._line_watchers.remove(callback)
 
+    @property
+    def wants_lines(self) -> bool:
+        """Whether lines are still wanted: before the readiness check is over, or watched."""
+        return self._history is not None or bool(self._line_watchers)
+
     def feed_line(self, line: str) -> None:
         if self._history is not None:
             self._history.append(line)

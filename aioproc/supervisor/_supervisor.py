@@ -32,9 +32,10 @@ from contextlib import AbstractContextManager as ContextManager
 from types import TracebackType
 from typing import Any, TextIO
 
-from .. import DEVNULL, PIPE, STDOUT, Cgroup, ExitStatus, Process, spawn
+from .. import DEVNULL, STDOUT, Cgroup, ExitStatus, Process, spawn
 from .._durations import check_duration
 from .._util import shielded
+from ._console import Console, LogFormat, Timestamps
 from ._events import (
     BackingOff,
     Event,
@@ -53,7 +54,7 @@ from ._group import LeaderWatch, hold_reap, signal_group, wait_group_empty
 from ._groupscan import GroupScanner
 from ._history import LogHistory, LogLine, LogStream
 from ._liveness import watch_liveness
-from ._output import LineSplitter, PrefixWriter, Sink, make_sink
+from ._output import Pipes, Sink, make_sink, split_lines
 from ._policies import ExitReason, StartHistory, ended_cleanly, is_clean, should_restart
 from ._readiness import NotifySocket, ReadyContext, ReadyNotify
 from ._reconfigure import Reconfigured, diff
@@ -325,6 +326,26 @@ class _Runner:
         self._set_state(_S.STARTING)
         notify: NotifySocket | None = None
         sink: Sink | None = None
+        pipes: Pipes | None = None
+        history = self.sup._history
+
+        def on_block(block: bytes, err: bool) -> None:
+            # On the loop thread, from the pipes' readers (registered once ``ctx``
+            # and ``sink`` are set): the lines go to the sink, the history and,
+            # until it has passed, a readiness check reading lines.
+            when = time.time()
+            assert sink is not None
+            try:
+                sink.block(block, err, when)
+            except Exception as exc:  # a callable output that raised: report it, go on
+                loop.call_exception_handler(
+                    {"message": "aioproc: a service output callback raised", "exception": exc}
+                )
+            history.record_block(svc.name, block, when)
+            if ctx.wants_lines:
+                for line in split_lines(block):
+                    ctx.feed_line(line)
+
         try:
             extra: dict[str, str] = {}
             if isinstance(svc.ready, ReadyNotify):
@@ -337,13 +358,16 @@ class _Runner:
                 if svc.ready.watchdog is not None:
                     extra["WATCHDOG_USEC"] = str(int(svc.ready.watchdog * 1e6))
             if svc.piped:
-                sink = make_sink(svc.output, svc.name, self.sup._writer)
+                console = self.sup.console
+                sink = make_sink(svc.output, svc.name, console)
+                separate = svc.output == "prefix" and console.separate_stderr
+                pipes = Pipes(separate, on_block)
             kwargs = dict(svc.spawn_kwargs)
             kwargs.setdefault("stdin", DEVNULL)
             proc = await spawn(
                 svc.argv,
-                stdout=PIPE if svc.piped else None,
-                stderr=STDOUT if svc.piped else None,
+                stdout=None if pipes is None else pipes.stdout,
+                stderr=None if pipes is None else pipes.stderr or STDOUT,
                 env=svc.child_env(extra),
                 cwd=svc.cwd,
                 kill_group=svc.kill_group,
@@ -357,6 +381,8 @@ class _Runner:
                 notify.close()
             if sink is not None:
                 sink.close()
+            if pipes is not None:
+                pipes.close()
             if isinstance(exc, (TypeError, ValueError)):
                 self.error_code = 1
                 return _Run(None, "spawn-failed", f"{type(exc).__name__}: {exc}", fatal=True)
@@ -376,16 +402,10 @@ class _Runner:
         self.error_code = None
         leader = LeaderWatch(proc, held=svc.kill_group)
         ctx = ReadyContext(proc, notify)
-        history = self.sup._history
-
-        def on_line(text: str) -> None:
-            history.record(svc.name, text)
-            ctx.feed_line(text)
-
-        splitter = None if sink is None else LineSplitter(sink, on_line)
-        pump = None
-        if splitter is not None and proc.stdout is not None:
-            pump = loop.create_task(_pump(proc, splitter))
+        if sink is not None:
+            sink.pid = proc.pid
+        if pipes is not None:
+            pipes.spawned()
         reason: ExitReason = "exited"
         error = None
         status: ExitStatus | None = None
@@ -407,7 +427,7 @@ class _Runner:
                     proc.cgroup.kill()
             leader.close()
             hold.__exit__(None, None, None)  # the leader is reaped from here on
-            status = await shielded(_finish(proc, pump, splitter, sink, notify))
+            status = await shielded(_finish(proc, pipes, sink, notify))
         return _Run(status, reason, error, time.monotonic() - started, proc.pid)
 
     async def _supervise(
@@ -570,48 +590,18 @@ async def _empty_cgroup(cg: Cgroup | None, left: float) -> None:
         await cg.wait_empty(None)
 
 
-async def _pump(proc: Process, splitter: LineSplitter) -> None:
-    """Pass the service's output on, line by line, as it comes."""
-    assert proc.stdout is not None
-    while True:
-        chunk = await proc.stdout.read(65536)
-        if not chunk:
-            break
-        _feed(splitter, chunk)
-
-
-def _feed(splitter: LineSplitter, data: bytes) -> None:
-    try:
-        splitter.feed(data)
-    except Exception as exc:  # a callable sink that raised: report it, keep pumping
-        asyncio.get_running_loop().call_exception_handler(
-            {"message": "aioproc: a service output callback raised", "exception": exc}
-        )
-
-
 async def _finish(
-    proc: Process,
-    pump: asyncio.Task[None] | None,
-    splitter: LineSplitter | None,
-    sink: Sink | None,
-    notify: NotifySocket | None,
+    proc: Process, pipes: Pipes | None, sink: Sink | None, notify: NotifySocket | None
 ) -> ExitStatus:
     """Reap the leader, pass on the rest of its output, release everything."""
     try:
         status = await proc.wait()
-        if pump is not None:
-            # The group is empty, so whatever it wrote is in the pipe already. A
-            # process that left the group may still hold the pipe open: do not
-            # wait for EOF, take what is there.
-            pump.cancel()
-            await asyncio.wait([pump])
-        if splitter is not None and proc.stdout is not None and not proc.stdout.closed:
-            with contextlib.suppress(OSError):
-                _feed(splitter, proc.stdout.read_available())
-            with contextlib.suppress(Exception):
-                splitter.flush()
+        if pipes is not None:
+            pipes.finish()
         return status
     finally:
+        if pipes is not None:
+            pipes.close()
         await proc.aclose()
         if sink is not None:
             sink.close()
@@ -654,10 +644,13 @@ class Supervisor:
     (then SIGKILL). ``await sup.wait()`` returns the :class:`Outcome` once every
     service has ended, or once an essential one failed and the rest were stopped.
 
-    ``color`` (None: auto), ``output_stream`` (default ``sys.stdout``),
-    ``prefix_width`` (a minimum) and ``raw_output`` shape ``output="prefix"``: the
-    services' control characters and escape sequences are shown escaped
-    (``\x1b``), and ``raw_output=True`` keeps their colours (SGR sequences) only.
+    The console (:attr:`console`) is where ``output="prefix"`` services write:
+    ``output_stream`` (default ``sys.stdout``), as ``name | line`` or, with
+    ``log_format="json"``, as JSON lines. ``color`` (None: auto), ``prefix_width`` (a
+    minimum), ``timestamps`` (None, ``"clock"`` or ``"iso"``) and ``mark_stderr``
+    (stderr lines shown with ``!``) shape the text form; the services' control
+    characters and escape sequences are shown escaped (``\x1b``), and
+    ``raw_output=True`` keeps their colours (SGR sequences) only.
     ``log_lines``: how many of each service's last output lines are kept for
     :meth:`logs` (0: none).
 
@@ -675,9 +668,15 @@ class Supervisor:
         prefix_width: int = 0,
         log_lines: int = 1000,
         raw_output: bool = False,
+        timestamps: Timestamps | None = None,
+        log_format: LogFormat = "text",
+        mark_stderr: bool = False,
     ) -> None:
         self.shutdown_timeout = check_duration(shutdown_timeout, "shutdown_timeout")
-        self._writer = PrefixWriter(output_stream, color, prefix_width, raw_output)
+        #: Where ``output="prefix"`` services write, and :meth:`Console.say` lines.
+        self.console = Console(
+            output_stream, color, prefix_width, raw_output, timestamps, log_format, mark_stderr
+        )
         self._history = LogHistory(log_lines)
         self._scanner = GroupScanner()  # one /proc scan for all the groups being stopped
         self._services: dict[str, Service] = {}
@@ -706,7 +705,7 @@ class Supervisor:
             raise ValueError(f"duplicate service name {service.name!r}")
         self._services[service.name] = service
         self._runners[service.name] = _Runner(self, service)
-        self._writer.register(service.name)
+        self.console.register(service.name)
         self._history.register(service.name)
 
     def _check_deps(self, service: Service) -> None:
@@ -914,7 +913,7 @@ class Supervisor:
                     runner = self._runners.get(service.name)
                     if service.name in plan.changed or runner is None:
                         runner = _Runner(self, by_name[service.name])
-                        self._writer.register(service.name)
+                        self.console.register(service.name)
                         self._history.register(service.name)
                     runners[service.name] = runner
                 self._runners = runners
