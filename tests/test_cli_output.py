@@ -30,7 +30,7 @@ def run(tmp_path: Path, loop: str, *args: str) -> subprocess.CompletedProcess[st
 
 def test_clock_timestamps_on_every_line(tmp_path: Path, loop: str) -> None:
     (tmp_path / "Procfile").write_text("web: echo hello\n")
-    res = run(tmp_path, loop, "--timestamps")
+    res = run(tmp_path, loop, "-t", "Procfile")  # a flag: FILE is not taken for its value
     lines = res.stdout.splitlines()
     assert "web" in res.stdout
     assert all(re.fullmatch(r"\d\d:\d\d:\d\d (web|aioproc) +\| .*", line) for line in lines)
@@ -47,7 +47,7 @@ def test_iso_timestamps_from_the_file(tmp_path: Path, loop: str) -> None:
     when = datetime.datetime.fromisoformat(stamp)
     assert abs(when.timestamp() - datetime.datetime.now().timestamp()) < 60
     # The command line wins over the file.
-    res = run(tmp_path, loop, "--timestamps", "clock")
+    res = run(tmp_path, loop, "--time-format", "clock")
     assert re.search(r"^\d\d:\d\d:\d\d web +\| hello$", res.stdout, re.M)
 
 

@@ -79,12 +79,16 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "-t",
         "--timestamps",
-        nargs="?",
-        const="clock",
+        action="store_true",
+        default=None,
+        help="start each line with the time it was read (HH:MM:SS; [supervisor] timestamps)",
+    )
+    run.add_argument(
+        "--time-format",
         choices=("clock", "iso"),
         default=None,
-        help="start each line with the time it was read: clock (HH:MM:SS, the default) or "
-        "iso (ISO 8601, milliseconds, UTC offset); [supervisor] timestamps in aioproc.toml",
+        help="the timestamps' form (implies --timestamps): clock is HH:MM:SS, iso is ISO 8601 "
+        "with milliseconds and the UTC offset",
     )
     run.add_argument(
         "--log-format",
@@ -313,7 +317,7 @@ def _command_run(args: argparse.Namespace) -> int:
                 control_required=required,
                 raw_output=args.raw_output,
                 http=http,
-                timestamps=args.timestamps,
+                timestamps=args.time_format or ("clock" if args.timestamps else None),
                 log_format=args.log_format,
                 mark_stderr=args.mark_stderr,
             )
