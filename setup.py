@@ -6,7 +6,7 @@ only. When a build fails, the install goes on without it (``optional=True``):
 - ``aioproc._waiting._waitid``: without it, aioproc calls the same system call
   through ctypes (see ``aioproc/_waiting/_sys.py``);
 - ``aioproc._clone_exec``: without it, spawns use CPython's
-  ``_posixsubprocess.fork_exec`` (see ``aioproc/_spawn.py``).
+  ``_posixsubprocess.fork_exec`` (see ``aioproc/_spawn/_direct.py``).
 """
 
 import sys

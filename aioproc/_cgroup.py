@@ -6,7 +6,7 @@
 too). The child is placed in it race-free: the fork/exec step opens the
 cgroup's ``cgroup.procs`` and the child writes ``0`` (itself) there between the
 fork and the exec, before the program runs, so nothing it forks can start
-outside (``_spawn.py``: the C step and the fallback's ``preexec_fn``).
+outside (``_spawn/``: the C step and the fallback's ``preexec_fn``).
 Everything it starts stays in the cgroup, ``setsid`` and double forks
 included, so :meth:`Cgroup.kill` (``cgroup.kill``, Linux 5.14; before that,
 freeze and SIGKILL every member) ends all of it, and :meth:`Cgroup.wait_empty`

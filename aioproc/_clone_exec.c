@@ -1,6 +1,6 @@
 /* aioproc._clone_exec: the whole fork/exec step of a spawn in one call, GIL released.
  *
- * An optional accelerator for aioproc/_spawn.py, which falls back to CPython's
+ * An optional accelerator for aioproc/_spawn/, which falls back to CPython's
  * _posixsubprocess.fork_exec (plus an error pipe and pidfd_open) when this
  * module is not built, or for what it does not cover (user/group changes, and
  * spawns waited on by PID).
@@ -19,7 +19,7 @@
  *    into a struct in our shared memory (as glibc's posix_spawn does), so it is
  *    known the moment we resume. An error pipe's close-on-exec write end, in
  *    contrast, closes a little after that point, and a preempted child made
- *    the parent wait for it (see _Started in _spawn.py).
+ *    the parent wait for it (see _Started in _spawn/_workers.py).
  *  - CLONE_PIDFD: the pidfd comes with the child, atomically; no pidfd_open,
  *    and no moment in which the child exists without one.
  *  - CLONE_FILES: the descriptor table is not copied for the child; the child
@@ -946,7 +946,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     PyModuleDef_HEAD_INIT,
     "aioproc._clone_exec",
-    "A spawn's fork/exec step in one GIL-free call (see _spawn.py).",
+    "A spawn's fork/exec step in one GIL-free call (see aioproc/_spawn/_direct.py).",
     0,
     methods,
     NULL,

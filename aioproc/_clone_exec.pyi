@@ -1,4 +1,4 @@
-# The optional C accelerator (_clone_exec.c); _spawn.py falls back to
+# The optional C accelerator (_clone_exec.c); _spawn/_direct.py falls back to
 # _posixsubprocess.fork_exec without it.
 from collections.abc import Iterable
 

@@ -22,14 +22,41 @@ Every spawn failure leaves nothing behind: no child, no zombie, no descriptor.
 
 from __future__ import annotations
 
+import resource
+import signal
 import subprocess
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from ._status import ExitStatus
+from typing import Any, Protocol
 
 __all__ = ["Error", "ProcessError", "TimeoutExpired"]
+
+
+class ExitStatusLike(Protocol):
+    """An :class:`~aioproc.ExitStatus`, as the exceptions that carry one see it.
+
+    ``ExitStatus`` lives in ``_status``, which imports this module (its
+    ``check()`` raises :class:`ProcessError`); naming here what an
+    ``ExitStatus`` offers, rather than importing it, keeps that import one-way.
+    mypy checks that ``ExitStatus`` matches wherever one is passed in.
+    """
+
+    @property
+    def pid(self) -> int: ...
+    @property
+    def returncode(self) -> int: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def signal(self) -> signal.Signals | None: ...
+    @property
+    def core_dumped(self) -> bool: ...
+    @property
+    def unknown(self) -> bool: ...
+    @property
+    def rusage(self) -> resource.struct_rusage | None: ...
+    @property
+    def success(self) -> bool: ...
+    def __int__(self) -> int: ...
 
 
 class Error(Exception):
@@ -44,11 +71,11 @@ class ProcessError(subprocess.CalledProcessError, Error):
     process was killed); ``status`` is the full :class:`ExitStatus`.
     """
 
-    status: ExitStatus
+    status: ExitStatusLike
 
     def __init__(
         self,
-        status: ExitStatus,
+        status: ExitStatusLike,
         cmd: Sequence[Any] | str | bytes | None = None,
         output: bytes | str | None = None,
         stderr: bytes | str | None = None,
@@ -74,7 +101,7 @@ class TimeoutExpired(subprocess.TimeoutExpired, TimeoutError, Error):
         timeout: float,
         output: bytes | str | None = None,
         stderr: bytes | str | None = None,
-        status: ExitStatus | None = None,
+        status: ExitStatusLike | None = None,
         detail: str | None = None,
     ) -> None:
         subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)

@@ -4,7 +4,7 @@
 child's resource limits between fork and exec, so the program starts with them
 (``setrlimit(2)``; they are inherited by everything it forks). This module only
 turns the user's mapping into checked ``(resource, soft, hard)`` triples; the
-fork/exec step applies them (``_spawn.py``: in the C step with a raw
+fork/exec step applies them (``_spawn/``: in the C step with a raw
 ``prlimit64`` system call in the child, in the fallback from a ``preexec_fn``).
 
 A value is an int (soft and hard limit both), ``None``/``"infinity"``

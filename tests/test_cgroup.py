@@ -21,7 +21,8 @@ from collections.abc import Iterator
 import pytest
 
 import aioproc
-from aioproc import PIPE, _cgroup, _spawn
+from aioproc import PIPE, _cgroup
+from aioproc._spawn import _direct
 
 from .helpers import children_of, group_members, process_state
 
@@ -73,9 +74,9 @@ def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     if request.param == "c":
         if ce is None:
             pytest.skip("aioproc._clone_exec is not built")
-        monkeypatch.setattr(_spawn, "_clone_exec", ce)
+        monkeypatch.setattr(_direct, "_clone_exec", ce)
     else:
-        monkeypatch.setattr(_spawn, "_clone_exec", None)
+        monkeypatch.setattr(_direct, "_clone_exec", None)
     return str(request.param)
 
 

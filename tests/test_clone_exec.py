@@ -269,9 +269,9 @@ def test_a_child_that_fails_before_its_exec_is_reported_and_reaped(
 async def test_spawn_raises_what_the_failed_stage_means(
     no_leaks: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from aioproc import _spawn
+    from aioproc._spawn import _direct
 
-    monkeypatch.setattr(_spawn, "_clone_exec", ce)  # even with AIOPROC_NO_C_SPAWN=1
+    monkeypatch.setattr(_direct, "_clone_exec", ce)  # even with AIOPROC_NO_C_SPAWN=1
     with pytest.raises(FileNotFoundError, match="working directory") as info:
         await aioproc.spawn(["true"], cwd="/nonexistent")
     assert info.value.filename == "/nonexistent"
@@ -404,7 +404,7 @@ def run_denied(nr: int, err: int, code: str) -> subprocess.CompletedProcess[str]
 # and whether a child or a descriptor was left behind.
 FALLBACK_PROGRAM = """
     import asyncio, os, sys, uvloop, aioproc
-    from aioproc import _spawn
+    from aioproc._spawn import _direct
     async def main():
         before = set(os.listdir("/proc/self/fd"))
         try:
@@ -414,7 +414,7 @@ FALLBACK_PROGRAM = """
             await asyncio.sleep(0)  # the pidfd's close is put off by one loop turn
         except OSError as exc:
             print(type(exc).__name__, exc.errno)
-        print(_spawn._clone_exec is not None)
+        print(_direct._clone_exec is not None)
         with open("/proc/self/task/%d/children" % os.getpid()) as f:
             print(repr(f.read().strip()))
         left = []
@@ -473,7 +473,7 @@ def test_a_kernel_without_close_range_gets_the_fallback(loop_name: str, err: int
 
 @pytest.mark.parametrize(("value", "in_use"), [("1", False), ("0", True), ("", True)])
 def test_aioproc_no_c_spawn_forces_the_fallback(value: str, in_use: bool) -> None:
-    code = "from aioproc import _spawn; print(_spawn._clone_exec is not None)"
+    code = "from aioproc._spawn import _direct; print(_direct._clone_exec is not None)"
     env = {**os.environ, "AIOPROC_NO_C_SPAWN": value}
     res = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=30, env=env

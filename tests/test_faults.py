@@ -126,11 +126,11 @@ STEPS = {
 @pytest.fixture(params=["clone_exec", "posixsubprocess"])
 def fork_exec(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Which fork/exec step spawns use: aioproc's C module or the fallback."""
-    from aioproc import _spawn
+    from aioproc._spawn import _direct
 
     if request.param == "posixsubprocess":
-        monkeypatch.setattr(_spawn, "_clone_exec", None)
-    elif _spawn._clone_exec is None:
+        monkeypatch.setattr(_direct, "_clone_exec", None)
+    elif _direct._clone_exec is None:
         pytest.skip("aioproc._clone_exec is not in use (not built, or AIOPROC_NO_C_SPAWN=1)")
     return str(request.param)
 

@@ -16,8 +16,8 @@ import sys
 import pytest
 
 import aioproc
-from aioproc import _spawn
 from aioproc._limits import INFINITY, check_rlimits
+from aioproc._spawn import _direct, _spec
 
 from .helpers import children_of
 
@@ -37,9 +37,9 @@ def spawn_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     if request.param == "c":
         if ce is None:
             pytest.skip("aioproc._clone_exec is not built")
-        monkeypatch.setattr(_spawn, "_clone_exec", ce)
+        monkeypatch.setattr(_direct, "_clone_exec", ce)
     else:
-        monkeypatch.setattr(_spawn, "_clone_exec", None)
+        monkeypatch.setattr(_direct, "_clone_exec", None)
     return str(request.param)
 
 
@@ -157,7 +157,7 @@ async def test_limits_with_a_user_change(spawn_path: str) -> None:
 def test_a_limit_the_kernel_refuses_is_reported(spawn_path: str, mode: str) -> None:
     # Past the checks (the spec is altered by hand): the child fails before
     # its exec, the error says which step, and nothing is left.
-    spec = _spawn.make_spec(
+    spec = _spec.make_spec(
         ["true"], stdin=None, stdout=None, stderr=None, cwd=None, env=None, shell=False,
         start_new_session=False, process_group=None, pass_fds=(), user=None, group=None,
         umask=-1,
@@ -165,7 +165,7 @@ def test_a_limit_the_kernel_refuses_is_reported(spawn_path: str, mode: str) -> N
     spec = spec._replace(rlimits=((resource.RLIMIT_NOFILE, 2**40, 2**40),))
     before = children_of()
     with pytest.raises(OSError, match="cannot set the resource limits") as info:
-        _spawn.spawn_sync(spec, mode)  # type: ignore[arg-type]
+        _direct.spawn_sync(spec, mode)  # type: ignore[arg-type]
     assert info.value.errno == errno.EPERM
     assert children_of() == before
 

@@ -833,7 +833,7 @@ def test_pidfd_open_failing_after_fork_kills_and_reaps_the_child() -> None:
     # the pidfd from clone itself (tests/test_clone_exec.py).
     code = """
         import asyncio, errno, os, aioproc
-        aioproc._spawn._clone_exec = None
+        aioproc._spawn._direct._clone_exec = None
         aioproc.set_wait_mode("pidfd")
         async def main():
             before = set(os.listdir("/proc/self/fd"))

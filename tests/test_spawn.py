@@ -1,4 +1,4 @@
-"""The fork/exec step and the spawn worker pool (aioproc/_spawn.py)."""
+"""The fork/exec step and the spawn worker pool (the package aioproc/_spawn/)."""
 
 from __future__ import annotations
 
@@ -112,18 +112,18 @@ def test_an_outcome_on_its_way_to_a_loop_closed_meanwhile_leaves_nothing(
     # kills and reaps the child and closes its descriptors.
     import uvloop
 
-    from aioproc import _spawn
+    from aioproc._spawn import _inbox
 
     _pool_every_spawn(monkeypatch)
     go, arrived = threading.Event(), threading.Event()
-    hand_over = _spawn._hand_over
+    hand_over = _inbox._pool._hand_over  # what the pool's workers call
 
     def hand_over_and_tell(*args: Any) -> None:
         assert go.wait(10)  # once the loop has stopped: it cannot take the outcome
         hand_over(*args)  # (the worker holds the inbox no longer after this)
         arrived.set()
 
-    monkeypatch.setattr(_spawn, "_hand_over", hand_over_and_tell)
+    monkeypatch.setattr(_inbox._pool, "_hand_over", hand_over_and_tell)
     fds = open_fds()
     children = children_of()
     loop = (asyncio.new_event_loop if loop_name == "asyncio" else uvloop.new_event_loop)()
@@ -263,9 +263,9 @@ async def test_outcomes_of_a_burst_are_delivered_across_loop_turns(
     # for many outcomes, delivered for a bounded time per turn. With no time
     # at all, each turn delivers one outcome and hands the rest to the next
     # turn; none may be lost (the spawn would hang) or delivered twice.
-    from aioproc import _spawn
+    from aioproc._spawn import _inbox
 
-    monkeypatch.setattr(_spawn._Inbox, "BUDGET", 0.0)
+    monkeypatch.setattr(_inbox._Inbox, "BUDGET", 0.0)
     before = aioproc.get_spawn_workers()
     aioproc.set_spawn_workers(2)
     try:
@@ -303,13 +303,13 @@ async def test_idle_spawn_workers_retire_and_come_back(monkeypatch: pytest.Monke
     # leave threads behind for good. A burst that arrives while workers are
     # retiring must still find one: a job left in the queue with no worker
     # would hang its spawn (and this test) for ever.
-    from aioproc import _spawn
+    from aioproc._spawn import _workers
 
     before = aioproc.get_spawn_workers()
     aioproc.set_spawn_workers(0)  # retire the workers earlier tests started
     for thread in _spawn_workers():
         thread.join(10)
-    monkeypatch.setattr(_spawn.SpawnPool, "IDLE_TIMEOUT", 0.01)
+    monkeypatch.setattr(_workers.SpawnPool, "IDLE_TIMEOUT", 0.01)
     aioproc.set_spawn_workers(2)
     try:
         await asyncio.gather(*(aioproc.spawn(["true"]) for _ in range(8)))
@@ -380,15 +380,15 @@ async def test_a_worker_timing_out_as_a_job_is_queued_does_not_strand_it() -> No
     # idle wait ends just as submit() has counted a job (and, counting that
     # worker as idle, started no thread for it) but not yet queued it. If the
     # worker retired then, the job would sit in the queue with no worker.
-    from aioproc import _spawn
+    from aioproc._spawn import _inbox
 
     before = aioproc.get_spawn_workers()
     aioproc.set_spawn_workers(0)
     for thread in _spawn_workers():
         thread.join(10)
     racy = _RacyQueue()
-    real_queue = _spawn._pool._queue
-    _spawn._pool._queue = racy  # type: ignore[assignment]
+    real_queue = _inbox._pool._queue
+    _inbox._pool._queue = racy  # type: ignore[assignment]
     aioproc.set_spawn_workers(1)
     try:
         # Two tasks at once: the second spawn goes to the pool and starts the worker.
@@ -404,31 +404,31 @@ async def test_a_worker_timing_out_as_a_job_is_queued_does_not_strand_it() -> No
         aioproc.set_spawn_workers(0)
         for thread in _spawn_workers():
             thread.join(10)
-        _spawn._pool._queue = real_queue
+        _inbox._pool._queue = real_queue
         aioproc.set_spawn_workers(before)
 
 
 async def test_a_burst_starts_one_worker_per_queued_job_up_to_the_size() -> None:
     # A burst's jobs are queued in one pass; workers are started for the jobs
     # no idle worker will take, never more, and never past the pool's size.
-    from aioproc import _spawn
+    from aioproc._spawn import _inbox, _spec, _workers
 
     loop = asyncio.get_running_loop()
-    pool = _spawn.SpawnPool(3)
+    pool = _workers.SpawnPool(3, _inbox._hand_over)
     release = threading.Event()
     running = threading.Semaphore(0)
 
-    def build() -> _spawn.SpawnSpec:
+    def build() -> _spec.SpawnSpec:
         running.release()
         release.wait(10)  # holds its worker busy
         raise ValueError("not spawned: this test only counts workers")
 
-    def make_job() -> _spawn._Job[object]:
+    def make_job() -> _workers._Job[object]:
         # As enqueue() makes them: counted in flight until delivered, and
         # handed over to the loop's inbox (made as _submit_batch does).
-        _spawn._inbox_for(loop)
-        _spawn._inflight[loop] = _spawn._inflight.get(loop, 0) + 1
-        return _spawn._Job(build, "pidfd", loop, lambda spec, res, loop: None)
+        _inbox._inbox_for(loop)
+        _inbox._inflight[loop] = _inbox._inflight.get(loop, 0) + 1
+        return _workers._Job(build, "pidfd", loop, lambda spec, res, loop: None)
 
     jobs = [make_job()]
     try:
@@ -453,7 +453,7 @@ async def test_a_burst_starts_one_worker_per_queued_job_up_to_the_size() -> None
 async def test_a_burst_caught_by_a_resize_to_zero_fails_instead_of_hanging() -> None:
     # set_spawn_workers(0) between a burst's first steps and its hand-over to
     # the pool (one loop iteration): no worker would ever take those jobs.
-    from aioproc import _spawn
+    from aioproc._spawn import _inbox
 
     loop = asyncio.get_running_loop()
     before = aioproc.get_spawn_workers()
@@ -472,7 +472,7 @@ async def test_a_burst_caught_by_a_resize_to_zero_fails_instead_of_hanging() -> 
         await proc.wait()
     assert errors, results
     assert all(isinstance(e, RuntimeError) and "no workers" in str(e) for e in errors), errors
-    assert loop not in _spawn._inflight  # nothing left counted in flight
+    assert loop not in _inbox._inflight  # nothing left counted in flight
 
 
 def _pool_every_spawn(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -495,20 +495,20 @@ def _hold_before_exec(
     This is the fallback path (``_posixsubprocess``): ``_clone_exec`` returns only
     once the exec is done, so a worker using it has nothing started to confirm.
     """
-    from aioproc import _spawn
+    from aioproc._spawn import _direct, _fallback, _spec
 
-    monkeypatch.setattr(_spawn, "_clone_exec", None)
-    real_fork_exec = _spawn._fork_exec
+    monkeypatch.setattr(_direct, "_clone_exec", None)
+    real_fork_exec = _fallback._fork_exec
 
-    def fork_exec(spec: _spawn.SpawnSpec, *fds: int) -> int:
+    def fork_exec(spec: _spec.SpawnSpec, *fds: int) -> int:
         if spec.args[-1] != b"held":
             return real_fork_exec(spec, *fds)
-        monkeypatch.setattr(_spawn, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
+        monkeypatch.setattr(_fallback, "_deathsig_preexec", lambda sig: lambda: os.read(gate_r, 1))
         pid = real_fork_exec(spec._replace(pdeathsig=int(signal.SIGTERM)), *fds)
         after_fork()
         return pid
 
-    monkeypatch.setattr(_spawn, "_fork_exec", fork_exec)
+    monkeypatch.setattr(_fallback, "_fork_exec", fork_exec)
     _pool_every_spawn(monkeypatch)
 
 
@@ -551,7 +551,7 @@ async def test_a_worker_does_not_wait_for_one_childs_exec_before_forking_the_nex
     # A pooled spawn is done when the child's exec closes the error pipe; on a
     # busy machine the child can be preempted between the point where a vfork
     # parent resumes and that close. The worker forks its next job meanwhile
-    # (_spawn._Started) instead of blocking on the pipe. Made deterministic:
+    # (_workers._Started) instead of blocking on the pipe. Made deterministic:
     # the first child is held before its exec (a preexec_fn, so a real fork,
     # that waits on a pipe) and the second spawn, queued behind it on the only
     # worker, must complete while the first is still held.
@@ -879,11 +879,11 @@ async def test_close_fds_false_keeps_the_inheritable_descriptors(
     # As subprocess: with close_fds=False the child keeps what is not marked
     # close-on-exec, and only that; pass_fds turns close_fds back on (with
     # subprocess's RuntimeWarning). It used to be refused by aioproc.compat.
-    from aioproc import _spawn
+    from aioproc._spawn import _direct
 
     if step == "posixsubprocess":
-        monkeypatch.setattr(_spawn, "_clone_exec", None)
-    elif _spawn._clone_exec is None:
+        monkeypatch.setattr(_direct, "_clone_exec", None)
+    elif _direct._clone_exec is None:
         pytest.skip("aioproc._clone_exec is not in use (not built, or AIOPROC_NO_C_SPAWN=1)")
     cloexec_r, cloexec_w = os.pipe()  # os.pipe() makes them close-on-exec
     inheritable_r, inheritable_w = os.pipe()
@@ -944,12 +944,12 @@ async def test_the_child_gets_exactly_stdio_and_pass_fds_with_10000_high_descrip
     # must get its stdio and pass_fds, at their numbers, and nothing else:
     # here among 10,000 inheritable descriptors where pidfds go, 20 live
     # children, and pass_fds below, among and above them all.
-    from aioproc import _spawn
+    from aioproc._spawn import _direct
 
     floor = 1024  # _waiting/_sys.py's PIDFD_FLOOR
     if path == "fallback":
-        monkeypatch.setattr(_spawn, "_clone_exec", None)
-    elif _spawn._clone_exec is None:  # pragma: no cover - built wherever a compiler is at hand
+        monkeypatch.setattr(_direct, "_clone_exec", None)
+    elif _direct._clone_exec is None:  # pragma: no cover - built wherever a compiler is at hand
         pytest.skip("aioproc._clone_exec is not built")
     r, w = os.pipe()
     made = [r, w]
