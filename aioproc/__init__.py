@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from . import signals
 from ._cgroup import Cgroup
-from ._exceptions import Error, ProcessError, TimeoutExpired
+from ._exceptions import Error
 from ._forklock import ForkLock, exec_replace, fork_lock
 from ._orphans import reap_orphans
 from ._process import Process, spawn
 from ._run import run
 from ._spawn import DEVNULL, PIPE, STDOUT, get_spawn_workers, set_spawn_workers
-from ._status import CompletedProcess, ExitStatus
+from ._status import CompletedProcess, ExitStatus, ProcessError, TimeoutExpired
 from ._streams import ProcessReader, ProcessWriter
 from ._util import fixup_module_metadata as _fixup_module_metadata
 from ._waiting import get_wait_mode, set_wait_mode

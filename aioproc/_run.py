@@ -9,10 +9,9 @@ from typing import Any
 
 from . import _procfs
 from ._durations import check_duration
-from ._exceptions import ProcessError, TimeoutExpired
 from ._process import Process, spawn
 from ._spawn import PIPE
-from ._status import CompletedProcess
+from ._status import CompletedProcess, ProcessError, TimeoutExpired
 from ._util import shielded
 
 __all__ = ["run"]

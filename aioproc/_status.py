@@ -1,16 +1,19 @@
-"""How a process ended: :class:`ExitStatus` and :class:`CompletedProcess`."""
+"""How a process ended: :class:`ExitStatus` and :class:`CompletedProcess`, and the
+errors that carry one (:class:`ProcessError`, :class:`TimeoutExpired`; the tree of
+aioproc's exceptions is in ``_exceptions.py``)."""
 
 from __future__ import annotations
 
 import dataclasses
 import resource
 import signal as _signal
+import subprocess
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ._exceptions import ProcessError
+from ._exceptions import Error
 
-__all__ = ["CompletedProcess", "ExitStatus"]
+__all__ = ["CompletedProcess", "ExitStatus", "ProcessError", "TimeoutExpired"]
 
 # The returncode reported when the status was taken by someone else (another
 # library calling waitpid(-1), or SIGCHLD set to SIG_IGN). asyncio reports 255 too.
@@ -228,3 +231,63 @@ class CompletedProcess(Generic[T]):
         """Raise :class:`ProcessError` if the process failed."""
         if not self.status.success:
             raise ProcessError(self.status, self.args, self.stdout, self.stderr)
+
+
+class ProcessError(subprocess.CalledProcessError, Error):
+    """Raised by :meth:`ExitStatus.check` and ``run(check=True)`` when a process failed.
+
+    A :class:`subprocess.CalledProcessError`, so existing ``except`` clauses keep
+    working. ``returncode`` follows subprocess (minus the signal number when the
+    process was killed); ``status`` is the full :class:`ExitStatus`.
+    """
+
+    status: ExitStatus
+
+    def __init__(
+        self,
+        status: ExitStatus,
+        cmd: Sequence[Any] | str | bytes | None = None,
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+    ) -> None:
+        super().__init__(status.returncode, cmd if cmd is not None else [], output, stderr)
+        self.status = status
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.status, self.cmd, self.output, self.stderr))
+
+
+class TimeoutExpired(subprocess.TimeoutExpired, TimeoutError, Error):
+    """Raised by :func:`aioproc.run` when its ``timeout`` ran out.
+
+    By the time it is raised the child has been stopped (``stop_signal``, then
+    SIGKILL) and reaped. ``output`` and ``stderr`` hold what was captured so far.
+    It is both a :class:`subprocess.TimeoutExpired` and a built-in :class:`TimeoutError`.
+    """
+
+    def __init__(
+        self,
+        cmd: Sequence[Any] | str | bytes,
+        timeout: float,
+        output: bytes | str | None = None,
+        stderr: bytes | str | None = None,
+        status: ExitStatus | None = None,
+        detail: str | None = None,
+    ) -> None:
+        subprocess.TimeoutExpired.__init__(self, cmd, timeout, output, stderr)
+        self.args = (cmd, timeout)
+        #: How the stopped child ended.
+        self.status = status
+        #: Why the time ran out when the child itself had already exited
+        #: (its output pipes stayed open, held by the processes named), else None.
+        self.detail = detail
+
+    def __str__(self) -> str:
+        text = subprocess.TimeoutExpired.__str__(self)
+        return text if self.detail is None else f"{text}: {self.detail}"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            type(self),
+            (self.cmd, self.timeout, self.output, self.stderr, self.status, self.detail),
+        )

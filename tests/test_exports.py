@@ -143,9 +143,9 @@ def test_module_level_imports_form_no_cycle() -> None:
 
 
 def test_exceptions_and_status_import_each_other_one_way() -> None:
-    # ExitStatus.check() raises ProcessError, so _status imports _exceptions;
-    # _exceptions must not import _status, not even for a type (see
-    # _exceptions.ExitStatusLike) nor inside a function.
+    # The errors that carry an ExitStatus live beside it in _status, which takes
+    # Error from _exceptions; _exceptions must not import _status, not even for a
+    # type nor inside a function.
     assert "aioproc._exceptions" in _imports("aioproc._status")
     assert "aioproc._status" not in _imports("aioproc._exceptions", everywhere=True)
 
