@@ -33,6 +33,7 @@ from ._events import (
 )
 from ._history import LogLine, LogStream
 from ._liveness import Liveness
+from ._logfile import LogFile
 from ._policies import Backoff, StartLimit, should_restart
 from ._readiness import (
     ReadyCall,
@@ -56,6 +57,7 @@ __all__ = [
     "Exited",
     "Fatal",
     "Liveness",
+    "LogFile",
     "LogLine",
     "LogStream",
     "Outcome",

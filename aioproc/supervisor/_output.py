@@ -7,6 +7,9 @@
   visible (``\x1b``), so a service cannot move the cursor or retitle the terminal;
   ``raw_output`` keeps its colours (see ``_terminal.py``).
 * a path (``str`` or :class:`os.PathLike`): lines are appended to that file.
+* a :class:`~._logfile.LogFile`: the same, rotated by size (see ``_logfile.py``).
+  Files are opened through the supervisor's :class:`~._logfile.LogFiles`: one
+  writer per file, shared by every service that writes to it.
 * a callable: called as ``callback(name, line)`` with each decoded line (no newline).
 
 In every mode but ``"inherit"`` the service's stdout and stderr share one pipe (as
@@ -23,13 +26,14 @@ import sys
 from collections.abc import Callable
 from typing import TextIO, Union
 
+from ._logfile import LogFile, LogFiles, LogFileWriter, log_file_of
 from ._terminal import has_controls, neutralise
 
 __all__ = ["LINE_LIMIT", "LineSplitter", "OutputSpec", "PrefixWriter", "Sink", "make_sink"]
 
 LINE_LIMIT = 65536
 
-OutputSpec = Union[str, "os.PathLike[str]", Callable[[str, str], object]]
+OutputSpec = Union[str, "os.PathLike[str]", LogFile, Callable[[str, str], object]]
 
 # Bold-free ANSI colours, chosen to be readable on dark and light terminals.
 _COLOURS = ("36", "33", "32", "35", "34", "31", "96", "93", "92", "95", "94", "91")
@@ -117,20 +121,20 @@ class _PrefixSink(Sink):
 
 
 class _FileSink(Sink):
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        # O_APPEND: each line lands at the end in one write, even if several
-        # services (or programs) share the file.
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def __init__(self, logs: LogFiles, spec: LogFile) -> None:
+        # One writer per file, shared (O_APPEND: each block lands at the end in
+        # one write, even if other programs append to the file too).
+        self._logs = logs
+        self._writer: LogFileWriter | None = logs.open(spec)
 
     def line(self, data: bytes) -> None:
-        data += b"\n"
-        while data:
-            data = data[os.write(self._fd, data) :]
+        if self._writer is not None:
+            self._writer.write(data + b"\n")
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            self._logs.release(writer)
 
 
 class _CallableSink(Sink):
@@ -142,14 +146,19 @@ class _CallableSink(Sink):
         self._callback(self._name, data.decode(errors="replace"))
 
 
-def make_sink(output: OutputSpec, name: str, writer: PrefixWriter) -> Sink | None:
-    """The sink for one run of a service; None for ``"inherit"``."""
+def make_sink(output: OutputSpec, name: str, writer: PrefixWriter, logs: LogFiles) -> Sink | None:
+    """The sink for one run of a service; None for ``"inherit"``.
+
+    Raises :class:`OSError` if its log file cannot be opened.
+    """
     if output == "inherit":
         return None
     if output == "prefix":
         return _PrefixSink(writer, name)
-    if isinstance(output, (str, os.PathLike)):
-        return _FileSink(output)
+    spec = log_file_of(output)
+    if spec is not None:
+        return _FileSink(logs, spec)
+    assert callable(output)
     return _CallableSink(output, name)
 
 
