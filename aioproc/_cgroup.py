@@ -42,6 +42,7 @@ import time
 from collections.abc import Mapping
 
 from ._procfs import pidfd_open_ex, wait_gone
+from ._sizes import parse_size
 
 __all__ = ["Cgroup", "CgroupLimits", "cgroup_root", "check_cgroup_limits", "prepare"]
 
@@ -150,7 +151,6 @@ def warn_unavailable(why: str) -> None:
 
 # ------------------------------------------------------------------ limits
 _CONTROLLERS = {"memory_max": "memory", "cpu_max": "cpu", "pids_max": "pids"}
-_SIZE = re.compile(r"(\d+)\s*([KMGT]?)i?B?", re.IGNORECASE)
 
 
 def _limit_error(key: str, value: object, expected: str) -> ValueError:
@@ -178,9 +178,8 @@ def check_cgroup_limits(limits: object) -> CgroupLimits:
         elif key == "memory_max":
             if isinstance(value, int) and 0 <= value < 2**63:
                 text = str(value)
-            elif isinstance(value, str) and (m := _SIZE.fullmatch(value.strip())):
-                scale = 1024 ** " KMGT".index(m.group(2).upper() or " ")
-                text = str(int(m.group(1)) * scale)
+            elif isinstance(value, str) and (size := parse_size(value)) is not None:
+                text = str(size)
             else:
                 raise _limit_error(key, value, 'a size in bytes, like 536870912 or "512M"')
         elif key == "pids_max":

@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from aioproc._cli import main
 from aioproc._cli._config import SERVICE_OPTIONS, ConfigError, load_config
 from aioproc._cli._toml_lines import KeyLines
+from aioproc.supervisor import LogFile
 
 from .helpers import nothing_left_behind
 
@@ -54,6 +55,17 @@ BAD = [
     ("success_exit_codes = [0, 1099511627776]\n", 3, r"an exit code must be between 0 and 255"),
     ("stop_signal = 1099511627776\n", 3, r"stop_signal: 1099511627776 is not a signal"),
     ('ready = { tcp = "127.0.0.1:99999" }\n', 3, r"ready.tcp: '99999' is not a port"),
+    ('output = { file = "x.log", max_bytes = -1 }\n', 3, r"output.max_bytes must be a size"),
+    ('output = { file = "x.log", max_bytes = "10Q" }\n', 3, r"output.max_bytes must be a size"),
+    ('output = { file = "x.log", max_bytes = 1.5 }\n', 3, r"output.max_bytes must be a size"),
+    ('output = { file = "x.log", backups = "x" }\n', 3, r"output.backups must be an integer"),
+    ('output = { file = "x.log", backups = -1 }\n', 3, r"output.backups must be between 0"),
+    ('output = { file = "x.log", rotate = 3 }\n', 3, r"output: unknown key 'rotate' \(expected"),
+    ("output = { max_bytes = 100 }\n", 3, r"output needs a file"),
+    ('output = { file = "" }\n', 3, r"output.file must be a file path"),
+    ('output = { file = "a\\u0000b" }\n', 3, r"output.file must be a file path"),
+    ("output = 3\n", 3, r'output must be "prefix", "inherit", a file path or a table'),
+    ('\n[services.web.output]\nfile = "x.log"\nbackups = true\n', 6, r"output.backups must be"),
     ("x = " + "[" * 3000 + "]" * 3000 + "\n", 3, r"nested too deeply \(key 'x'\)"),
     ("env = { A = " + "[" * 3000 + "]" * 3000 + " }\n", 3, r"nested too deeply \(key 'env'\)"),
 ]
@@ -84,6 +96,49 @@ def test_bad_values_exit_2_with_one_line_before_anything_starts(tmp_path: Path, 
     assert len(res.stderr.splitlines()) == 1, res.stderr
     assert res.stderr.startswith(f"aioproc: error: {tmp_path / 'aioproc.toml'}:")
     assert not (tmp_path / "started").exists()
+
+
+@pytest.mark.parametrize("rest", [b[0] for b in BAD if b[0].startswith("output")])
+def test_bad_output_tables_exit_2_naming_file_line_and_key(tmp_path: Path, rest: str) -> None:
+    (tmp_path / "aioproc.toml").write_text(HEAD + rest)
+    res = subprocess.run(
+        [*AIOPROC, "check"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert res.returncode == 2, res.stderr
+    assert len(res.stderr.splitlines()) == 1, res.stderr
+    assert res.stderr.startswith(f"aioproc: error: {tmp_path / 'aioproc.toml'}:3: service 'web': ")
+    assert "output" in res.stderr
+
+
+def test_output_as_a_table_is_a_rotated_log_file(tmp_path: Path) -> None:
+    path = tmp_path / "aioproc.toml"
+    path.write_text(
+        "[services.a]\ncommand = 'true'\n"
+        'output = { file = "logs/a.log", max_bytes = "10M", backups = 3 }\n'
+        "[services.b]\ncommand = 'true'\n"
+        'output = { file = "/var/log/b.log", max_bytes = 4096 }\n'
+        "[services.c]\ncommand = 'true'\n"
+        '[services.c.output]\nfile = "c.log"\nmax_bytes = "1 KiB"\nbackups = 0\n'
+        "[services.d]\ncommand = 'true'\n"
+        'output = "d.log"\n'
+    )
+    services = {s.name: s for s in load_config(path).services}
+    assert services["a"].output == LogFile(str(tmp_path / "logs/a.log"), 10 * 2**20, 3)
+    assert services["b"].output == LogFile("/var/log/b.log", 4096, 5)
+    assert services["c"].output == LogFile(str(tmp_path / "c.log"), 1024, 0)
+    assert services["d"].output == str(tmp_path / "d.log")  # a plain path: never rotated
+    # Read again, it is the same: a reload leaves the service running.
+    assert load_config(path).services[0].output == services["a"].output
+
+
+def test_two_services_cannot_rotate_one_file_differently(tmp_path: Path) -> None:
+    path = tmp_path / "aioproc.toml"
+    path.write_text(
+        "[services.a]\ncommand = 'true'\noutput = { file = 'x.log', max_bytes = 100 }\n"
+        "[services.b]\ncommand = 'true'\noutput = 'x.log'\n"
+    )
+    with pytest.raises(ConfigError, match=r"aioproc.toml: services 'a' and 'b' write to the same"):
+        load_config(path)
 
 
 def test_supervisor_table_values(tmp_path: Path) -> None:
@@ -170,7 +225,8 @@ SCALARS = st.one_of(
     st.booleans(),
     st.text(max_size=12),
     st.sampled_from(["root", "nobody", "no-such-user-aioproc", "", "SIGTERM", "KILL", "022",
-                     "prefix", "inherit", "always", "no", "a=b", "a\0b", "127.0.0.1:1"]),
+                     "prefix", "inherit", "always", "no", "a=b", "a\0b", "127.0.0.1:1",
+                     "10M", "1 KiB", "x.log"]),
 )  # fmt: skip
 VALUES = st.recursive(
     SCALARS,
@@ -180,7 +236,8 @@ VALUES = st.recursive(
             st.one_of(
                 st.sampled_from(["initial", "factor", "max", "jitter", "burst", "interval",
                                  "tcp", "http", "line", "notify", "timeout", "watchdog",
-                                 "access", "PATH", "A=B", ""]),
+                                 "access", "PATH", "A=B", "", "file", "max_bytes",
+                                 "backups"]),
                 st.text(max_size=5),
             ),
             inner,

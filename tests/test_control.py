@@ -26,7 +26,7 @@ import pytest
 
 import aioproc.control as control
 from aioproc._control._socket import connect
-from aioproc.supervisor import ReadyLine, Reconfigured, Service, Supervisor
+from aioproc.supervisor import LogFile, ReadyLine, Reconfigured, Service, Supervisor
 
 from .helpers import DROP_ROOT, run_python
 
@@ -467,6 +467,45 @@ async def test_reload_calls_the_given_function(sock_path: pathlib.Path) -> None:
             assert bad["error"] == "failed"
             assert bad["message"] == "aioproc.toml:3: bad"
     assert logged == ["reload failed, nothing changed: aioproc.toml:3: bad"]
+
+
+def real(path: pathlib.Path) -> str:
+    return os.path.realpath(path)
+
+
+async def test_reopen_opens_the_log_files_again(tmp_path: pathlib.Path) -> None:
+    sock_path = tmp_path / "ctl.sock"
+    log = tmp_path / "logs" / "t.log"
+    log.parent.mkdir()
+    svc = Service(
+        "talker",
+        ["sh", "-c", "trap 'echo ping' USR1; echo hello; while :; do sleep 5 & wait $!; done"],
+        ready=ReadyLine("^hello$"),
+        output=LogFile(log, max_bytes=1 << 20),
+    )
+    logged: list[str] = []
+    sup = Supervisor([svc])
+    async with sup, control.serve(sup, sock_path, log=logged.append), conn(sock_path) as c:
+        await sup.start("talker")  # ready: its log file is open
+        log.rename(tmp_path / "t.log.old")
+        reply = await c.ask("reopen")
+        assert reply == {"version": 1, "ok": True, "files": [real(log)]}
+        assert logged == [f"log files reopened: {real(log)}"]
+        assert (await c.ask("signal", names=["talker"], signal="USR1"))["ok"] is True
+        deadline = asyncio.get_running_loop().time() + 10
+        while log.read_bytes() != b"ping\n":  # the file (under test) receives the line
+            assert asyncio.get_running_loop().time() < deadline, log.read_bytes()
+            await asyncio.sleep(0.005)
+        assert (tmp_path / "t.log.old").read_bytes() == b"hello\n"
+        # A file that cannot be opened again: an error reply naming it, still written.
+        log.rename(tmp_path / "t.log.older")
+        log.parent.rmdir()
+        failed = await c.ask("reopen")
+        assert failed["error"] == "failed"
+        assert failed["message"].startswith(f"cannot reopen log file {real(log)!r}")
+        assert logged[-1] == failed["message"] + " (still writing where it was)"
+        await c.ask("stop", names=["talker"])
+        assert (await c.ask("reopen"))["files"] == []  # closed with the run
 
 
 async def test_a_failing_operation_is_an_error_reply_not_a_crash(sock_path: pathlib.Path) -> None:

@@ -462,6 +462,57 @@ async def test_token_refusals(tmp_path: pathlib.Path) -> None:
         assert (await client.post("/api/v1/services/web/stop", headers=own)).status_code == 200
 
 
+def real(path: pathlib.Path) -> str:
+    return os.path.realpath(path)
+
+
+LOGGED = """
+[services.w]
+command = "echo up; exec sleep 60"
+output = { file = "w.log", max_bytes = "1M" }
+"""
+
+
+async def test_reopen_logs_route_is_a_guarded_mutation(tmp_path: pathlib.Path) -> None:
+    env = {"AIOPROC_HTTP_TOKEN": TOKEN}
+    log = real(tmp_path / "w.log")
+    async with running(tmp_path, LOGGED, env=env) as (run, client):
+        await run.until(r"\| w started")
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        route = "/api/v1/logs/reopen"
+        assert (await client.post(route)).status_code == 401
+        assert (await client.post(route, headers={"Authorization": "Bearer x"})).status_code == 401
+        assert (await client.get(route, headers=good)).status_code == 405
+        cross = {**good, "Origin": "http://evil.example"}
+        assert (await client.post(route, headers=cross)).status_code == 403
+        site = {**good, "Sec-Fetch-Site": "cross-site"}
+        assert (await client.post(route, headers=site)).status_code == 403
+        assert not [line for line in run.lines if "reopened" in line]  # none got through
+        (tmp_path / "w.log").rename(tmp_path / "w.log.old")
+        reply = await client.post(route, headers=good)
+        assert reply.status_code == 200, reply.text
+        assert reply.json() == {"ok": True, "files": [log]}
+        await run.until(rf"^aioproc \| log files reopened: {re.escape(log)}$")
+        assert (tmp_path / "w.log").exists()  # a new, empty file at the path
+        spec = (await client.get("/openapi.json", headers=good)).json()
+        assert "post" in spec["paths"][route]
+
+
+async def test_reopen_logs_route_without_a_token(tmp_path: pathlib.Path) -> None:
+    async with running(tmp_path, LOGGED) as (run, client):
+        await run.until(r"\| w started")
+        route = "/api/v1/logs/reopen"
+        assert (await client.post(route, headers={"Host": "evil.example"})).status_code == 403
+        (tmp_path / "w.log").unlink()
+        (tmp_path / "w.log").mkdir()  # cannot be opened as a file any more
+        failed = await client.post(route)
+        assert failed.status_code == 409
+        assert failed.json()["error"] == "failed"
+        assert "Is a directory" in failed.json()["message"]
+        (tmp_path / "w.log").rmdir()
+        assert (await client.post(route)).json()["files"] == [real(tmp_path / "w.log")]
+
+
 async def test_host_check_without_a_token(tmp_path: pathlib.Path) -> None:
     async with running(tmp_path) as (run, client):
         port = run.url.rsplit(":", 1)[1]

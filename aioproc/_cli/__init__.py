@@ -45,7 +45,8 @@ def _parser() -> argparse.ArgumentParser:
         help="supervise the services of a Procfile or an aioproc.toml",
         description="Start the services of FILE (default: ./aioproc.toml, else ./Procfile), "
         "restart them by their policies, and stop them all in reverse dependency order on "
-        "SIGINT/SIGTERM (a second signal kills at once); SIGHUP reloads FILE. Exit code: "
+        "SIGINT/SIGTERM (a second signal kills at once); SIGHUP reloads FILE; SIGUSR1 "
+        "reopens the log files. Exit code: "
         "0 when every service ended well, else that of the essential service that failed, "
         "or of the first service that failed (128+N for signal N); 2 for a bad "
         "configuration.",

@@ -27,10 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .._limits import check_rlimits
+from .._sizes import parse_size
 from ..supervisor import (
     DEPENDENCY_CONDITIONS,
     Backoff,
     Liveness,
+    LogFile,
     ReadyExec,
     ReadyHTTP,
     ReadyLine,
@@ -63,6 +65,8 @@ __all__ = [
 #: The longest duration a configuration may give (about 31 years): past it, event
 #: loops overflow their timers (uvloop counts milliseconds in 64 bits).
 MAX_SECONDS = 1e9
+#: The largest log file ``max_bytes`` (a file offset is 63 bits).
+LOG_MAX_BYTES = 2**63 - 1
 #: uid_t and gid_t are 32 bits, and -1 (2**32 - 1) means "unchanged".
 _MAX_ID = 2**32 - 2
 
@@ -772,6 +776,47 @@ def _user(value: Any, what: str) -> str | int:
     return value
 
 
+def _output(value: Any, base: Path) -> str | LogFile:
+    """``"prefix"``, ``"inherit"``, a path, or ``{ file = PATH, max_bytes = ..., backups = N }``.
+
+    Paths are relative to the file's directory (``base``).
+    """
+    if isinstance(value, dict):
+        table = _table(value, "output", ("file", "max_bytes", "backups"))
+        if "file" not in table:
+            raise ValueError('output needs a file, like output = { file = "web.log", ... }')
+        path = _sub("output", table, "file", _path)
+        kw: dict[str, int] = {}
+        if "max_bytes" in table:
+            kw["max_bytes"] = _sub("output", table, "max_bytes", _size)
+        if "backups" in table:
+            kw["backups"] = _sub("output", table, "backups", _integer, 0, 1_000_000)
+        return LogFile(str(base / path), **kw)
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(
+            'output must be "prefix", "inherit", a file path or a table like '
+            '{ file = "web.log", max_bytes = "10M", backups = 5 }'
+        )
+    return value if value in ("prefix", "inherit") else str(base / value)
+
+
+def _path(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value or "\0" in value:
+        raise ValueError(f"{what} must be a file path (a non-empty string, no NUL)")
+    return value
+
+
+def _size(value: Any, what: str) -> int:
+    """A size in bytes: an int, or a string like ``"10M"`` (see ``aioproc/_sizes.py``)."""
+    size = parse_size(value) if isinstance(value, str) else value
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= LOG_MAX_BYTES:
+        raise ValueError(
+            f'{what} must be a size in bytes, like 10485760 or "10M" (0: never rotate), '
+            f"not {_show(value)}"
+        )
+    return size
+
+
 def _umask(value: Any) -> int:
     if isinstance(value, str):
         if not re.fullmatch(r"0?o?[0-7]{1,4}", value):
@@ -853,9 +898,7 @@ def _service_from_toml(ctx: _TomlContext, name: str, table: Mapping[str, Any]) -
                     raise ValueError("cwd must be a path string")
                 kw[key] = base / value
             elif key == "output":
-                if not isinstance(value, str) or not value or "\0" in value:
-                    raise ValueError('output must be "prefix", "inherit" or a file path')
-                kw[key] = value if value in ("prefix", "inherit") else str(base / value)
+                kw[key] = _output(value, base)
             elif key in ("success_exit_codes", "restart_exit_codes"):
                 kw[key] = _codes(value, key)
             elif key == "rlimits":

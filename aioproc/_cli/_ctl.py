@@ -49,7 +49,7 @@ def control_path(explicit: str | None, config: Path | None) -> Path:
 def add_ctl_parser(sub: Any) -> None:
     ctl = sub.add_parser(
         "ctl",
-        help="control a running 'aioproc run': status, start, stop, logs, reload...",
+        help="control a running 'aioproc run': status, start, stop, logs, reload, reopen...",
         description="Talk to a running 'aioproc run' through its control socket (default: "
         f"{SOCKET_NAME} beside ./aioproc.toml or ./Procfile, or ${CONTROL_ENV}). Exit code: "
         "0 done; 3 a service is not in its wanted state (status, start, restart); 1 unknown "
@@ -75,6 +75,7 @@ def add_ctl_parser(sub: Any) -> None:
     logs.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="default: 10")
     logs.add_argument("-f", "--follow", action="store_true", help="then follow, until Ctrl-C")
     cmds.add_parser("reload", help="re-read the configuration file and apply the changes")
+    cmds.add_parser("reopen", help="reopen the services' log files (after logrotate moved them)")
     cmds.add_parser("shutdown", help="stop every service and end 'aioproc run'")
 
 
@@ -153,6 +154,11 @@ def _command(args: argparse.Namespace, path: Path, out: TextIO) -> int:
             reply = client.request("reload")
             for key in ("added", "removed", "changed", "unchanged"):
                 out.write(f"{key}: {', '.join(reply[key]) or '-'}\n")
+            return OK
+        if cmd == "reopen":
+            files = client.request("reopen")["files"]
+            lines = [f"reopened {sanitize(path)}\n" for path in files]
+            out.write("".join(lines) or "no log file is open\n")
             return OK
         if cmd == "shutdown":
             client.request("shutdown")

@@ -5,9 +5,10 @@ its default action, except the synchronous faults:
 
 * **Shutdown** (:data:`SHUTDOWN`): SIGINT, SIGTERM, SIGQUIT (as supervisord),
   SIGPWR (power is failing: stop cleanly while there is time), SIGXCPU (the soft CPU
-  limit; SIGKILL follows at the hard one). SIGHUP is handled by ``_run.py`` itself.
-* **Ignored** (:data:`IGNORED`, logged): SIGUSR1 and SIGUSR2 (reserved for later
-  commands), SIGALRM, SIGVTALRM and SIGPROF (timers nobody set), SIGIO/SIGPOLL,
+  limit; SIGKILL follows at the hard one). SIGHUP (reload the configuration) and
+  SIGUSR1 (reopen the log files) are handled by ``_run.py`` itself.
+* **Ignored** (:data:`IGNORED`, logged): SIGUSR2 (reserved for a later command),
+  SIGALRM, SIGVTALRM and SIGPROF (timers nobody set), SIGIO/SIGPOLL,
   SIGSTKFLT (unused on Linux), SIGRTMIN..SIGRTMAX (see :func:`ignore_realtime`).
 * **Already ignored** by Python itself: SIGPIPE and SIGXFSZ (write() fails with EPIPE
   or EFBIG instead); children get them back at their default (``restore_signals``).
@@ -39,7 +40,6 @@ SHUTDOWN = (
 )
 
 IGNORED = (
-    signal.SIGUSR1,
     signal.SIGUSR2,
     signal.SIGALRM,
     signal.SIGVTALRM,

@@ -5,7 +5,8 @@ which also lists the signals that are ignored) starts a graceful shutdown (rever
 dependency order, ``stop_signal``, ``stop_timeout``, SIGKILL, within
 ``shutdown_timeout``); a second one SIGKILLs every service's process group at once.
 SIGHUP reloads the configuration file (``_serve.py``), as ``aioproc ctl reload``
-does through the control socket. It is a subreaper: it reaps what it adopts and,
+does through the control socket; SIGUSR1 reopens the services' log files (for
+logrotate), as ``aioproc ctl reopen`` does. It is a subreaper: it reaps what it adopts and,
 once the services are stopped, stops what they left behind (``_subreaper.py``). At
 the end, one summary line per service; the exit code is 0 when every service ended
 well, else that of the one that failed (see ``_summary.py``).
@@ -49,6 +50,7 @@ __all__ = ["HttpSettings", "HttpUnavailable", "run_services"]
 SYSTEM = "aioproc"
 SHUTDOWN_SIGNALS = SHUTDOWN
 RELOAD_SIGNAL = signal.SIGHUP
+REOPEN_SIGNAL = signal.SIGUSR1
 
 
 class HttpSettings(typing.NamedTuple):
@@ -166,13 +168,16 @@ async def run_services(
             signals.subscribe(*SHUTDOWN_SIGNALS) as sigs,
             signals.subscribe(*IGNORED) as ignored,
             signals.subscribe(RELOAD_SIGNAL) as hups,
+            signals.subscribe(REOPEN_SIGNAL) as usr1s,
         ):
             dropper = asyncio.ensure_future(_drop(ignored, say))
+            reopener = asyncio.ensure_future(_reopen_on_signal(usr1s, sup, say))
             try:
                 async with adopting(say):
                     outcome = await _supervise(sup, sigs, say, with_ready, (hups, reload))
             finally:
                 dropper.cancel()
+                reopener.cancel()
     statuses = sup.status()
     if not outcome.ok:
         say(f"{outcome.service} failed: exit code {outcome.exit_code}")
@@ -234,6 +239,22 @@ async def _reload_on_signal(
             say(f"reload failed, nothing changed: {exc}")
         except RuntimeError:  # shutting down
             return
+
+
+async def _reopen_on_signal(usr1s: signals.Subscription, sup: Supervisor, say: Say) -> None:
+    async for _ in usr1s:
+        say(f"{REOPEN_SIGNAL.name} received: {reopen_logs(sup)}")
+
+
+def reopen_logs(sup: Supervisor) -> str:
+    """Reopen the log files; what to say about it."""
+    try:
+        paths = sup.reopen_logs()
+    except OSError as exc:
+        return f"{exc.strerror} (still writing where it was)"
+    if not paths:
+        return "no log file is open"
+    return f"log files reopened: {', '.join(paths)}"
 
 
 async def _print_events(events: EventStream, console: Console, with_ready: set[str]) -> None:

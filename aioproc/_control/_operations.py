@@ -3,7 +3,8 @@
 :class:`Operations` wraps one :class:`Supervisor` and does what a request names:
 resolve service names, describe their status (with the reason of the last state
 change, followed from the supervisor's events), start/stop/restart them in
-order, signal them, read and follow their logs, reload, shut down. The control
+order, signal them, read and follow their logs, reopen their log files, reload,
+shut down. The control
 socket (``_server.py``) and the HTTP server (``aioproc/_http``) are two faces of
 it; a bad request raises :class:`OperationError` (a code from
 :data:`~._protocol.ERRORS` and a message), which each face turns into its reply.
@@ -298,6 +299,16 @@ class Operations:
             "changed": list(result.changed),
             "unchanged": list(result.unchanged),
         }
+
+    def reopen_logs(self) -> dict[str, Any]:
+        """Reopen the supervisor's log files (after logrotate moved them away)."""
+        try:
+            paths = self.supervisor.reopen_logs()
+        except OSError as exc:
+            self.log(f"{exc.strerror} (still writing where it was)")
+            raise OperationError("failed", str(exc.strerror)) from None
+        self.log(f"log files reopened: {', '.join(paths)}" if paths else "no log file is open")
+        return {"ok": True, "files": paths}
 
     def shutdown(self) -> None:
         """Start shutting the supervisor down (once); returns at once."""

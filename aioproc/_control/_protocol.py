@@ -41,7 +41,17 @@ REQUEST_TIMEOUT = 10.0
 #: Connections served at once; others get error ``busy`` and are closed.
 MAX_CLIENTS = 64
 
-REQUESTS = ("status", "start", "stop", "restart", "signal", "logs", "reload", "shutdown")
+REQUESTS = (
+    "status",
+    "start",
+    "stop",
+    "restart",
+    "signal",
+    "logs",
+    "reload",
+    "reopen",
+    "shutdown",
+)
 
 #: Every error code a reply can carry, and when.
 ERRORS = {

@@ -215,6 +215,9 @@ class ControlServer:
         if what == "reload":
             writer.write(encode(await ops.reload()))
             return True
+        if what == "reopen":
+            writer.write(encode(ops.reopen_logs()))
+            return True
         if what == "shutdown":
             ops.shutdown()
             writer.write(encode({"ok": True}))

@@ -286,5 +286,25 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/logs/reopen": {
+                "post": {
+                    "summary": "Reopen the services' log files (after logrotate moved them)",
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "properties": {
+                                    "files": {"type": "array", "items": {"type": "string"}}
+                                },
+                            },
+                            "the files reopened",
+                        ),
+                        "409": _json(
+                            _ref("Error"), "a file could not be opened again (still written)"
+                        ),
+                        **_ERRORS,
+                    },
+                }
+            },
         },
     }

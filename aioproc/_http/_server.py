@@ -16,7 +16,7 @@ protocol, so a slow client only ever waits on its own socket:
   output, and the supervisor, never wait for any client;
 * a client that disconnects cancels its handler (``handler_cancellation``);
   actions (start/stop/restart, reload) are shielded from that, so they are
-  never left half done.
+  never left half done (reopening the log files does not wait at all).
 
 Who may talk to it (``docs/http.md``): with a token, every request but ``GET /``
 (the page, which holds no data) must carry ``Authorization: Bearer TOKEN``,
@@ -309,6 +309,7 @@ class HttpServer:
         r.add_get("/api/v1/services/{name}/logs", self._logs)
         r.add_get("/api/v1/events", self._events)
         r.add_post("/api/v1/reload", self._reload)
+        r.add_post("/api/v1/logs/reopen", self._reopen)
 
     def _usage(self) -> dict[str, Usage]:
         groups: dict[int, str] = {}
@@ -401,6 +402,9 @@ class HttpServer:
 
     async def _reload(self, request: web.Request) -> web.Response:
         return web.json_response(await asyncio.shield(self._ops.reload()))
+
+    async def _reopen(self, request: web.Request) -> web.Response:
+        return web.json_response(self._ops.reopen_logs())
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         names = self._name(request)

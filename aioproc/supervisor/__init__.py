@@ -34,6 +34,7 @@ from ._events import (
 )
 from ._history import LogLine, LogStream
 from ._liveness import Liveness
+from ._logfile import LogFile
 from ._policies import Backoff, StartLimit, should_restart
 from ._readiness import (
     ReadyCall,
@@ -58,6 +59,7 @@ __all__ = [
     "Exited",
     "Fatal",
     "Liveness",
+    "LogFile",
     "LogLine",
     "LogStream",
     "Outcome",

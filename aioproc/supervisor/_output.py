@@ -5,6 +5,9 @@
   supervisor's stdout by default, as ``name | line`` or as JSON lines.
 * a path (``str`` or :class:`os.PathLike`): its output is appended to that file,
   bytes as written.
+* a :class:`~._logfile.LogFile`: the same, rotated by size (see ``_logfile.py``).
+  Files are opened through the supervisor's :class:`~._logfile.LogFiles`: one
+  writer per file, shared by every service that writes to it.
 * a callable: called as ``callback(name, line)`` with each decoded line (no newline).
 
 In every mode but ``"inherit"`` the service's stdout and stderr share one pipe (as
@@ -36,6 +39,7 @@ from collections.abc import Callable
 from typing import Union
 
 from ._console import Console
+from ._logfile import LogFile, LogFiles, LogFileWriter, log_file_of
 
 __all__ = [
     "CUT_MARK",
@@ -57,7 +61,7 @@ READ_SIZE = 262144
 #: At most this many reads take what is left in a pipe once the run is over.
 _FINAL_READS = 16
 
-OutputSpec = Union[str, "os.PathLike[str]", Callable[[str, str], object]]
+OutputSpec = Union[str, "os.PathLike[str]", LogFile, Callable[[str, str], object]]
 
 
 def split_lines(block: bytes) -> list[str]:
@@ -89,20 +93,20 @@ class _ConsoleSink(Sink):
 
 
 class _FileSink(Sink):
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        # O_APPEND: each block lands at the end in one write, even if several
-        # services (or programs) share the file.
-        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    def __init__(self, logs: LogFiles, spec: LogFile) -> None:
+        # One writer per file, shared (O_APPEND: each block lands at the end in
+        # one write, even if other programs append to the file too).
+        self._logs = logs
+        self._writer: LogFileWriter | None = logs.open(spec)
 
     def block(self, data: bytes, err: bool, when: float) -> None:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(self._fd, view) :]
+        if self._writer is not None:
+            self._writer.write(data)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        if self._writer is not None:
+            writer, self._writer = self._writer, None
+            self._logs.release(writer)
 
 
 class _CallableSink(Sink):
@@ -115,14 +119,19 @@ class _CallableSink(Sink):
             self._callback(self._name, line)
 
 
-def make_sink(output: OutputSpec, name: str, console: Console) -> Sink | None:
-    """The sink for one run of a service; None for ``"inherit"``."""
+def make_sink(output: OutputSpec, name: str, console: Console, logs: LogFiles) -> Sink | None:
+    """The sink for one run of a service; None for ``"inherit"``.
+
+    Raises :class:`OSError` if its log file cannot be opened.
+    """
     if output == "inherit":
         return None
     if output == "prefix":
         return _ConsoleSink(console, name)
-    if isinstance(output, (str, os.PathLike)):
-        return _FileSink(output)
+    spec = log_file_of(output)
+    if spec is not None:
+        return _FileSink(logs, spec)
+    assert callable(output)
     return _CallableSink(output, name)
 
 

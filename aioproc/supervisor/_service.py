@@ -18,6 +18,7 @@ from .._cgroup import check_cgroup_limits
 from .._durations import check_duration
 from .._limits import check_rlimits
 from ._liveness import Liveness
+from ._logfile import LogFile
 from ._output import OutputSpec
 from ._policies import RESTART_POLICIES, Backoff, RestartPolicy, StartLimit
 from ._readiness import ReadyCall, ReadyCheck
@@ -110,7 +111,9 @@ class Service:
     ``pdeathsig``: a signal the kernel sends the service's process if the
     supervisor's process dies (``prctl(PR_SET_PDEATHSIG)``; None: none).
     ``env`` is added to the supervisor's environment (a None value removes a
-    variable); ``cwd`` is its working directory; ``output`` where its output goes.
+    variable); ``cwd`` is its working directory; ``output`` where its output goes
+    (``"prefix"``, ``"inherit"``, a file path, a :class:`LogFile` rotated by size,
+    or a callable).
     Other keyword arguments go to :func:`aioproc.spawn` (``user``, ``group``,
     ``umask``, ``rlimits``, ``cgroup``, ``cgroup_limits``, ``pass_fds``, ``stdin``
     (default: /dev/null), ``shell``...).
@@ -232,11 +235,12 @@ class Service:
                 ) from None
         self.env = None if env is None else dict(env)
         self.cwd = cwd
-        if not (output in ("inherit", "prefix") or isinstance(output, (str, os.PathLike))) and (
-            not callable(output)
-        ):
+        if not (
+            output in ("inherit", "prefix") or isinstance(output, (str, os.PathLike, LogFile))
+        ) and (not callable(output)):
             raise TypeError(
-                f'service {name!r}: output must be "inherit", "prefix", a path or a callable'
+                f'service {name!r}: output must be "inherit", "prefix", a path, a LogFile '
+                "or a callable"
             )
         self.output = output
         self.success_exit_codes = _exit_codes(success_exit_codes, "success_exit_codes")

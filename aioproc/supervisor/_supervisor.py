@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import pwd
 import signal
 import sys
@@ -54,6 +55,7 @@ from ._group import LeaderWatch, hold_reap, signal_group, wait_group_empty
 from ._groupscan import GroupScanner
 from ._history import LogHistory, LogLine, LogStream
 from ._liveness import watch_liveness
+from ._logfile import LogFiles, log_file_of
 from ._output import Pipes, Sink, make_sink, split_lines
 from ._policies import ExitReason, StartHistory, ended_cleanly, is_clean, should_restart
 from ._readiness import NotifySocket, ReadyContext, ReadyNotify
@@ -359,7 +361,7 @@ class _Runner:
                     extra["WATCHDOG_USEC"] = str(int(svc.ready.watchdog * 1e6))
             if svc.piped:
                 console = self.sup.console
-                sink = make_sink(svc.output, svc.name, console)
+                sink = make_sink(svc.output, svc.name, console, self.sup._logs)
                 separate = svc.output == "prefix" and console.separate_stderr
                 pipes = Pipes(separate, on_block)
             kwargs = dict(svc.spawn_kwargs)
@@ -609,6 +611,22 @@ async def _finish(
             notify.close()
 
 
+def _check_log_files(services: Iterable[Service]) -> None:
+    """Services that write to one file must agree on its rotation (they share its writer)."""
+    seen: dict[str, tuple[str, tuple[int, ...]]] = {}
+    for service in services:
+        spec = log_file_of(service.output)
+        if spec is None:
+            continue
+        key = os.path.realpath(spec.path)
+        other = seen.setdefault(key, (service.name, spec.rotation))
+        if other[1] != spec.rotation:
+            raise ValueError(
+                f"services {other[0]!r} and {service.name!r} write to the same log file "
+                f"{key!r} with different max_bytes or backups"
+            )
+
+
 def _find_cycle(services: dict[str, Service]) -> list[str] | None:
     """A dependency cycle as a list of names (first == last), or None."""
     colour: dict[str, int] = {}
@@ -677,6 +695,7 @@ class Supervisor:
         self.console = Console(
             output_stream, color, prefix_width, raw_output, timestamps, log_format, mark_stderr
         )
+        self._logs = LogFiles()
         self._history = LogHistory(log_lines)
         self._scanner = GroupScanner()  # one /proc scan for all the groups being stopped
         self._services: dict[str, Service] = {}
@@ -685,6 +704,7 @@ class Supervisor:
             self._register(service)
         for service in self._services.values():
             self._check_deps(service)
+        _check_log_files(self._services.values())
         cycle = _find_cycle(self._services)
         if cycle:
             raise ValueError(f"dependency cycle: {' -> '.join(cycle)}")
@@ -864,6 +884,7 @@ class Supervisor:
         if self._closing:
             raise RuntimeError("the supervisor is shutting down")
         self._check_deps(service)
+        _check_log_files([*self._services.values(), service])
         self._register(service)
         # No cycle is possible: existing services cannot depend on the new one.
         if self._entered:
@@ -971,6 +992,20 @@ class Supervisor:
         """
         chosen = None if names is None else [self._runner(n).service.name for n in names]
         return self._history.follow(chosen, maxsize)
+
+    def reopen_logs(self) -> list[str]:
+        """Close every open log file and open it again at its path; their paths.
+
+        For logrotate's ``create`` mode (it renames the file, then asks for a
+        reopen), or after moving a file away: a new, empty file is created at the
+        path. Lines go to the old file until then, and to the new one from then
+        on, none lost. Files of services that are not running are not open:
+        they are opened at their next start anyway.
+
+        Raises :class:`OSError` naming the file when one cannot be opened again
+        (after trying them all); that one is still written where it was.
+        """
+        return self._logs.reopen()
 
     @property
     def services(self) -> dict[str, Service]:

@@ -1,0 +1,114 @@
+"""Log files under a real ``aioproc run``: reopened on SIGUSR1 and on ``aioproc ctl reopen``.
+
+What logrotate's ``create`` mode does: rename the file, then ask for a reopen. The
+service keeps printing numbered lines throughout; the old file and the new one
+together must hold every line exactly once. Each test waits for the files to
+grow and for the run's own lines, never for a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from .test_ctl import Run, ctl
+
+#: Numbered lines, one write(2) each, about two thousand a second, until killed.
+TALKER = (
+    "import os, time\n"
+    "i = 0\n"
+    "while True:\n"
+    "    os.write(1, f'{i}\\n'.encode()); i += 1\n"
+    "    time.sleep(0.0005)\n"
+)
+
+CONFIG = f"""
+[supervisor]
+shutdown_timeout = 10
+
+[services.talk]
+argv = {json.dumps([sys.executable, "-c", TALKER])}
+output = {{ file = "logs/x.log", max_bytes = "100M", backups = 2 }}
+"""
+
+
+def grown(path: Path, timeout: float = 15.0) -> None:
+    """Poll until ``path`` exists and holds a line: the service writes to it."""
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and b"\n" in path.read_bytes()[:64]):
+        assert time.monotonic() < deadline, f"{path} never received a line"
+        time.sleep(0.005)
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def talking(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Run]:
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "aioproc.toml").write_text(CONFIG)
+    run = Run(tmp_path, "--loop", request.param)
+    try:
+        run.until(r"\| talk started")
+        grown(tmp_path / "logs" / "x.log")
+        yield run
+    finally:
+        run.close()
+
+
+def check_every_line_once(logs: Path) -> None:
+    old = (logs / "x.log.old").read_text()
+    new = (logs / "x.log").read_text()
+    assert old.endswith("\n")
+    assert new.endswith("\n")
+    numbers = [int(line) for line in (old + new).splitlines()]
+    assert numbers == list(range(len(numbers)))
+
+
+def test_sigusr1_reopens_the_log_files(talking: Run) -> None:
+    logs = talking.directory / "logs"
+    (logs / "x.log").rename(logs / "x.log.old")
+    os.kill(talking.proc.pid, signal.SIGUSR1)
+    path = re.escape(os.path.realpath(logs / "x.log"))
+    talking.until(rf"^aioproc \| SIGUSR1 received: log files reopened: {path}$")
+    grown(logs / "x.log")
+    talking.close()
+    assert talking.proc.returncode == 0
+    check_every_line_once(logs)
+
+
+def test_ctl_reopen_reopens_the_log_files(talking: Run) -> None:
+    logs = talking.directory / "logs"
+    (logs / "x.log").rename(logs / "x.log.old")
+    res = ctl(talking.directory, "reopen")
+    assert res.returncode == 0, res.stderr
+    path = os.path.realpath(logs / "x.log")
+    assert res.stdout == f"reopened {path}\n"
+    talking.until(rf"^aioproc \| log files reopened: {re.escape(path)}$")
+    grown(logs / "x.log")
+    talking.close()
+    assert talking.proc.returncode == 0
+    check_every_line_once(logs)
+
+
+def test_ctl_reopen_fails_with_exit_1_naming_the_file(talking: Run) -> None:
+    logs = talking.directory / "logs"
+    (logs / "x.log").rename(talking.directory / "x.log.old")
+    logs.rmdir()  # nowhere to create the new file
+    res = ctl(talking.directory, "reopen")
+    assert res.returncode == 1
+    assert res.stderr.startswith("aioproc ctl: error: cannot reopen log file ")
+    path = os.path.realpath(logs / "x.log")
+    assert f"{path}': [Errno 2] No such file or directory" in res.stderr
+    talking.until(r"^aioproc \| cannot reopen log file .* \(still writing where it was\)$")
+    # Still written where it was: the renamed file keeps growing.
+    size = (talking.directory / "x.log.old").stat().st_size
+    deadline = time.monotonic() + 15
+    while (talking.directory / "x.log.old").stat().st_size == size:
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
