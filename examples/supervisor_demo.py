@@ -4,12 +4,15 @@ Run with ``python examples/supervisor_demo.py``. Three services:
 
 * ``flaky`` crashes at once, every time: it is restarted with growing delays
   (capped exponential backoff) until it hits its start limit and becomes FATAL;
-* ``db`` takes half a second before it listens on a TCP port (``ReadyTCP``);
+* ``db`` takes half a second before it listens on a TCP port (``ReadyTCP``); its
+  output goes to a log file rotated by size (``LogFile``), which the demo moves
+  away and has the supervisor reopen (``aioproc ctl reopen``), as logrotate would;
 * ``api`` depends on ``db``: it starts only once ``db`` is ready. It forks a
   helper that ignores SIGTERM, to show that a stop takes the whole process group
   down (SIGTERM, ``stop_timeout``, then SIGKILL) and leaves nothing behind.
 
-Every event is printed with the time it happened. While api runs, the demo serves
+Every event is printed with the time it happened; the services' own lines come
+with a clock timestamp (``Supervisor(timestamps="clock")``). While api runs, the demo serves
 the supervisor's control socket (``aioproc.control.serve``) and runs
 ``aioproc ctl status`` against it, as an operator would from another terminal;
 it also serves the HTTP face on 127.0.0.1 (``aioproc.http.serve``: the status
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -36,6 +40,7 @@ from aioproc.supervisor import (
     Event,
     Exited,
     Fatal,
+    LogFile,
     Ready,
     ReadyTCP,
     Service,
@@ -85,6 +90,13 @@ def group_alive(pgid: int) -> list[int]:
     return out
 
 
+def describe_logs(path: str) -> str:
+    """What the moved log holds, and whether the reopen made a new one."""
+    with open(path + ".old") as f:
+        old = f.read().strip()
+    return f"db.log.old: {old!r}; a new db.log: {os.path.exists(path)}"
+
+
 def metrics_excerpt(url: str) -> list[str]:
     """The per-service up/ready/restarts samples of ``/metrics`` (a blocking GET)."""
     with urllib.request.urlopen(url + "metrics", timeout=10) as reply:
@@ -104,6 +116,8 @@ async def main(hold: float) -> None:
         "(trap '' TERM; exec sleep 60) & "  # a helper deaf to SIGTERM
         "echo 'api: serving, helper pid' $!; exec sleep 60"
     )
+    tmp = tempfile.mkdtemp(prefix="aioproc-demo-")
+    db_log = os.path.join(tmp, "db.log")
     services = [
         Service(
             "flaky",
@@ -111,13 +125,18 @@ async def main(hold: float) -> None:
             backoff=Backoff(initial=0.2, factor=2.0, max=1.0),
             start_limit=StartLimit(burst=4, interval=30),
         ),
-        Service("db", [sys.executable, "-c", db_program], ready=ReadyTCP("127.0.0.1", port)),
+        Service(
+            "db",
+            [sys.executable, "-c", db_program],
+            ready=ReadyTCP("127.0.0.1", port),
+            output=LogFile(db_log, max_bytes=1_000_000, backups=2),  # rotated at 1 MB
+        ),
         Service("api", ["sh", "-c", api_script], depends_on=["db"], stop_timeout=0.5),
     ]
     print("starting flaky, db and api (api depends on db)\n")
     flaky_gave_up, api_ready = asyncio.Event(), asyncio.Event()
-    sock = os.path.join(tempfile.mkdtemp(prefix="aioproc-demo-"), "demo.sock")
-    sup = Supervisor(services)
+    sock = os.path.join(tmp, "demo.sock")
+    sup = Supervisor(services, timestamps="clock")  # service lines: "HH:MM:SS name | line"
     async with control.serve(sup, sock), http.serve(sup, "127.0.0.1", 0) as web, sup:
         events = sup.events()  # from now until the supervisor has shut down
 
@@ -143,6 +162,15 @@ async def main(hold: float) -> None:
         )
         print(ctl.stdout.decode(), end="")
         print(f"(exit code {ctl.returncode}; 3: some service is not where it should be)\n")
+        # As logrotate's postrotate would: move db's log away, have the supervisor reopen it.
+        os.rename(db_log, db_log + ".old")
+        print(f"$ mv db.log db.log.old; aioproc ctl --control {sock} reopen")
+        ctl = await aioproc.run(
+            [sys.executable, "-m", "aioproc", "ctl", "--control", sock, "reopen"],
+            stdout=aioproc.PIPE,
+        )
+        print(ctl.stdout.decode(), end="")
+        print(describe_logs(db_log) + "\n")
         print(f"status page: {web.url}  (JSON: {web.url}api/v1/services)")
         print(f"$ curl -s {web.url}metrics | grep -E 'service_(up|ready|restarts_total)'")
         for line in await asyncio.to_thread(metrics_excerpt, web.url):
@@ -153,7 +181,7 @@ async def main(hold: float) -> None:
             await asyncio.sleep(hold)
         print("leaving the supervisor: stopping api, then db (reverse dependency order)\n")
     await watcher
-    os.rmdir(os.path.dirname(sock))  # serve() removed the socket itself
+    shutil.rmtree(tmp)  # db's logs (serve() removed the socket itself)
     left = group_alive(api_pid)
     print(f"\nprocesses left in api's group: {left or 'none'}")
     print(f"done in {time.monotonic() - T0:.1f} s")

@@ -21,6 +21,11 @@ def test_supervisor_demo_runs() -> None:
     assert out.index("db     ready") < out.index("api    started")
     assert out.index("api    stopped") < out.index("db     stopping")
     assert "processes left in api's group: none" in out
+    # The services' own lines, with a clock timestamp; db's went to its log file.
+    assert re.search(r"^\d\d:\d\d:\d\d flaky \| flaky: crashing$", out, re.M)
+    assert "db: listening" not in out.replace("db.log.old: 'db: listening'", "")
+    assert re.search(r"^reopened \S+/db\.log$", out, re.M)
+    assert "db.log.old: 'db: listening'; a new db.log: True" in out
     # aioproc ctl status, against the demo's control socket while api runs.
     assert re.search(r"\$ aioproc ctl --control \S+/demo\.sock status\n", out)
     table = out[out.index("NAME   STATE") :].split("\n\n")[0].splitlines()
