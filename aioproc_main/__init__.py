@@ -11,6 +11,12 @@ quietly, by that very signal (the shell sees 128+N), as it would a program that
 had not started anything yet. Signals that were ignored when we started (``nohup``,
 a shell's background job) stay ignored.
 
+For ``aioproc run``, SIGUSR1 and SIGUSR2 are dropped in that window instead: SIGUSR1
+asks a running supervisor to reopen its log files (logrotate sends it), and one that
+comes while the command is still starting must not kill it; there is nothing to
+reopen yet, as no log file is open. (A handler, not ``SIG_IGN``: it is not inherited
+across ``execve``.)
+
 What no code of ours can cover: the interpreter's own start-up before this module
 runs (``site`` and its ``.pth`` files), and the import of this module itself up to
 the lines below (tens of microseconds from its compiled ``.pyc``): a SIGINT there
@@ -32,7 +38,12 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 _EARLY = (2, 15, 1)  # SIGINT, SIGTERM, SIGHUP (their numbers on Linux)
+_DROPPED = (10, 12)  # SIGUSR1, SIGUSR2, for ``aioproc run``
 _signals = _signal
+
+
+def _drop(signum: int, frame: FrameType | None) -> None:
+    pass
 
 
 def _die_quietly(signum: int, frame: FrameType | None) -> None:
@@ -46,6 +57,10 @@ def _die_quietly(signum: int, frame: FrameType | None) -> None:
 for _sig in _EARLY:
     if _signals.getsignal(_sig) != _signals.SIG_IGN:
         _signals.signal(_sig, _die_quietly)
+if sys.argv[1:2] == ["run"]:
+    for _sig in _DROPPED:
+        if _signals.getsignal(_sig) != _signals.SIG_IGN:
+            _signals.signal(_sig, _drop)
 
 
 def main() -> int:

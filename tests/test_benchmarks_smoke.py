@@ -10,7 +10,9 @@
 * ``signal_latency.py`` with a small N: a p50/p99 line per row;
 * ``storm_floor.py`` with a small storm: a row per loop and kind of task;
 * ``control.py`` with 5 services: a p50/p99 row per loop and way of asking;
-* ``http_api.py`` with 5 services: a row per loop and request, and the idle CPU row.
+* ``http_api.py`` with 5 services: a row per loop and request, and the idle CPU row;
+* ``output.py`` with 2,000 lines, one round: a JSON line and a row per mode (every
+  line arrived, none doubled across rotated files).
 
 No timing is asserted: benchmark numbers belong in docs/benchmarks.md,
 docs/reliability.md and docs/signals.md, not in tests.
@@ -214,3 +216,13 @@ def test_http_round_trips_print_rows() -> None:
     assert [row.split()[0] for row in lines[1:]] == ["asyncio"] * 3 + ["uvloop"] * 3
     for row in lines[1:]:
         assert " p50 " in row or " CPU (" in row, r.stdout
+
+
+@pytest.mark.timeout(120)
+def test_output_modes_print_rows() -> None:
+    modes = ["raw", "prefix", "clock", "iso", "stderr", "json", "file", "rotate"]
+    r = _run("output.py", "--lines", "2000", "--rounds", "1", timeout=100)
+    assert r.returncode == 0, r.stderr
+    assert [rec["mode"] for rec in _json_lines(r.stdout)] == modes
+    rows = [line.split()[0] for line in r.stdout.splitlines() if not line.startswith("{")]
+    assert rows == ["mode", *modes], r.stdout

@@ -85,3 +85,31 @@ def test_signals_during_startup_print_no_traceback(tmp_path: Path) -> None:
         assert b"Traceback" not in err, err.decode()
         # Killed by the signal before anything started, or a clean shutdown after.
         assert proc.returncode in (-sig, 0), (proc.returncode, err.decode())
+
+
+def test_sigusr1_during_startup_does_not_kill_run(tmp_path: Path) -> None:
+    """logrotate's SIGUSR1 at any moment of ``aioproc run``'s start-up: dropped (no
+    log file is open yet), and the run goes on to serve its services."""
+    (tmp_path / "Procfile").write_text("web: echo up; exec sleep 30\n")
+    paths = [str(ROOT), sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]]
+    base = {**os.environ, "PYTHONPATH": ":".join(paths), "NO_COLOR": "1"}
+    subprocess.run([sys.executable, "-S", "-c", "import aioproc_main"], env=base, check=True)
+    rng = random.Random(19)
+    for _ in range(12):
+        with nothing_left_behind(base) as env:
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-c", CONSOLE_SCRIPT, "run", "--no-control"],
+                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )  # fmt: skip
+            assert proc.stdout is not None
+            assert proc.stdout.read(1) == b">"
+            time.sleep(rng.uniform(0, 0.3))
+            proc.send_signal(signal.SIGUSR1)
+            # Still alive: the service comes up, and a SIGTERM then stops it cleanly.
+            for line in proc.stdout:
+                if re.match(rb"web +\| up$", line):
+                    break
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=60)
+        assert b"Traceback" not in err, err.decode()
+        assert proc.returncode == 0, (proc.returncode, err.decode())

@@ -86,7 +86,37 @@ def colour_wanted(stream: TextIO, force: bool | None) -> bool:
 
 def iso_time(when: float) -> str:
     """``when`` as ISO 8601 local time with milliseconds and the UTC offset."""
-    return datetime.datetime.fromtimestamp(when).astimezone().isoformat(timespec="milliseconds")
+    return _iso_clock.format(when)
+
+
+class _IsoClock:
+    """ISO 8601 times, the date, time and offset formatted once per second.
+
+    ``datetime.fromtimestamp(...).astimezone()`` costs microseconds (a time-zone
+    lookup); a chunk of output needs one time, and a chatty service sends tens of
+    thousands of chunks a second.
+    """
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._head = ""
+        self._offset = ""
+
+    def format(self, when: float) -> str:
+        # Rounded to the microsecond first, as datetime.fromtimestamp() does.
+        second = int(when // 1)
+        micros = round((when - second) * 1e6)
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        if second != self._second:
+            moment = datetime.datetime.fromtimestamp(second).astimezone()
+            text = moment.isoformat(timespec="seconds")
+            self._head, self._offset = text[:19], text[19:]
+            self._second = second
+        return f"{self._head}.{micros // 1000:03d}{self._offset}"
+
+
+_iso_clock = _IsoClock()
 
 
 def _event_fields(event: Event) -> dict[str, object]:

@@ -11,7 +11,7 @@ import pytest
 
 from aioproc import ExitStatus
 from aioproc.supervisor import Console, Exited, Service, Starting, Supervisor
-from aioproc.supervisor._console import colour_wanted, event_name
+from aioproc.supervisor._console import colour_wanted, event_name, iso_time
 
 from ..helpers import no_descendants_left  # noqa: F401 - a fixture
 
@@ -196,3 +196,22 @@ async def test_json_mode_end_to_end() -> None:
     (pid,) = {r["pid"] for r in records}
     assert isinstance(pid, int)
     assert pid > 1
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        WHEN,
+        0.0,
+        930694181.1439999,
+        1e9 + 0.9999995,
+        1e9 + 0.0000005,
+        1e9 + 0.9995,
+        1.5e9 + 0.999999,
+    ],
+)
+def test_iso_time_is_what_datetime_says(when: float) -> None:
+    """The per-second cache rounds as datetime does (to the microsecond, then down)."""
+    expected = datetime.datetime.fromtimestamp(when).astimezone().isoformat(timespec="milliseconds")
+    assert iso_time(when) == expected
+    assert iso_time(when + 1) != expected  # the cache follows the second
