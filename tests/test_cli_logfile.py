@@ -12,6 +12,7 @@ import json
 import os
 import re
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from .helpers import nothing_left_behind
 from .test_ctl import Run, ctl
 
 #: Numbered lines, one write(2) each, about two thousand a second, until killed.
@@ -112,3 +114,28 @@ def test_ctl_reopen_fails_with_exit_1_naming_the_file(talking: Run) -> None:
     while (talking.directory / "x.log.old").stat().st_size == size:
         assert time.monotonic() < deadline
         time.sleep(0.005)
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_a_log_file_that_cannot_be_written_is_one_line_not_a_traceback(
+    tmp_path: Path, loop: str
+) -> None:
+    """/dev/full refuses every write (ENOSPC): the run says so once, in one line of its
+    own, and goes on; the service ends well."""
+    (tmp_path / "aioproc.toml").write_text(
+        '[services.w]\ncommand = "seq 3; sleep 0.2; seq 3"\noutput = "/dev/full"\nrestart = "no"\n'
+    )
+    with nothing_left_behind() as env:
+        env["NO_COLOR"] = "1"
+        res = subprocess.run(
+            [sys.executable, "-m", "aioproc", "run", "--no-control", "--loop", loop],
+            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr
+    reports = [line for line in res.stdout.splitlines() if "cannot write" in line]
+    assert len(reports) == 1, res.stdout
+    assert re.fullmatch(
+        r"aioproc +\| cannot write to log file '/dev/full': .*No space left on device.*",
+        reports[0],
+    )

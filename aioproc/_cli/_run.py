@@ -21,7 +21,7 @@ import sys
 import typing
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from .. import signals
 from ..control import ControlServer, SocketInUse, serve
@@ -120,7 +120,6 @@ async def run_services(
     """
     out = sys.stdout if stream is None else stream
     width = max([len(SYSTEM), *(len(s.name) for s in config.services)])
-    with_ready = {s.name for s in config.services if s.ready is not None}
     sup = config.supervisor(
         color=color,
         output_stream=out,
@@ -131,6 +130,24 @@ async def run_services(
         mark_stderr=mark_stderr,
     )
     say: Say = sup.console.say
+    loop = asyncio.get_running_loop()
+    previous_handler = loop.get_exception_handler()
+    loop.set_exception_handler(_one_line_reports(say))
+    try:
+        return await _run(config, sup, say, control, control_required, http)
+    finally:
+        loop.set_exception_handler(previous_handler)
+
+
+async def _run(
+    config: Config,
+    sup: Supervisor,
+    say: Say,
+    control: Path | None,
+    control_required: bool,
+    http: HttpSettings | None,
+) -> int:
+    with_ready = {s.name for s in config.services if s.ready is not None}
     reload = make_reload(config, sup, say, with_ready)
     endpoint: ControlServer | contextlib.nullcontext[None] = contextlib.nullcontext()
     if control is not None:
@@ -184,6 +201,24 @@ async def run_services(
     for status in statuses.values():
         say(summary_line(status))
     return exit_code(outcome, statuses)
+
+
+def _one_line_reports(say: Say) -> Callable[[asyncio.AbstractEventLoop, dict[str, Any]], None]:
+    """The loop's exception handler: the library's own reports (a log file that
+    cannot be written, say) as one line of the command's, not a traceback."""
+
+    def report(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        message = str(context.get("message", ""))
+        if not message.startswith("aioproc: "):
+            loop.default_exception_handler(context)
+            return
+        text = message.removeprefix("aioproc: ")
+        exc = context.get("exception")
+        if exc is not None and str(exc) not in text:
+            text += f": {type(exc).__name__}: {exc}"
+        say(text)
+
+    return report
 
 
 async def _drop(ignored: signals.Subscription, say: Say) -> None:
