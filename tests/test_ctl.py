@@ -7,6 +7,7 @@ expects to read (the run's output, the command's reply), never for a time.
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
@@ -228,6 +229,10 @@ def test_logs_last_lines_then_follow_with_idle_cpu_zero(started: Run) -> None:
     assert res.stdout == "db | db up\n"
     res = ctl(d, "logs")
     assert sorted(res.stdout.splitlines()) == ["db | db up", "job | job done", "web | web up"]
+    res = ctl(d, "logs", "-t", "-n", "1", "db")
+    stamp, rest = res.stdout.split(" ", 1)
+    assert rest == "db | db up\n"
+    assert abs(datetime.datetime.fromisoformat(stamp).timestamp() - time.time()) < 120
 
     # As on a terminal, SIGINT must not be ignored (a background job of a
     # non-interactive shell, as in CI, inherits it ignored).

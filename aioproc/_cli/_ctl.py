@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from ..control import Client, ControlError
+from ..supervisor._console import iso_time
+from ..supervisor._terminal import neutralise
 
 __all__ = ["CONTROL_ENV", "SOCKET_NAME", "add_ctl_parser", "control_path", "main_ctl", "sanitize"]
 
@@ -25,14 +26,11 @@ SOCKET_NAME = ".aioproc.sock"
 
 OK, FAILED, USAGE, NOT_WANTED = 0, 1, 2, 3
 
-# C0 controls but tab, DEL, and the C1 controls (a lone 0x9b is a CSI on some
-# terminals): service output is untrusted and must not drive the terminal.
-_CONTROL_CHARS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f]")
-
 
 def sanitize(text: str) -> str:
-    """``text`` with its control characters shown as escapes (``\\x1b``)."""
-    return _CONTROL_CHARS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """``text`` with its control characters shown as escapes (``\\x1b``): service
+    output is untrusted and must not drive the terminal (as on ``aioproc run``'s)."""
+    return neutralise(text)
 
 
 def control_path(explicit: str | None, config: Path | None) -> Path:
@@ -74,6 +72,12 @@ def add_ctl_parser(sub: Any) -> None:
     logs.add_argument("names", nargs="*", metavar="NAME")
     logs.add_argument("-n", "--lines", type=int, default=10, metavar="N", help="default: 10")
     logs.add_argument("-f", "--follow", action="store_true", help="then follow, until Ctrl-C")
+    logs.add_argument(
+        "-t",
+        "--timestamps",
+        action="store_true",
+        help="start each line with the time it was read (ISO 8601, milliseconds)",
+    )
     cmds.add_parser("reload", help="re-read the configuration file and apply the changes")
     cmds.add_parser("reopen", help="reopen the services' log files (after logrotate moved them)")
     cmds.add_parser("shutdown", help="stop every service and end 'aioproc run'")
@@ -145,7 +149,9 @@ def _command(args: argparse.Namespace, path: Path, out: TextIO) -> int:
             for reply in client.replies():
                 line = reply.get("line")
                 if line is not None:
-                    out.write(f"{sanitize(line['service'])} | {sanitize(line['text'])}\n")
+                    stamp = f"{iso_time(line['time'])} " if args.timestamps else ""
+                    text = f"{sanitize(line['service'])} | {sanitize(line['text'])}"
+                    out.write(f"{stamp}{text}\n")
                     out.flush()
                 elif "dropped" in reply:
                     out.write(f"aioproc ctl: {reply['dropped']} lines dropped (too slow)\n")
