@@ -139,3 +139,25 @@ def test_a_log_file_that_cannot_be_written_is_one_line_not_a_traceback(
         r"aioproc +\| cannot write to log file '/dev/full': .*No space left on device.*",
         reports[0],
     )
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_rotation_under_a_real_run_loses_and_doubles_nothing(tmp_path: Path, loop: str) -> None:
+    """20,000 numbered lines through ``aioproc run`` into a file rotated every 4 KiB:
+    oldest backup first, then the file, they hold every line once, in order."""
+    (tmp_path / "aioproc.toml").write_text(
+        '[services.w]\ncommand = "seq 20000"\nrestart = "no"\n'
+        'output = { file = "w.log", max_bytes = 4096, backups = 100 }\n'
+    )
+    with nothing_left_behind() as env:
+        res = subprocess.run(
+            [sys.executable, "-m", "aioproc", "run", "--no-control", "--loop", loop],
+            cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    backups = sorted(tmp_path.glob("w.log.*"), key=lambda p: -int(p.suffix[1:]))
+    files = [*backups, tmp_path / "w.log"]
+    assert len(files) > 20
+    assert all(f.stat().st_size <= 4096 for f in files)
+    text = "".join(f.read_text() for f in files)
+    assert text == "".join(f"{i}\n" for i in range(1, 20001))
