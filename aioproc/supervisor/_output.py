@@ -222,7 +222,7 @@ class Pipes:
 
     def __init__(self, separate_stderr: bool, on_block: Callable[[bytes, bool], None]) -> None:
         self._on_block = on_block
-        self._readers: dict[int, tuple[Splitter, bool]] = {}
+        self._readers: dict[int, Splitter] = {}  # read end -> its splitter
         self.child_ends: list[int] = []  # the write ends, for spawn (then closed)
         self._loop: asyncio.AbstractEventLoop | None = None
         try:
@@ -230,7 +230,7 @@ class Pipes:
                 read, write = os.pipe2(os.O_CLOEXEC)
                 os.set_blocking(read, False)
                 self.child_ends.append(write)
-                self._readers[read] = (Splitter(self._emitter(err)), err)
+                self._readers[read] = Splitter(self._emitter(err))
         except BaseException:
             self.close()
             raise
@@ -256,7 +256,7 @@ class Pipes:
             loop.add_reader(fd, self._readable, fd)
 
     def _readable(self, fd: int) -> None:
-        splitter, _ = self._readers[fd]
+        splitter = self._readers[fd]
         try:
             data = os.read(fd, READ_SIZE)
         except (BlockingIOError, InterruptedError):
@@ -268,7 +268,7 @@ class Pipes:
 
     def _done(self, fd: int) -> None:
         """EOF on ``fd``: stop reading it; the last line goes on."""
-        splitter, _ = self._readers.pop(fd)
+        splitter = self._readers.pop(fd)
         assert self._loop is not None
         self._loop.remove_reader(fd)
         os.close(fd)
@@ -282,7 +282,7 @@ class Pipes:
         (a bounded amount: such a process may be writing still).
         """
         for fd in list(self._readers):
-            splitter, _ = self._readers[fd]
+            splitter = self._readers[fd]
             for _ in range(_FINAL_READS):
                 try:
                     data = os.read(fd, READ_SIZE)
