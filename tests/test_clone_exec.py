@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -286,7 +287,6 @@ def test_children_start_with_the_mask_set_for_the_thread(no_leaks: None) -> None
     # A spawn worker blocks every signal and records the process's normal mask
     # for its children (set_child_mask); other threads' children get the mask
     # the thread has when it spawns.
-    import threading
 
     def sigblk(pid: int) -> int:
         with open(f"/proc/{pid}/status") as f:
@@ -321,8 +321,21 @@ def test_a_threads_child_stack_is_kept_and_unmapped_when_the_thread_exits(
     # Each thread keeps the stack its children run on until their exec (an
     # mmap/munmap per spawn cost ~30 % of the parent's CPU); spawn workers
     # come and go, so a thread's exit must unmap it.
-    import threading
+    # The count is the process's: first let the spawn pool's idle workers (left by
+    # earlier tests) exit, or one of them ending mid-test would change it.
+    saved = aioproc.get_spawn_workers()
+    aioproc.set_spawn_workers(0)
+    try:
+        for worker in [t for t in threading.enumerate() if t.name == "aioproc-spawn"]:
+            worker.join(10)
+            assert worker.native_id is not None
+            thread_gone(worker.native_id)
+        _stacks_follow_threads()
+    finally:
+        aioproc.set_spawn_workers(saved)
 
+
+def _stacks_follow_threads() -> None:
     before = ce.stacks_kept()
     inside: list[int] = []
     for _ in range(20):
