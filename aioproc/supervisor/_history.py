@@ -113,10 +113,6 @@ class LogHistory:
     def forget(self, name: str) -> None:
         self._kept.pop(name, None)
 
-    def record(self, name: str, text: str) -> None:
-        """One line (no newline)."""
-        self.record_block(name, text.encode() + b"\n")
-
     def record_block(self, name: str, data: bytes, when: float | None = None) -> None:
         """``data``: whole lines, each ending in ``\\n``, read at ``when`` (default: now)."""
         count = data.count(b"\n")
