@@ -45,6 +45,35 @@ from ._socket import ControlSocket, bind_control_socket, peer_credentials
 
 __all__ = ["ControlServer", "describe_event", "serve", "wanted"]
 
+# How long a refused connection is kept open to take in what its peer still sends.
+LINGER = 1.0
+
+
+async def _refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, reply: bytes) -> None:
+    """Send a last error line and end the connection so that its peer reads it whole.
+
+    Closing a unix socket whose receive queue still holds bytes (the request we
+    refuse, sent before our reply) makes the kernel fail the peer's next read with
+    ECONNRESET, which a client may see before it has looked at our line. So:
+    reply, shut our side (the peer reads the line, then EOF), and read and drop
+    what the peer still sends until it closes too, for at most :data:`LINGER`
+    seconds and :data:`MAX_LINE` bytes, before closing (a "lingering close", as
+    HTTP servers do).
+    """
+    writer.write(reply)
+    await writer.drain()
+    if not writer.can_write_eof():
+        return
+    writer.write_eof()
+    with contextlib.suppress(asyncio.TimeoutError, TimeoutError, ConnectionError):
+        await asyncio.wait_for(_discard(reader), LINGER)
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    budget = MAX_LINE  # a request's worth: a peer that floods us is simply cut off
+    while budget > 0 and (data := await reader.read(budget)):
+        budget -= len(data)
+
 
 class ControlServer:
     """Serves a :class:`Supervisor`'s control endpoint on a unix socket.
@@ -147,24 +176,30 @@ class ControlServer:
         if uid not in (0, os.geteuid()):
             if self._log is not None:
                 self._log(f"control: refused a connection from uid {uid} (pid {pid})")
-            writer.write(error_reply("forbidden", f"uid {uid} may not control this supervisor"))
-            await writer.drain()
+            await _refuse(
+                reader,
+                writer,
+                error_reply("forbidden", f"uid {uid} may not control this supervisor"),
+            )
             return
         if len(self._handlers) > MAX_CLIENTS:
-            writer.write(error_reply("busy", f"{MAX_CLIENTS} connections are served already"))
-            await writer.drain()
+            await _refuse(
+                reader, writer, error_reply("busy", f"{MAX_CLIENTS} connections are served already")
+            )
             return
         while True:
             try:
                 line = await asyncio.wait_for(reader.readline(), self._timeout)
             except (asyncio.TimeoutError, TimeoutError):
-                writer.write(error_reply("timeout", f"no request within {self._timeout:g} s"))
-                await writer.drain()
+                await _refuse(
+                    reader, writer, error_reply("timeout", f"no request within {self._timeout:g} s")
+                )
                 return
             except (ValueError, asyncio.LimitOverrunError):
                 # readline() gives up at the limit: the line is longer than we read.
-                writer.write(error_reply("too-long", f"request longer than {MAX_LINE} bytes"))
-                await writer.drain()
+                await _refuse(
+                    reader, writer, error_reply("too-long", f"request longer than {MAX_LINE} bytes")
+                )
                 return
             if not line:
                 return
