@@ -69,3 +69,40 @@ def test_a_forking_process_cannot_escape_the_sweep(mode: str) -> None:
     assert res.returncode == 0, res.stderr
     assert "could not be killed" not in res.stderr
     assert "Traceback" not in res.stderr
+
+
+@pytest.mark.skipif(not _cgroup_usable(), reason=f"no writable cgroup v2 here ({cgroup2_root()})")
+def test_a_cgroup_made_below_the_confinement_is_swept_and_removed_with_it() -> None:
+    # The command makes a cgroup of its own below the one it was born in and moves
+    # a setsid()'d sleeper into it: the sweep kills it there, and removes both
+    # cgroups (a bare rmdir of the outer one fails while the inner one exists).
+    root = str(cgroup2_root())
+    command = f"""
+import os, subprocess, sys
+with open("/proc/self/cgroup") as f:
+    mine = next(line[3:].strip() for line in f if line.startswith("0::"))
+outer = next(
+    os.path.join({root!r}, name)
+    for name in os.listdir({root!r})
+    if name.startswith("aioproc-init-{{}}-".format(os.getppid()))
+)
+assert mine.endswith("/" + os.path.basename(outer)), (mine, outer)
+inner = os.path.join(outer, "inner")
+os.mkdir(inner)
+sleeper = subprocess.Popen(["sleep", "1000"], start_new_session=True)
+with open(os.path.join(inner, "cgroup.procs"), "w") as f:
+    f.write(str(sleeper.pid))
+print(outer, sleeper.pid, flush=True)
+"""
+    with nothing_left_behind() as env:
+        res = subprocess.run(
+            [sys.executable, "-c", INIT, "cgroup", "--grace", "0.2", "--",
+             sys.executable, "-c", command],
+            env=env, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    assert "cannot remove" not in res.stderr, res.stderr
+    outer, pid = res.stdout.split()
+    assert not Path(outer).exists()
+    assert not Path(f"/proc/{pid}").exists()

@@ -11,8 +11,9 @@ ways to close that race:
   The kill is then ``cgroup.kill``, which the kernel makes atomic with forks (a
   fork racing with it fails or is killed too); before Linux 5.14, the cgroup is
   frozen (``cgroup.freeze``: nobody in it runs, so nobody forks) and its members
-  are killed one by one. Found through ``/proc/self/mountinfo`` (on a hybrid
-  system cgroup2 is mounted at e.g. ``/sys/fs/cgroup/unified``).
+  are killed one by one. Found, killed and removed as ``spawn(cgroup=True)``'s
+  are (:mod:`aioproc._cgroup`; on a hybrid system cgroup2 is mounted at e.g.
+  ``/sys/fs/cgroup/unified``).
 * **SIGSTOP before SIGKILL**, for what is not in the cgroup (no cgroup2; or a
   process that moved itself out): scan, stop everything found, scan again until a
   scan finds nothing that is not stopped (a stopped process cannot fork), then
@@ -35,8 +36,8 @@ import os
 import secrets
 import signal
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
+from .. import _cgroup
 from .._procfs import wait_gone
 from ..supervisor._group import kill_pids
 
@@ -49,30 +50,10 @@ KILL_BUDGET = 10.0
 use_cgroup = True
 
 
-def cgroup2_root() -> Path | None:
-    """Where the cgroup v2 hierarchy is mounted (from /proc/self/mountinfo), or None."""
-    try:
-        with open("/proc/self/mountinfo") as f:
-            for line in f:
-                fields = line.split()
-                sep = fields.index("-")
-                if fields[sep + 1] == "cgroup2":
-                    return Path(fields[4])
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def _own_cgroup(root: Path) -> Path | None:
-    """The cgroup v2 directory this process is in."""
-    try:
-        with open("/proc/self/cgroup") as f:
-            for line in f:
-                if line.startswith("0::"):
-                    return root / line[3:].strip().lstrip("/")
-    except OSError:
-        pass
-    return None
+def cgroup2_root() -> str:
+    """Our own cgroup v2 directory, or why there is none we may use (for messages)."""
+    root, why = _cgroup.cgroup_root()
+    return root if root is not None else why
 
 
 class Confinement:
@@ -82,29 +63,38 @@ class Confinement:
     into the cgroup, so the child is born there; then it moves back. Nothing else
     of ours forks meanwhile (``aioproc init`` spawns only the command). Any failure
     leaves :attr:`path` None: the sweep then relies on SIGSTOP alone.
+
+    The cgroup is found, listed, killed and removed by the core's
+    :mod:`aioproc._cgroup` (what ``spawn(cgroup=True)`` uses). ``spawn(cgroup=...)``
+    itself is not used here: its stop waits for the cgroup to empty without a
+    bound, and this sweep must report what it cannot kill within its budget.
     """
 
     def __init__(self, confine: bool = True) -> None:
-        self.path: Path | None = None
-        self._home: Path | None = None
-        root = cgroup2_root() if use_cgroup and confine else None
-        home = None if root is None else _own_cgroup(root)
+        self._cgroup: _cgroup.Cgroup | None = None
+        self._home: str | None = None
+        home = _cgroup.cgroup_root()[0] if use_cgroup and confine else None
         if home is None:
             return
-        path = home / f"aioproc-init-{os.getpid()}-{secrets.token_hex(4)}"
+        path = os.path.join(home, f"aioproc-init-{os.getpid()}-{secrets.token_hex(4)}")
         try:
-            path.mkdir()
+            os.mkdir(path)
         except OSError:
             return
-        self.path, self._home = path, home
+        self._cgroup, self._home = _cgroup.Cgroup(path, created=True), home
+
+    @property
+    def path(self) -> str | None:
+        """The cgroup's directory; None without one."""
+        return None if self._cgroup is None else self._cgroup.path
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
-        if self.path is None or self._home is None:
+        if self._cgroup is None or self._home is None:
             yield
             return
         try:
-            (self.path / "cgroup.procs").write_text(str(os.getpid()))
+            _write(os.path.join(self._cgroup.path, "cgroup.procs"), str(os.getpid()))
         except OSError:  # not allowed here (a threaded or a domain-invalid cgroup...)
             self.close()
             yield
@@ -112,38 +102,27 @@ class Confinement:
         try:
             yield
         finally:
-            (self._home / "cgroup.procs").write_text(str(os.getpid()))
+            _write(os.path.join(self._home, "cgroup.procs"), str(os.getpid()))
 
     def members(self) -> set[int]:
-        if self.path is None:
-            return set()
-        try:
-            text = (self.path / "cgroup.procs").read_text()
-        except OSError:
-            return set()
-        return {int(p) for p in text.split()}
+        """What is in the cgroup, or in cgroups the command made below it."""
+        return set() if self._cgroup is None else set(self._cgroup.members())
 
     def kill(self) -> None:
-        """SIGKILL every member, atomically with their forks."""
-        if self.path is None:
-            return
-        try:
-            (self.path / "cgroup.kill").write_text("1")
-            return
-        except OSError:  # before Linux 5.14: freeze, then kill one by one
-            pass
-        with contextlib.suppress(OSError):
-            (self.path / "cgroup.freeze").write_text("1")
-        for pid in self.members():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)  # frozen members die of SIGKILL too
+        """SIGKILL every member, atomically with their forks (``Cgroup.kill``)."""
+        if self._cgroup is not None:
+            self._cgroup.kill()
 
     def close(self) -> None:
-        """Remove the cgroup (once empty; left behind with a warning otherwise)."""
-        if self.path is not None:
-            with contextlib.suppress(OSError):
-                self.path.rmdir()
-            self.path = None
+        """Remove the cgroup, and any below it (once empty; left with a warning otherwise)."""
+        if self._cgroup is not None:
+            self._cgroup.remove()
+            self._cgroup = None
+
+
+def _write(path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
 
 
 def _tree(root: int) -> set[int]:
