@@ -345,6 +345,26 @@ def test_sighup_reloads_and_no_longer_shuts_down(started: Run) -> None:
     assert ctl(d, "status", "late").returncode == 0
 
 
+def test_a_reload_names_the_settings_it_cannot_apply(started: Run) -> None:
+    d = started.directory
+    config = d / "aioproc.toml"
+    config.write_text(
+        config.read_text().replace(
+            "shutdown_timeout = 10\n",
+            'shutdown_timeout = 5\ntimestamps = "clock"\nhttp = "127.0.0.1:1"\nhttp_token = "t"\n',
+        )
+    )
+    assert ctl(d, "reload").returncode == 0
+    started.until(r"\| reloaded: nothing changed$")
+    started.until(
+        r"\| \[supervisor\] http, http_token, timestamps changed in aioproc\.toml: "
+        r"applied when aioproc run starts again$"
+    )
+    # Still the start's form: no timestamps, and no HTTP server was started.
+    assert ctl(d, "signal", "db", "USR1").returncode == 0
+    started.until(r"^db\s+\| db got USR1$")
+
+
 # ---------------------------------------------------------- shutdown, sockets
 
 

@@ -3,7 +3,10 @@
 A reload (``aioproc ctl reload``, or SIGHUP) reads the configuration file again,
 with the options it was first read with (``--only``, ``-e``, ``-c``...), and hands the services to
 :meth:`Supervisor.reconfigure`: added ones start, removed ones stop, changed ones
-restart, unchanged ones keep running. A file that does not load changes nothing.
+restart, unchanged ones keep running, and ``shutdown_timeout`` takes its new value.
+The rest of ``[supervisor]`` (``http``, ``http_token``, the console's form) is
+read at start only: a reload that finds it changed says so, every time, until
+``aioproc run`` is started again. A file that does not load changes nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +47,21 @@ def make_reload(
             if names
         ]
         say(f"reloaded: {'; '.join(parts) or 'nothing changed'}")
+        unapplied = not_reloaded(config, new)
+        if unapplied:
+            say(
+                f"[supervisor] {', '.join(unapplied)} changed in {config.path.name}: "
+                "applied when aioproc run starts again"
+            )
         return result
 
     return reload
+
+
+def not_reloaded(running: Config, new: Config) -> list[str]:
+    """The ``[supervisor]`` keys a reload cannot apply whose value ``new`` changes."""
+    keys = [key for key in ("http", "http_token") if getattr(running, key) != getattr(new, key)]
+    for key in sorted(running.console.keys() | new.console.keys()):
+        if running.console.get(key) != new.console.get(key):
+            keys.append(key)
+    return keys
