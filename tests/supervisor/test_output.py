@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import os
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from aioproc.supervisor import Service, Supervisor
 from aioproc.supervisor._output import CUT_MARK, LINE_LIMIT, Splitter, split_lines
@@ -23,6 +26,46 @@ class Blocks:
     @property
     def data(self) -> bytes:
         return b"".join(self.blocks)
+
+
+# Bytes of every kind but "[" (so that CUT_MARK only comes from a cut): newlines,
+# ASCII, the lead and continuation bytes of UTF-8 characters, invalid bytes.
+_STREAM = st.lists(
+    st.one_of(
+        st.sampled_from([b"\n", b"a", b"\r", "é".encode(), "€".encode(), "😀".encode()]),
+        st.binary(min_size=1, max_size=3).filter(lambda b: b"[" not in b),
+        st.integers(1, 40).map(lambda n: b"x" * n),
+    ),
+    max_size=60,
+).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(stream=_STREAM, cuts=st.lists(st.integers(0, 400), max_size=12), limit=st.integers(4, 16))
+def test_any_stream_cut_into_any_chunks_comes_out_whole_and_bounded(
+    stream: bytes, cuts: list[int], limit: int
+) -> None:
+    def through(chunks: list[bytes]) -> list[bytes]:
+        b = Blocks(limit)
+        for chunk in chunks:
+            if chunk:
+                b.splitter.feed(chunk)
+        b.splitter.flush()
+        return b.blocks
+
+    points = sorted({0, len(stream), *(c for c in cuts if c < len(stream))})
+    blocks = through([stream[a:b] for a, b in itertools.pairwise(points)])
+    data = b"".join(blocks)
+    # Every block is whole lines; the cuts are the only change (and the newline
+    # the flush gives an unterminated last line).
+    assert all(block.endswith(b"\n") for block in blocks)
+    expected = stream if not stream or stream.endswith(b"\n") else stream + b"\n"
+    assert data.replace(CUT_MARK + b"\n", b"") == expected
+    for line in data[:-1].split(b"\n") if data else []:
+        assert len(line.removesuffix(CUT_MARK)) <= limit
+    # Where the chunks end changes nothing but how the lines are grouped.
+    assert data == b"".join(through([stream]))
+    assert data == b"".join(through([stream[i : i + 1] for i in range(len(stream))]))
 
 
 def test_lines_are_passed_whole_as_soon_as_they_end() -> None:
