@@ -513,6 +513,34 @@ async def test_reopen_logs_route_without_a_token(tmp_path: pathlib.Path) -> None
         assert (await client.post(route)).json()["files"] == [real(tmp_path / "w.log")]
 
 
+async def test_shutdown_route_is_a_guarded_mutation_that_ends_the_run(
+    tmp_path: pathlib.Path,
+) -> None:
+    env = {"AIOPROC_HTTP_TOKEN": TOKEN}
+    async with running(tmp_path, env=env) as (run, client):
+        await run.until(r"\| web started")
+        good = {"Authorization": f"Bearer {TOKEN}"}
+        route = "/api/v1/shutdown"
+        assert (await client.post(route)).status_code == 401
+        assert (await client.get(route, headers=good)).status_code == 405
+        cross = {**good, "Origin": "http://evil.example"}
+        assert (await client.post(route, headers=cross)).status_code == 403
+        site = {**good, "Sec-Fetch-Site": "cross-site"}
+        assert (await client.post(route, headers=site)).status_code == 403
+        assert run.proc.returncode is None
+        assert (await services(client, headers=good))["web"]["state"] == "running"
+        spec = (await client.get("/openapi.json", headers=good)).json()
+        assert "post" in spec["paths"][route]
+        reply = await client.post(route, headers=good)
+        assert reply.status_code == 202, reply.text
+        assert reply.json() == {"ok": True, "pid": run.proc.pid}
+        assert await asyncio.wait_for(run.proc.wait(), 20) == 0
+        await run.until(r"^aioproc \| http: shutdown requested$")
+        assert run.lines.index("aioproc | web stopped") < run.lines.index("aioproc | db stopped")
+        with pytest.raises(httpx.ConnectError):
+            await client.get("/healthz", headers=good)
+
+
 async def test_host_check_without_a_token(tmp_path: pathlib.Path) -> None:
     async with running(tmp_path) as (run, client):
         port = run.url.rsplit(":", 1)[1]

@@ -310,9 +310,9 @@ class Operations:
         self.log(f"log files reopened: {', '.join(paths)}" if paths else "no log file is open")
         return {"ok": True, "files": paths}
 
-    def shutdown(self) -> None:
+    def shutdown(self, via: str = "control") -> None:
         """Start shutting the supervisor down (once); returns at once."""
-        self.log("control: shutdown requested")
+        self.log(f"{via}: shutdown requested")
         if self._shutdown is None:
             self._shutdown = asyncio.ensure_future(self.supervisor.aclose())
 

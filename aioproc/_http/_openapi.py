@@ -306,5 +306,17 @@ def openapi() -> dict[str, Any]:
                     },
                 }
             },
+            "/api/v1/shutdown": {
+                "post": {
+                    "summary": "Stop every service and end the supervisor (as ctl shutdown)",
+                    "responses": {
+                        "202": _json(
+                            {"type": "object", "properties": {"pid": {"type": "integer"}}},
+                            "the shutdown has begun; the server ends with it",
+                        ),
+                        **_ERRORS,
+                    },
+                }
+            },
         },
     }

@@ -310,6 +310,7 @@ class HttpServer:
         r.add_get("/api/v1/events", self._events)
         r.add_post("/api/v1/reload", self._reload)
         r.add_post("/api/v1/logs/reopen", self._reopen)
+        r.add_post("/api/v1/shutdown", self._shutdown)
 
     def _usage(self) -> dict[str, Usage]:
         groups: dict[int, str] = {}
@@ -405,6 +406,12 @@ class HttpServer:
 
     async def _reopen(self, request: web.Request) -> web.Response:
         return web.json_response(self._ops.reopen_logs())
+
+    async def _shutdown(self, request: web.Request) -> web.Response:
+        # Answered at once: the stop takes up to the shutdown timeout, and it
+        # ends this server too (watch /api/v1/events, or the process, for the end).
+        self._ops.shutdown(via="http")
+        return web.json_response({"ok": True, "pid": os.getpid()}, status=202)
 
     async def _logs(self, request: web.Request) -> web.StreamResponse:
         names = self._name(request)
