@@ -275,6 +275,26 @@ def test_logs_last_lines_then_follow_with_idle_cpu_zero(started: Run) -> None:
                 stream.close()
 
 
+def test_logs_of_a_service_whose_output_is_not_kept_say_so(tmp_path: Path) -> None:
+    (tmp_path / "aioproc.toml").write_text(
+        '[services.raw]\ncommand = "echo raw up; exec sleep 60"\noutput = "inherit"\n'
+        '[services.kept]\ncommand = "echo kept up; exec sleep 60"\n'
+    )
+    run = Run(tmp_path)
+    try:
+        run.until(r"^raw up$")  # straight to our stdout, not through the supervisor
+        run.until(r"^kept\s+\| kept up$")
+        notice = 'aioproc ctl: raw: output = "inherit": its lines are not kept\n'
+        res = ctl(tmp_path, "logs", "raw")
+        assert (res.returncode, res.stdout, res.stderr) == (0, "", notice)
+        res = ctl(tmp_path, "logs")
+        assert (res.returncode, res.stdout, res.stderr) == (0, "kept | kept up\n", notice)
+        res = ctl(tmp_path, "logs", "kept")
+        assert (res.returncode, res.stdout, res.stderr) == (0, "kept | kept up\n", "")
+    finally:
+        run.close()
+
+
 def test_service_output_cannot_drive_the_terminal() -> None:
     assert sanitize("red \x1b[31mtext\x07 \x9b2J\tok") == "red \\x1b[31mtext\\x07 \\x9b2J\tok"
     table = format_table(

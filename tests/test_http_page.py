@@ -47,6 +47,10 @@ depends_on = ["db"]
 
 [services.xss]
 command = "echo '<img src=x onerror=window.__xss=1>'; echo '<b>bold</b>'; exec sleep 600"
+
+[services.raw]
+command = "echo raw up; exec sleep 600"
+output = "inherit"
 """
 
 
@@ -101,10 +105,10 @@ def api(server: tuple[Run, str]) -> httpx.Client:
 
 
 def test_the_table_shows_every_service(page: Any) -> None:
-    for name in ("db", "web", "xss"):
+    for name in ("db", "web", "xss", "raw"):
         sync_api.expect(row(page, name).locator(".state")).to_have_text("running")
     sync_api.expect(page.locator("#conn-text")).to_have_text("live")
-    assert page.locator("tr.svc td.name").all_text_contents() == ["db", "web", "xss"]
+    assert page.locator("tr.svc td.name").all_text_contents() == ["db", "web", "xss", "raw"]
     sync_api.expect(row(page, "db").locator(".ready")).to_have_text("yes")
     assert row(page, "db").locator(".uptime").text_content() != "-"
 
@@ -142,6 +146,19 @@ def test_the_log_tail_shows_new_lines(page: Any, server: tuple[Run, str]) -> Non
     with api(server) as client:
         client.post("/api/v1/services/db/signal", json={"signal": "HUP"})
     sync_api.expect(log).to_contain_text("db got HUP")
+
+
+def test_the_log_tail_of_a_service_whose_output_is_not_kept_says_so(
+    page: Any, server: tuple[Run, str]
+) -> None:
+    with api(server) as client:
+        assert client.get("/api/v1/services/raw").json()["logs_kept"] is False
+        assert client.get("/api/v1/services/db").json()["logs_kept"] is True
+    sync_api.expect(row(page, "raw").locator(".state")).to_have_text("running")
+    row(page, "raw").locator("button.logs").click()
+    log = page.locator('tr.logrow[data-service="raw"] pre.log')
+    sync_api.expect(log).to_contain_text('output = "inherit"')
+    sync_api.expect(log).to_contain_text("not kept")
 
 
 def test_service_output_is_text_never_html(page: Any) -> None:

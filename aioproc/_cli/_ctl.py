@@ -147,6 +147,9 @@ def _command(args: argparse.Namespace, path: Path, out: TextIO) -> int:
                 return _error("-n must not be negative", USAGE)
             client.send("logs", lines=args.lines, follow=args.follow, **_names(args.names))
             for reply in client.replies():
+                for name in reply.get("not_kept", ()):
+                    why = 'output = "inherit": its lines are not kept'
+                    print(f"aioproc ctl: {sanitize(name)}: {why}", file=sys.stderr)
                 line = reply.get("line")
                 if line is not None:
                     stamp = f"{iso_time(line['time'])} " if args.timestamps else ""

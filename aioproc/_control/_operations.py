@@ -221,6 +221,7 @@ class Operations:
                     "ready_check": ready_check,
                     "reason": self._reason(st),
                     "wanted": wanted(st, svc),
+                    "logs_kept": svc is None or svc.output != "inherit",
                 }
             )
         return out

@@ -274,8 +274,10 @@ class ControlServer:
         history, stream = self._ops.logs(
             names, request.get("lines", 10), request.get("follow", False)
         )
+        services = self._ops.supervisor.services
+        unkept = [name for name in names if services[name].output == "inherit"]
         try:
-            writer.write(encode({"ok": True}))
+            writer.write(encode({"ok": True, "not_kept": unkept} if unkept else {"ok": True}))
             for line in history:
                 writer.write(encode({"line": line_dict(line)}))
                 if writer.transport.get_write_buffer_size() > 1 << 20:

@@ -63,6 +63,10 @@ _SERVICE = {
             "type": "boolean",
             "description": "running and ready, or completed as expected",
         },
+        "logs_kept": {
+            "type": "boolean",
+            "description": 'false for output = "inherit": its lines are not kept',
+        },
         "cpu_seconds": {
             "type": ["number", "null"],
             "description": "CPU time of its process group (reaped children included)",
