@@ -20,6 +20,16 @@ class _Ours(Protocol):
 L = TypeVar("L", bound=_Ours)
 
 
+def is_number(text: str) -> bool:
+    """Whether ``text`` is a plain non-negative decimal number: ASCII digits only.
+
+    Not ``str.isdigit()``: that is true of "²" and "①" too, which ``int()``
+    refuses (a ValueError where a clean message was meant), and of other
+    scripts' digits, which ``int()`` takes but no port or count is written in.
+    """
+    return text.isascii() and text.isdigit()
+
+
 async def shielded(coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` to completion even if the caller is cancelled meanwhile.
 

@@ -150,6 +150,8 @@ def test_procfile_and_root_options_and_default_env_file(tmp_path: Path) -> None:
 BAD_OPTIONS = [
     (["-c", "nope=2"], r"Procfile: --concurrency: no process named 'nope'"),
     (["-c", "web"], r"--concurrency: expected NAME=COUNT, got 'web'"),
+    (["-c", "web=\u00b2"], r"--concurrency: expected NAME=COUNT, got 'web=\u00b2'"),
+    (["-e", "odd.env"], r"PORT must be a port number, not '\u00b2'"),
     (["-c", "web=0"], r"Procfile: no processes to run"),
     (["-c", "web=1001"], r"at most 1000 instances"),
     (["-p", "70000"], r"-p/--port: 70000 is not a port number"),
@@ -163,6 +165,7 @@ BAD_OPTIONS = [
 @pytest.mark.parametrize(("args", "message"), BAD_OPTIONS)
 def test_bad_options_are_one_line_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
     (tmp_path / "Procfile").write_text("web: touch started\n")
+    (tmp_path / "odd.env").write_text("PORT=\u00b2\n")  # a digit to str.isdigit(), not to int()
     for command in ("run", "check"):
         _one_line_error(_cli(tmp_path, command, *args), message)
     assert not (tmp_path / "started").exists()

@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import pathlib
+import random
 import re
 import socket
 import stat
@@ -271,6 +272,51 @@ async def test_malformed_and_unknown_requests_get_error_replies(sock_path: pathl
             status = await c.ask("status")
             assert [s["name"] for s in status["services"]] == ["talker"]
             assert sup.status()["talker"].state.value != "stopped"
+
+
+_ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1, 3, 2**70, -(2**70), 1.5, float("nan"), float("inf"),
+    "", "talker", "all", "HUP", "USR1", "SIGTERM", "0", "-1", "nope", "\x00", "é" * 3,
+    "x" * 5000, [], ["talker"], ["talker", "talker"], [1], [None], ["nope"], [[]], {},
+    {"talker": 1},
+]  # fmt: skip
+_REQUESTS = ["status", "start", "stop", "restart", "signal", "logs", "reload", "reopen", "x"]
+_FIELDS = ["names", "all", "lines", "follow", "signal", "request", "version", "extra"]
+
+
+def _odd_request(rng: random.Random) -> dict[str, Any]:
+    request: dict[str, Any] = {"version": 1, "request": rng.choice(_REQUESTS)}
+    for key in rng.sample(_FIELDS, rng.randint(0, 4)):
+        request[key] = rng.choice(_ODD_VALUES)
+    if request.get("request") == "shutdown":
+        request["request"] = "status"  # the one request that would end the test
+    return request
+
+
+async def test_random_requests_get_replies_never_internal_errors(sock_path: pathlib.Path) -> None:
+    """Requests of every shape with fields of every type: each gets an ``ok`` reply
+    or a documented error (never ``internal error``), and the endpoint keeps serving."""
+    rng = random.Random(20261206)
+    errors: list[Any] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        async with Supervisor([talker()]) as sup, control.serve(sup, sock_path):
+            await asyncio.wait_for(sup.start("talker"), 10)
+            for _ in range(300):
+                request = _odd_request(rng)
+                async with conn(sock_path) as c:
+                    await c.send(request)
+                    reply = await c.reply()  # a logs -f sends more: only the first matters
+                assert reply is not None, request
+                if reply["ok"] is not True:
+                    assert reply["error"] in control.ERRORS, (request, reply)
+                    assert "internal error" not in reply["message"], (request, reply)
+            async with conn(sock_path) as c:
+                assert (await c.ask("status"))["ok"] is True
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
 
 
 async def test_an_oversize_line_is_cut_off_at_the_bound(sock_path: pathlib.Path) -> None:

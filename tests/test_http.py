@@ -20,6 +20,7 @@ import inspect
 import json
 import os
 import pathlib
+import random
 import re
 import socket
 import sys
@@ -208,6 +209,9 @@ def test_a_non_loopback_address_needs_a_token() -> None:
     http.serve(sup, "localhost", 0)
     assert http.parse_address("[::1]:9100") == ("::1", 9100)
     assert http.parse_address(":9100") == ("127.0.0.1", 9100)
+    for odd in ("127.0.0.1:\u00b2", "127.0.0.1:\u0661", "127.0.0.1:-1"):
+        with pytest.raises(ValueError, match="is not HOST:PORT"):
+            http.parse_address(odd)
     with pytest.raises(ValueError, match="HOST:PORT"):
         http.parse_address("9100x")
 
@@ -303,6 +307,12 @@ async def test_every_endpoint(tmp_path: pathlib.Path) -> None:
         assert [x["text"] for x in logs["lines"]] == ["db up", "db got HUP"]
         assert all(x["service"] == "db" for x in logs["lines"])
         assert (await client.get("/api/v1/services/db/logs?lines=x")).status_code == 400
+        # A digit to str.isdigit(), not to int(): still a 400, not a 500.
+        for odd in ("\u00b2", "\u0661", "-1", "1e3"):
+            bad = await client.get("/api/v1/services/db/logs", params={"lines": odd})
+            assert bad.status_code == 400, odd
+            assert bad.json()["error"] == "bad-request"
+            assert (await client.get("/api/v1/events", params={"lines": odd})).status_code == 400
 
         # reload: the file gains a service
         (tmp_path / "aioproc.toml").write_text(
@@ -539,6 +549,56 @@ async def test_shutdown_route_is_a_guarded_mutation_that_ends_the_run(
         assert run.lines.index("aioproc | web stopped") < run.lines.index("aioproc | db stopped")
         with pytest.raises(httpx.ConnectError):
             await client.get("/healthz", headers=good)
+
+
+_ODD_BODIES: list[Any] = [
+    None, b"", b"not json", b"\xff\xfe", b"[1]", b"NaN", b'{"signal": null}', b'{"signal": []}',
+    b'{"signal": "NOPE"}', b'{"signal": 2e400}', b'{"signal": 99999999999999999999}',
+    b'{"signal": "0"}', b'{"signal": -1}', b'{"signal": "USR1"}', b"{" * 10000,
+]  # fmt: skip
+_ODD_QUERIES = ["", "lines=", "lines=-1", "lines=\u00b2", "lines=\u0661", "lines=1e3",
+                "lines=99999999999999999999", "lines=5", "follow=maybe", "lines=%00"]  # fmt: skip
+_ODD_NAMES = ["db", "nope", "all", "%00", "..", "%2e%2e", "a" * 3000, "%ff", "web%20"]
+
+
+async def test_random_requests_are_answered_never_with_a_server_error(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Routes with odd names, bodies and queries: a 2xx or 4xx with a JSON error each
+    (never a 500), and the server keeps serving."""
+    rng = random.Random(20261206)
+    async with running(tmp_path) as (run, client):
+        await run.until(r"\| web started")
+        for _ in range(200):
+            name = rng.choice(_ODD_NAMES)
+            path = rng.choice(
+                [
+                    f"/api/v1/services/{name}",
+                    f"/api/v1/services/{name}/logs",
+                    f"/api/v1/services/{name}/signal",
+                    f"/api/v1/services/{name}/{rng.choice(['start', 'stop', 'restart', 'x'])}",
+                    "/api/v1/services",
+                    "/api/v1/events",
+                    "/api/v1/reload",
+                    "/api/v1/logs/reopen",
+                ]
+            )
+            query = rng.choice(_ODD_QUERIES)
+            method = rng.choice(["GET", "POST", "PUT", "DELETE"])
+            if path == "/api/v1/events" or "follow" in query:
+                method = "POST"  # a GET would stream: not this test's business
+            body = rng.choice(_ODD_BODIES)
+            reply = await client.request(
+                method,
+                f"{path}?{query}",
+                content=body,
+                headers={"Content-Type": "application/json"},
+            )
+            assert reply.status_code < 500, (method, path, query, body, reply.text)
+            if reply.status_code >= 400 and reply.status_code not in (404, 405):
+                assert reply.json()["ok"] is False, (method, path, query, body, reply.text)
+        assert (await client.get("/healthz")).status_code == 200
+    assert not [line for line in run.lines if "Traceback" in line or "Error handling" in line]
 
 
 async def test_host_check_without_a_token(tmp_path: pathlib.Path) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from .._durations import check_duration
+from .._util import is_number
 from ._ctl import add_ctl_parser
 
 if TYPE_CHECKING:
@@ -273,7 +274,7 @@ def _concurrency(specs: Sequence[str]) -> dict[str, int]:
         if not item:
             continue
         name, eq, count = item.partition("=")
-        if not eq or not name.strip() or not count.strip().isdigit():
+        if not eq or not name.strip() or not is_number(count.strip()):
             raise ConfigError(f"-c/--concurrency: expected NAME=COUNT, got {item!r}")
         out[name.strip()] = int(count)
     return out

@@ -28,6 +28,7 @@ from typing import Any
 
 from .._limits import check_rlimits
 from .._sizes import parse_size
+from .._util import is_number
 from ..supervisor import (
     DEPENDENCY_CONDITIONS,
     Backoff,
@@ -257,7 +258,7 @@ def _instance_env(
 
 
 def _port_number(value: str, what: str) -> int:
-    if not value.isdigit() or not 0 < int(value) <= 65535:
+    if not is_number(value) or not 0 < int(value) <= 65535:
         raise ConfigError(f"{what}: PORT must be a port number, not {value!r}")
     return int(value)
 
@@ -664,7 +665,7 @@ def _ready(value: Any, what: str = "ready") -> Any:
             if not isinstance(target, str) or ":" not in target:
                 raise ValueError(f'{what}.tcp must be "HOST:PORT", like "127.0.0.1:8000"')
             host, _, port = target.rpartition(":")
-            if not port.isdigit() or not 0 < int(port) < 65536:
+            if not is_number(port) or not 0 < int(port) < 65536:
                 raise ValueError(f"{what}.tcp: {_show(port)} is not a port number")
             return ReadyTCP(host.strip("[]") or "127.0.0.1", int(port), **kw)
         if kind == "http":

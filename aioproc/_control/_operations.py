@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from .. import ExitStatus
+from .._util import is_number
 from ..supervisor import (
     BackingOff,
     Event,
@@ -330,7 +331,7 @@ def parse_signal(value: Any) -> signal.Signals:
     try:
         if isinstance(value, str):
             name = value.upper()
-            if name.isdigit():
+            if is_number(name):
                 return signal.Signals(int(name))
             return signal.Signals[name if name.startswith("SIG") else "SIG" + name]
         if isinstance(value, int) and not isinstance(value, bool):
@@ -359,4 +360,4 @@ async def stop_in_order(sup: Supervisor, names: list[str]) -> None:
 def _instance_of(name: str) -> str | None:
     """``web`` for an instance name ``web.3`` (``aioproc run``'s replicas), else None."""
     base, dot, number = name.rpartition(".")
-    return base if dot and number.isdigit() else None
+    return base if dot and is_number(number) else None

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ipaddress
 
+from .._util import is_number
+
 __all__ = ["is_loopback", "parse_address"]
 
 
@@ -24,7 +26,7 @@ def is_loopback(host: str) -> bool:
 def parse_address(text: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:9100``; ``:9100`` means 127.0.0.1) -> (host, port); ValueError."""
     host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not is_number(port) or not 0 <= int(port) <= 65535:
         raise ValueError(f"{text!r} is not HOST:PORT (like 127.0.0.1:9100)")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]

@@ -57,6 +57,7 @@ from .._control._operations import (
     wanted,
 )
 from .._durations import check_duration
+from .._util import is_number
 from ..supervisor import LogLine, LogStream, Supervisor
 from ._address import is_loopback, parse_address
 from ._metrics import CONTENT_TYPE, SupervisorCollector, scrape
@@ -565,7 +566,7 @@ def _int_query(request: web.Request, key: str, default: int) -> int:
     value = request.query.get(key)
     if value is None:
         return default
-    if not value.isdigit() or int(value) > MAX_LINES:
+    if not is_number(value) or int(value) > MAX_LINES:
         raise OperationError("bad-request", f"{key} must be a number from 0 to {MAX_LINES}")
     return int(value)
 
