@@ -18,6 +18,8 @@ import random
 import re
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -30,6 +32,7 @@ from aioproc._control._socket import connect
 from aioproc.supervisor import LogFile, ReadyLine, Reconfigured, Service, Supervisor
 
 from .helpers import DROP_ROOT, run_python
+from .test_cli import AIOPROC
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
@@ -240,6 +243,106 @@ async def test_another_uid_cannot_even_connect_to_the_0600_socket(open_dir: path
 
 
 # ------------------------------------------------------------- protocol edges
+
+
+IMPOSTOR = """
+import os, socket, sys
+uid = int(sys.argv[2])
+os.setgroups([])
+os.setresgid(uid, uid, uid)
+os.setresuid(uid, uid, uid)
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o777)  # anyone may connect: the careless or the malicious
+s.listen()
+print("ready", flush=True)
+while True:
+    c, _ = s.accept()
+    try:
+        c.settimeout(5)
+        data = c.recv(65536)
+        if data:
+            print("got", data.decode(errors="replace").strip(), flush=True)
+            c.sendall(b'{"version": 1, "ok": true, "pid": 1, "services": []}\\n')
+    except OSError:
+        pass
+    c.close()
+"""
+
+CLIENT_AS = """
+import os, sys
+from aioproc.control import Client, ControlError  # before: root's files are 0700
+uid = int(sys.argv[2])
+os.setgroups([])
+os.setresgid(uid, uid, uid)
+os.setresuid(uid, uid, uid)
+try:
+    with Client(sys.argv[1], timeout=10) as c:
+        print("answered", c.request("status")["ok"])
+except ControlError as exc:
+    print(exc.code, exc.message)
+"""
+
+
+@contextlib.contextmanager
+def impostor(directory: pathlib.Path, uid: int) -> Iterator[tuple[pathlib.Path, list[str]]]:
+    """A server that is no supervisor, run as ``uid``, on ``directory/ctl.sock``;
+    and, once the block is left, the requests it was told."""
+    path = directory / "ctl.sock"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", IMPOSTOR, str(path), str(uid)], stdout=subprocess.PIPE, text=True
+    )
+    told: list[str] = []
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline() == "ready\n"
+        yield path, told
+    finally:
+        proc.kill()
+        out, _ = proc.communicate()
+        told.extend(line[4:] for line in out.splitlines() if line.startswith("got "))
+        path.unlink(missing_ok=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root, to run servers as other uids")
+def test_a_client_talks_only_to_a_server_it_can_trust() -> None:
+    uid = 3_000_000 + os.getpid() % 100_000
+    other = uid + 1
+    shared = pathlib.Path(tempfile.mkdtemp(prefix="aioproc-shared-"))
+    theirs = pathlib.Path(tempfile.mkdtemp(prefix="aioproc-theirs-"))
+    try:
+        # A directory anyone may write to (as /tmp): another uid put a socket there.
+        shared.chmod(0o1777)
+        with impostor(shared, uid) as (path, told):
+            with pytest.raises(control.ControlError) as info:
+                control.Client(path)
+            assert info.value.code == "untrusted"
+            assert info.value.message == (
+                f"{path} is served by uid {uid}, which is neither root, nor the owner of "
+                "its directory: not talking to it"
+            )
+            res = run_python(CLIENT_AS, str(path), str(other))  # nor for another user
+            assert res.stdout.startswith(f"untrusted {path} is served by uid {uid}"), res
+            ctl = subprocess.run(
+                [*AIOPROC, "ctl", "--control", str(path), "status"], capture_output=True, text=True
+            )
+            assert ctl.returncode == 2
+            assert ctl.stderr == f"aioproc ctl: error: {info.value.message}\n"
+        assert told == []  # it never heard a request
+        # That user's own directory: root talks to that user's supervisor...
+        os.chown(theirs, uid, uid)
+        theirs.chmod(0o755)
+        with impostor(theirs, uid) as (path, told):
+            with control.Client(path, timeout=10) as client:
+                assert client.request("status")["ok"] is True
+            # ... and nobody else but that user does.
+            res = run_python(CLIENT_AS, str(path), str(other))
+            assert res.stdout.startswith(f"untrusted {path} is served by uid {uid}"), res
+            assert run_python(CLIENT_AS, str(path), str(uid)).stdout == "answered True\n"
+        assert len(told) == 2
+    finally:
+        shared.rmdir()
+        theirs.rmdir()
 
 
 async def test_malformed_and_unknown_requests_get_error_replies(sock_path: pathlib.Path) -> None:

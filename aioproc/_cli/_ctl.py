@@ -104,7 +104,7 @@ def main_ctl(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         return _command(args, path, stream)
     except ControlError as exc:
-        if exc.code in ("unreachable", "forbidden"):
+        if exc.code in ("unreachable", "forbidden", "untrusted"):
             return _error(exc.message, USAGE)
         if exc.code in ("bad-request", "unsupported-version", "unknown-request"):
             return _error(exc.message, USAGE)
