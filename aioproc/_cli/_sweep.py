@@ -37,7 +37,7 @@ import secrets
 import signal
 from collections.abc import Callable, Iterator
 
-from .. import _cgroup
+from .._cgroup import Cgroup, cgroup_root
 from .._procfs import wait_gone
 from ..supervisor._group import kill_pids
 
@@ -52,7 +52,7 @@ use_cgroup = True
 
 def cgroup2_root() -> str:
     """Our own cgroup v2 directory, or why there is none we may use (for messages)."""
-    root, why = _cgroup.cgroup_root()
+    root, why = cgroup_root()
     return root if root is not None else why
 
 
@@ -71,9 +71,9 @@ class Confinement:
     """
 
     def __init__(self, confine: bool = True) -> None:
-        self._cgroup: _cgroup.Cgroup | None = None
+        self._group: Cgroup | None = None
         self._home: str | None = None
-        home = _cgroup.cgroup_root()[0] if use_cgroup and confine else None
+        home = cgroup_root()[0] if use_cgroup and confine else None
         if home is None:
             return
         path = os.path.join(home, f"aioproc-init-{os.getpid()}-{secrets.token_hex(4)}")
@@ -81,20 +81,20 @@ class Confinement:
             os.mkdir(path)
         except OSError:
             return
-        self._cgroup, self._home = _cgroup.Cgroup(path, created=True), home
+        self._group, self._home = Cgroup(path, created=True), home
 
     @property
     def path(self) -> str | None:
         """The cgroup's directory; None without one."""
-        return None if self._cgroup is None else self._cgroup.path
+        return None if self._group is None else self._group.path
 
     @contextlib.contextmanager
     def spawning(self) -> Iterator[None]:
-        if self._cgroup is None or self._home is None:
+        if self._group is None or self._home is None:
             yield
             return
         try:
-            _write(os.path.join(self._cgroup.path, "cgroup.procs"), str(os.getpid()))
+            _write(os.path.join(self._group.path, "cgroup.procs"), str(os.getpid()))
         except OSError:  # not allowed here (a threaded or a domain-invalid cgroup...)
             self.close()
             yield
@@ -106,18 +106,18 @@ class Confinement:
 
     def members(self) -> set[int]:
         """What is in the cgroup, or in cgroups the command made below it."""
-        return set() if self._cgroup is None else set(self._cgroup.members())
+        return set() if self._group is None else set(self._group.members())
 
     def kill(self) -> None:
         """SIGKILL every member, atomically with their forks (``Cgroup.kill``)."""
-        if self._cgroup is not None:
-            self._cgroup.kill()
+        if self._group is not None:
+            self._group.kill()
 
     def close(self) -> None:
         """Remove the cgroup, and any below it (once empty; left with a warning otherwise)."""
-        if self._cgroup is not None:
-            self._cgroup.remove()
-            self._cgroup = None
+        if self._group is not None:
+            self._group.remove()
+            self._group = None
 
 
 def _write(path: str, text: str) -> None:

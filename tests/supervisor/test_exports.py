@@ -32,9 +32,10 @@ def test_the_supervisor_uses_only_the_public_api_below_it() -> None:
         # cgroup_limits=, run when a Service or a configuration file is read
         # rather than at each start; _sizes, the stateless grammar of sizes
         # ("10M"); and _util's shielded() (the one cancellation-safe cleanup,
-        # shared with the core so it is right once).
+        # shared with the core so it is right once) and is_number() (ASCII digits).
         for leaf in ("_procfs", "_durations", "_limits", "_cgroup", "_sizes"):
             text = text.replace(f"from ..{leaf} import", "")
         text = text.replace("from .._util import shielded", "")
+        text = text.replace("from .._util import is_number", "")
         assert not re.search(r"from \.\._|from aioproc\._|import aioproc\._", text), path
         assert "._child" not in text, path  # Process's private handle
