@@ -155,6 +155,11 @@ BAD = [
     ),
     (
         "aioproc.toml",
+        '[services.web]\ncommand = "touch started"\nautostart = "no"\n',
+        r"aioproc\.toml:3: service 'web': autostart must be true or false",
+    ),
+    (
+        "aioproc.toml",
         '[services.web]\ncommand = "touch started"\ncgroup = "relative/x"\n',
         r"aioproc\.toml:3: service 'web': cgroup must be true, \"auto\" or an absolute",
     ),

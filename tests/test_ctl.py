@@ -275,6 +275,25 @@ def test_logs_last_lines_then_follow_with_idle_cpu_zero(started: Run) -> None:
                 stream.close()
 
 
+def test_a_service_with_autostart_false_waits_for_ctl_start(tmp_path: Path) -> None:
+    (tmp_path / "aioproc.toml").write_text(
+        '[services.lazy]\ncommand = "echo lazy up; exec sleep 60"\nautostart = false\n'
+        '[services.eager]\ncommand = "echo eager up; exec sleep 60"\n'
+    )
+    run = Run(tmp_path)
+    try:
+        run.until(r"^eager\s+\| eager up$")
+        table = rows(ctl(tmp_path, "status").stdout)
+        assert table["lazy"]["STATE"] == "stopped"
+        status = ctl(tmp_path, "status")
+        assert status.returncode == 0, status.stdout  # stopped is where it should be
+        assert ctl(tmp_path, "start", "lazy").returncode == 0
+        run.until(r"^lazy\s+\| lazy up$")
+        assert rows(ctl(tmp_path, "status").stdout)["lazy"]["STATE"] == "running"
+    finally:
+        run.close()
+
+
 def test_logs_of_a_service_whose_output_is_not_kept_say_so(tmp_path: Path) -> None:
     (tmp_path / "aioproc.toml").write_text(
         '[services.raw]\ncommand = "echo raw up; exec sleep 60"\noutput = "inherit"\n'

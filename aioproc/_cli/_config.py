@@ -88,6 +88,7 @@ SERVICE_OPTIONS = (
     "ready",
     "liveness",
     "essential",
+    "autostart",
     "stop_signal",
     "stop_timeout",
     "kill_group",
@@ -886,7 +887,7 @@ def _service_from_toml(ctx: _TomlContext, name: str, table: Mapping[str, Any]) -
                 ):
                     raise ValueError('cgroup must be true, "auto" or an absolute cgroup path')
                 kw[key] = value
-            elif key in ("essential", "kill_group"):
+            elif key in ("essential", "kill_group", "autostart"):
                 if not isinstance(value, bool):
                     raise ValueError(f"{key} must be true or false")
                 kw[key] = value

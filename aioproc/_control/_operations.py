@@ -67,9 +67,12 @@ class OperationError(Exception):
 
 
 def wanted(status: ServiceStatus, service: Service | None) -> bool:
-    """Whether a service is where it should be: running and ready, or completed as expected."""
+    """Whether a service is where it should be: running and ready, completed as expected,
+    or stopped when it starts only on request (``autostart=False``)."""
     if status.state is ServiceState.RUNNING:
         return True
+    if status.state is ServiceState.STOPPED and service is not None and not service.autostart:
+        return True  # started only on request: stopped is where it should be
     if status.state is ServiceState.EXITED and status.last_status is not None:
         code = status.last_status.exit_code
         extra = service.success_exit_codes if service is not None else frozenset()

@@ -106,7 +106,10 @@ class Service:
     that must be ready first, or maps names to a condition (``"started"``,
     ``"ready"``, ``"completed_successfully"``); ``ready`` says when this one is, and
     ``liveness`` (a :class:`Liveness` probe) whether it still is healthy. ``essential=True``:
-    its failure shuts the supervisor down. ``stop_signal``/``stop_timeout``: how it
+    its failure shuts the supervisor down. ``autostart=False``: not started with the
+    supervisor, only by :meth:`Supervisor.start` (or as a dependency of a service
+    that is started), as supervisord's ``autostart=false``.
+    ``stop_signal``/``stop_timeout``: how it
     is stopped (then SIGKILL), its whole process group with ``kill_group=True``.
     ``pdeathsig``: a signal the kernel sends the service's process if the
     supervisor's process dies (``prctl(PR_SET_PDEATHSIG)``; None: none).
@@ -130,6 +133,7 @@ class Service:
     ready: ReadyCheck | None
     liveness: Liveness | None
     essential: bool
+    autostart: bool
     stop_signal: signal.Signals
     stop_timeout: float
     kill_group: bool
@@ -154,6 +158,7 @@ class Service:
         ready: ReadyCheck | Any | None = None,
         liveness: Liveness | ReadyCheck | Any | None = None,
         essential: bool = False,
+        autostart: bool = True,
         stop_signal: int = signal.SIGTERM,
         stop_timeout: float = 10.0,
         kill_group: bool = True,
@@ -214,6 +219,9 @@ class Service:
                 'which output="inherit" does not pipe'
             )
         self.essential = bool(essential)
+        if not isinstance(autostart, bool):
+            raise TypeError(f"service {name!r}: autostart must be True or False")
+        self.autostart = autostart
         if isinstance(stop_signal, bool) or not isinstance(stop_signal, int):
             raise TypeError(f"service {name!r}: stop_signal must be a signal number")
         try:

@@ -738,10 +738,33 @@ class Supervisor:
         if self._entered:
             raise RuntimeError("a Supervisor can only be entered once")
         self._entered = True
-        for runner in self._runners.values():
-            runner.launch()
+        self._launch([name for name, svc in self._services.items() if svc.autostart])
         self._changed()
         return self
+
+    def _launch(self, names: Iterable[str]) -> None:
+        """Launch ``names`` and the services they depend on that are not running.
+
+        Dependencies first pulled in, as systemd pulls in what an enabled unit
+        requires: a service left out by ``autostart=False`` still starts when a
+        started service needs it. Whatever stays out is parked: stopped, waiting
+        for a :meth:`start`, so :meth:`wait` does not take it for ended.
+        """
+        chosen = list(dict.fromkeys(names))
+        todo = list(chosen)
+        while todo:
+            for dep in self._services[todo.pop(0)].depends_on:
+                runner = self._runners[dep]
+                # Not one that runs, nor one that ran and ended (a finished job is
+                # not run again): only what never started, or was stopped.
+                if dep not in chosen and (runner.task is None or runner.parked):
+                    chosen.append(dep)
+                    todo.append(dep)
+        for name, runner in self._runners.items():
+            if name in chosen:
+                runner.launch()
+            elif not runner.active and runner.task is None:
+                runner.parked = True  # never started: waits for a start()
 
     async def __aexit__(
         self,
@@ -923,6 +946,9 @@ class Supervisor:
             async with self._reconfiguring:
                 self._check_open()
                 plan = diff(self._services, new)
+                # A changed service runs again if it was running (or starting), or
+                # if it starts on its own; an added one if it starts on its own.
+                was_on = {n for n in plan.changed if self._runners[n].active}
                 await shielded(self._stop_in_order([*plan.removed, *plan.changed]))
                 by_name = {s.name: s for s in new}
                 for name in plan.removed:
@@ -940,8 +966,11 @@ class Supervisor:
                 self._runners = runners
                 self._services = {name: r.service for name, r in runners.items()}
                 if not self._closing:
-                    for name in (*plan.changed, *plan.added):
-                        runners[name].launch()
+                    self._launch(
+                        name
+                        for name in (*plan.changed, *plan.added)
+                        if name in was_on or by_name[name].autostart
+                    )
                 return plan
         finally:
             self._busy -= 1

@@ -221,3 +221,69 @@ async def test_services_with_pdeathsig_survive_retiring_spawn_workers() -> None:
         assert not [e for e in rec.events if isinstance(e, Exited) and e.reason != "stopped"]
     finally:
         aioproc.set_spawn_workers(before)
+
+
+# ------------------------------------------------------------------ autostart
+
+
+async def test_a_service_with_autostart_false_starts_only_when_asked() -> None:
+    lazy = quiet("lazy", ["sh", "-c", "exit 0"], autostart=False, restart="no")
+    job = quiet("job", ["sh", "-c", "exit 0"], restart="no")
+    async with Supervisor([lazy, job]) as sup:
+        rec = Recorder(sup)
+        waiting = asyncio.ensure_future(sup.wait())
+        await rec.until(lambda e: isinstance(e, Exited) and e.service == "job")
+        for _ in range(5):
+            await asyncio.sleep(0)  # what an ended job would set off, has
+        assert sup.status()["lazy"].state is ServiceState.STOPPED
+        assert sup.status()["lazy"].pid is None
+        assert not rec.of(Starting, "lazy")
+        # Never started is not ended: wait() waits for it, as for a stopped service.
+        assert not waiting.done()
+        await asyncio.wait_for(sup.start("lazy"), 10)
+        exited = await rec.until(lambda e: isinstance(e, Exited) and e.service == "lazy")
+        assert exited.status.exit_code == 0  # type: ignore[attr-defined]
+        outcome = await asyncio.wait_for(waiting, 10)
+    assert outcome.ok
+    assert [e.service for e in rec.of(Starting)] == ["job", "lazy"]
+    await rec.close()
+
+
+async def test_autostart_false_is_pulled_in_by_a_service_that_needs_it() -> None:
+    db = quiet("db", SLEEP, autostart=False)
+    web = quiet("web", SLEEP, depends_on=["db"])
+    spare = quiet("spare", SLEEP, autostart=False)
+    async with Supervisor([db, web, spare]) as sup:
+        assert (await asyncio.wait_for(sup.start("web"), 10)).state is ServiceState.RUNNING
+        assert sup.status()["db"].state is ServiceState.RUNNING
+        assert sup.status()["spare"].state is ServiceState.STOPPED
+
+
+async def test_a_reload_starts_what_starts_on_its_own_or_was_running() -> None:
+    on = quiet("on", SLEEP)
+    off = quiet("off", SLEEP, autostart=False)
+    manual = quiet("manual", SLEEP, autostart=False)
+    async with Supervisor([on, off, manual]) as sup:
+        await asyncio.wait_for(sup.start("manual"), 10)
+        await asyncio.wait_for(sup.start("on"), 10)
+        plan = await sup.reconfigure(
+            [
+                quiet("on", SLEEP, env={"V": "2"}),
+                quiet("off", SLEEP, autostart=False, env={"V": "2"}),
+                quiet("manual", SLEEP, autostart=False, env={"V": "2"}),
+                quiet("new_off", SLEEP, autostart=False),
+                quiet("new_on", SLEEP),
+            ]
+        )
+        assert set(plan.changed) == {"on", "off", "manual"}
+        assert set(plan.added) == {"new_off", "new_on"}
+        for name in ("on", "manual", "new_on"):  # started on its own, or was running
+            status = await asyncio.wait_for(sup.start(name), 10)
+            assert status.state is ServiceState.RUNNING, name
+        assert sup.status()["off"].state is ServiceState.STOPPED
+        assert sup.status()["new_off"].state is ServiceState.STOPPED
+
+
+def test_autostart_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="autostart must be True or False"):
+        Service("x", ["true"], autostart="no")  # type: ignore[arg-type]
