@@ -280,6 +280,9 @@ def test_a_service_with_autostart_false_waits_for_ctl_start(tmp_path: Path) -> N
         '[services.lazy]\ncommand = "echo lazy up; exec sleep 60"\nautostart = false\n'
         '[services.eager]\ncommand = "echo eager up; exec sleep 60"\n'
     )
+    check = subprocess.run([*AIOPROC, "check"], cwd=tmp_path, capture_output=True, text=True)
+    assert "lazy\n  command: echo lazy up; exec sleep 60\n" in check.stdout
+    assert "  restart on-failure, started on request (autostart false)\n" in check.stdout
     run = Run(tmp_path)
     try:
         run.until(r"^eager\s+\| eager up$")

@@ -960,6 +960,7 @@ def describe_config(config: Config) -> str:
         out.append(f"  {'command' if isinstance(service.argv, str) else 'argv'}: {argv}")
         out.append(f"  cwd: {service.cwd}")
         policy = f"restart {service.restart}" + (", essential" if service.essential else "")
+        policy += "" if service.autostart else ", started on request (autostart false)"
         out.append(f"  {policy}")
         if service.depends_on:
             out.append(f"  depends_on: {', '.join(service.depends_on)}")
