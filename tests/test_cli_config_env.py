@@ -181,6 +181,12 @@ def test_check_prints_the_services_and_hides_values(tmp_path: Path) -> None:
     assert "web.1\n  command: exec python3 web.py\n" in res.stdout
     assert "PS=web.2" in res.stdout
     assert "SECRET (values not shown)" in res.stdout
+    (tmp_path / "only").mkdir()
+    (tmp_path / "only" / "aioproc.toml").write_text(
+        '[services.a]\ncommand = "true"\nenv = { SECRET = "x" }\n'
+    )
+    res = _cli(tmp_path / "only", "check")
+    assert "\n  env: SECRET (values not shown)\n" in res.stdout, res.stdout
     assert "hunter2" not in res.stdout
     assert not list(tmp_path.glob("started*"))
     (tmp_path / "Procfile").write_text("web exec\n")

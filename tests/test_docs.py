@@ -38,6 +38,33 @@ def _runnable_blocks() -> list[tuple[str, str]]:
 
 BLOCKS = _runnable_blocks()
 
+# "<!-- check -->", then a ```toml fence: an aioproc.toml that `aioproc check` accepts.
+_CHECK_BLOCK = re.compile(r"<!--\s*check\s*-->\s*\n```toml\n(.*?)^```", re.DOTALL | re.MULTILINE)
+CONFIGS = [
+    (f"{page.name}:{text.count(chr(10), 0, m.start()) + 1}", m.group(1))
+    for page in sorted(DOCS.glob("*.md"))
+    for text in [page.read_text(encoding="utf-8")]
+    for m in _CHECK_BLOCK.finditer(text)
+]
+
+
+def test_the_pages_that_promise_configurations_have_them() -> None:
+    assert {"coming-from.md", "cli.md"} <= {where.split(":")[0] for where, _ in CONFIGS}
+
+
+@pytest.mark.parametrize("config", [c for _, c in CONFIGS], ids=[w for w, _ in CONFIGS])
+def test_configuration_is_accepted_by_aioproc_check(config: str, tmp_path: Path) -> None:
+    (tmp_path / "aioproc.toml").write_text(config, encoding="utf-8")
+    result = subprocess.run(
+        [sys.executable, "-m", "aioproc", "check"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
 
 def test_the_pages_that_promise_examples_have_them() -> None:
     pages = {where.split(":")[0] for where, _ in BLOCKS}

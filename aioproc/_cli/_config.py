@@ -971,6 +971,7 @@ def describe_config(config: Config) -> str:
             shown = [f"{k}={env[k]}" for k in _SHOWN_VARIABLES if env.get(k) is not None]
             hidden = sorted(k for k in env if k not in _SHOWN_VARIABLES)
             if hidden:
-                shown.append(f"and {', '.join(hidden)} (values not shown)")
+                also = "and " if shown else ""
+                shown.append(f"{also}{', '.join(hidden)} (values not shown)")
             out.append(f"  env: {', '.join(shown)}")
     return "\n".join(out) + "\n"
