@@ -42,6 +42,7 @@ from typing import Any, Literal
 
 from .. import DEVNULL, PIPE, STDOUT, ExitStatus, Process, spawn
 from .._durations import check_duration
+from .._util import is_number
 
 __all__ = [
     "NotifyAccess",
@@ -119,6 +120,10 @@ class ReadyCheck:
     async def wait(self, ctx: ReadyContext) -> None:
         """Return once the service is ready; raise if it cannot become ready."""
         raise NotImplementedError
+
+    async def wait_in_time(self, ctx: ReadyContext) -> None:
+        """:meth:`wait`, within :attr:`timeout` (:class:`asyncio.TimeoutError` after it)."""
+        await asyncio.wait_for(self.wait(ctx), self.timeout)
 
     async def probe(self, ctx: ReadyContext, timeout: float) -> str | None:
         """One attempt, given ``timeout`` seconds: None if it passed, else why it failed.
@@ -315,7 +320,11 @@ class ReadyNotify(ReadyCheck):
     ``NOTIFY_SOCKET``. ``STATUS=`` messages show up in :meth:`Supervisor.status`.
     With ``watchdog`` (seconds) the child also gets ``WATCHDOG_USEC`` and, once
     ready, must send ``WATCHDOG=1`` at least that often, or it is stopped and its
-    run counts as failed (``"watchdog"``).
+    run counts as failed (``"watchdog"``); ``WATCHDOG_USEC=N`` from the service
+    changes that interval (and counts as a ``WATCHDOG=1``). ``WATCHDOG=trigger``
+    fails the run at once, as a watchdog timeout (with or without ``watchdog``).
+    ``EXTEND_TIMEOUT_USEC=N`` before ``READY=1`` moves the readiness deadline to
+    at least N microseconds from then.
 
     ``access`` says who may notify, as systemd's ``NotifyAccess=``: ``"all"`` (the
     default) any process of the service (its main process, its process group, its
@@ -338,6 +347,23 @@ class ReadyNotify(ReadyCheck):
     async def wait(self, ctx: ReadyContext) -> None:
         assert ctx.notify is not None
         await asyncio.shield(ctx.notify.ready)
+
+    async def wait_in_time(self, ctx: ReadyContext) -> None:
+        # EXTEND_TIMEOUT_USEC moves the deadline (never closer): look again at it
+        # each time the wait runs out, rather than wake up for every message.
+        notify = ctx.notify
+        assert notify is not None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            left = max(deadline, notify.extended_until) - loop.time()
+            if left <= 0:
+                raise asyncio.TimeoutError
+            try:
+                await asyncio.wait_for(asyncio.shield(notify.ready), left)
+                return
+            except asyncio.TimeoutError:
+                continue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -521,6 +547,12 @@ class NotifySocket:
             shutil.rmtree(self._dir, ignore_errors=True)
             raise
         self.ready: asyncio.Future[None] = self._loop.create_future()
+        #: Set by ``WATCHDOG=trigger``: the service asks to be handled as hung.
+        self.triggered: asyncio.Future[None] = self._loop.create_future()
+        #: ``EXTEND_TIMEOUT_USEC``: the readiness deadline is at least this (loop time).
+        self.extended_until = 0.0
+        #: ``WATCHDOG_USEC``: the watchdog interval the service asked for, in seconds.
+        self.watchdog_interval: float | None = None
         self.last_watchdog: float | None = None
         self._watchdog_waiter: asyncio.Future[None] | None = None
         self._on_status = on_status
@@ -580,17 +612,29 @@ class NotifySocket:
                 elif key == "STATUS" and self._on_status is not None:
                     self._on_status(value)
                 elif key == "WATCHDOG" and value == "1":
-                    self.last_watchdog = time.monotonic()
-                    waiter = self._watchdog_waiter
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(None)
+                    self._kept_alive()
+                elif key == "WATCHDOG" and value == "trigger":
+                    if not self.triggered.done():
+                        self.triggered.set_result(None)
+                elif key == "WATCHDOG_USEC" and (usec := _microseconds(value)):
+                    self.watchdog_interval = usec / 1e6
+                    self._kept_alive()  # as systemd: the new interval runs from now
+                elif key == "EXTEND_TIMEOUT_USEC" and (usec := _microseconds(value)):
+                    self.extended_until = max(self.extended_until, self._loop.time() + usec / 1e6)
+
+    def _kept_alive(self) -> None:
+        self.last_watchdog = time.monotonic()
+        waiter = self._watchdog_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     async def watchdog_expired(self, interval: float) -> None:
-        """Return once ``interval`` seconds pass without a ``WATCHDOG=1``."""
+        """Return once ``interval`` seconds (or the service's ``WATCHDOG_USEC``) pass
+        without a ``WATCHDOG=1``."""
         while True:
             self._watchdog_waiter = self._loop.create_future()
             try:
-                await asyncio.wait_for(self._watchdog_waiter, interval)
+                await asyncio.wait_for(self._watchdog_waiter, self.watchdog_interval or interval)
             except asyncio.TimeoutError:
                 return
             finally:
@@ -604,3 +648,15 @@ class NotifySocket:
             shutil.rmtree(self._dir, ignore_errors=True)
         if not self.ready.done():
             self.ready.cancel()
+
+
+#: The longest time a service may ask for in a message: a year, in microseconds.
+_MAX_USEC = 365 * 86400 * 10**6
+
+
+def _microseconds(value: str) -> int | None:
+    """A positive number of microseconds from a notify message, or None (ignored)."""
+    if not is_number(value):
+        return None
+    usec = int(value)
+    return usec if 0 < usec <= _MAX_USEC else None

@@ -448,11 +448,13 @@ class _Runner:
             if svc.liveness is not None:
                 liveness = loop.create_task(watch_liveness(svc.liveness, ctx))
         else:
-            ready_task = loop.create_task(asyncio.wait_for(svc.ready.wait(ctx), svc.ready.timeout))
+            ready_task = loop.create_task(svc.ready.wait_in_time(ctx))
         try:
             while True:
                 waits: list[asyncio.Future[Any]] = [leader.exited, self._stop]
                 waits += [t for t in (ready_task, watchdog, liveness) if t is not None]
+                if ctx.notify is not None:
+                    waits.append(ctx.notify.triggered)
                 await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 # A requested stop wins: the exit it causes is not a failure.
                 if self._stop.done():
@@ -476,6 +478,8 @@ class _Runner:
                     if isinstance(exc, (asyncio.TimeoutError, TimeoutError)):
                         return "ready-timeout", f"not ready within {svc.ready.timeout:g} s"  # type: ignore[union-attr]
                     return "ready-failed", f"readiness check failed: {exc!r}"
+                if ctx.notify is not None and ctx.notify.triggered.done():
+                    return "watchdog", "the service sent WATCHDOG=trigger"
                 if watchdog is not None and watchdog.done():
                     return "watchdog", "no WATCHDOG=1 in time"
                 if liveness is not None and liveness.done():

@@ -14,6 +14,7 @@ import pytest
 
 import aioproc
 from aioproc.supervisor import (
+    Event,
     Exited,
     Ready,
     ReadyHTTP,
@@ -54,6 +55,74 @@ async def test_ready_notify_watchdog_kept_alive_and_expired() -> None:
         exited = await rec.until(lambda e: isinstance(e, Exited) and e.service == "silent")
         assert exited.reason == "watchdog"  # type: ignore[attr-defined]
         assert sup.status()["alive"].state is ServiceState.RUNNING
+    await rec.close()
+
+
+def _script(*steps: str) -> list[str]:
+    """A notify service running ``steps`` (see programs/notify_script.py); -S: starts fast."""
+    return [sys.executable, "-S", str(PROGRAMS / "notify_script.py"), *steps]
+
+
+async def test_watchdog_trigger_fails_the_run_at_once() -> None:
+    # With no watchdog configured too (as systemd), and before READY=1 as well.
+    after = Service(
+        "after", _script("READY=1", "sleep:0.2", "WATCHDOG=trigger"),
+        ready=ReadyNotify(timeout=30), restart="no", output=drop,
+    )  # fmt: skip
+    before = Service(
+        "before", _script("WATCHDOG=trigger"), ready=ReadyNotify(timeout=30), restart="no",
+        output=drop,
+    )  # fmt: skip
+    async with Supervisor([after, before]) as sup:
+        rec = Recorder(sup)
+        for name in ("after", "before"):
+
+            def of_this(e: Event, name: str = name) -> bool:
+                return isinstance(e, Exited) and e.service == name
+
+            exited = await rec.until(of_this)
+            assert isinstance(exited, Exited)
+            assert exited.reason == "watchdog", name
+            assert exited.error == "the service sent WATCHDOG=trigger"
+        assert [e.service for e in rec.of(Ready)] == ["after"]
+    await rec.close()
+
+
+async def test_extend_timeout_usec_moves_the_readiness_deadline() -> None:
+    # Ready 2 s after start, with a timeout of 1 s: only the extension lets it be.
+    svc = Service(
+        "slow", _script("EXTEND_TIMEOUT_USEC=20000000", "sleep:2", "READY=1"),
+        ready=ReadyNotify(timeout=1), restart="no", output=drop,
+    )  # fmt: skip
+    bad = Service(  # the same without an extension, and with nonsense in its place
+        "bad", _script("EXTEND_TIMEOUT_USEC=-5;EXTEND_TIMEOUT_USEC=\u00b2", "sleep:2", "READY=1"),
+        ready=ReadyNotify(timeout=1), restart="no", output=drop,
+    )  # fmt: skip
+    async with Supervisor([svc, bad]) as sup:
+        rec = Recorder(sup)
+        ready = await rec.until(lambda e: isinstance(e, Ready) and e.service == "slow")
+        started = rec.of(aioproc.supervisor.Starting, "slow")[0]
+        assert ready.time - started.time > 1.5
+        exited = await rec.until(lambda e: isinstance(e, Exited) and e.service == "bad")
+        assert isinstance(exited, Exited)
+        assert exited.reason == "ready-timeout"
+    await rec.close()
+
+
+async def test_watchdog_usec_from_the_service_changes_the_interval() -> None:
+    # 0.3 s configured; the service asks for 30 s, stays silent 1.2 s, then asks for
+    # 0.1 s and stays silent: the watchdog fires then, not at 0.3 s.
+    svc = Service(
+        "w", _script("READY=1;WATCHDOG_USEC=30000000", "sleep:1.2", "WATCHDOG_USEC=100000"),
+        ready=ReadyNotify(watchdog=0.3), restart="no", output=drop,
+    )  # fmt: skip
+    async with Supervisor([svc]) as sup:
+        rec = Recorder(sup)
+        exited = await rec.until(lambda e: isinstance(e, Exited))
+        assert isinstance(exited, Exited)
+        assert exited.reason == "watchdog"
+        ready = rec.of(Ready)[0]
+        assert exited.time - ready.time > 1.0
     await rec.close()
 
 
