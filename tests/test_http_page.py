@@ -139,6 +139,18 @@ def test_the_restart_button_restarts(page: Any, server: tuple[Run, str]) -> None
         assert str(client.get("/api/v1/services/web").json()["pid"]) == after
 
 
+def test_a_stopped_service_gets_a_start_button(page: Any, server: tuple[Run, str]) -> None:
+    button = row(page, "xss").locator("button.restart")
+    sync_api.expect(button).to_have_text("Restart")
+    with api(server) as client:
+        assert client.post("/api/v1/services/xss/stop").json()["state"] == "stopped"
+    sync_api.expect(row(page, "xss").locator(".state")).to_have_text("stopped")
+    sync_api.expect(button).to_have_text("Start")
+    button.click()
+    sync_api.expect(row(page, "xss").locator(".state")).to_have_text("running")
+    sync_api.expect(button).to_have_text("Restart")
+
+
 def test_the_log_tail_shows_new_lines(page: Any, server: tuple[Run, str]) -> None:
     row(page, "db").locator("button.logs").click()
     log = page.locator('tr.logrow[data-service="db"] pre.log')
