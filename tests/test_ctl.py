@@ -288,6 +288,7 @@ def test_a_service_with_autostart_false_waits_for_ctl_start(tmp_path: Path) -> N
         run.until(r"^eager\s+\| eager up$")
         table = rows(ctl(tmp_path, "status").stdout)
         assert table["lazy"]["STATE"] == "stopped"
+        assert table["lazy"]["REASON"] == "autostart is false: started on request"
         status = ctl(tmp_path, "status")
         assert status.returncode == 0, status.stdout  # stopped is where it should be
         assert ctl(tmp_path, "start", "lazy").returncode == 0

@@ -80,6 +80,13 @@ def wanted(status: ServiceStatus, service: Service | None) -> bool:
     return False
 
 
+def _idle_reason(status: ServiceStatus, service: Service | None) -> str | None:
+    """Why a service that never had a state change is where it is."""
+    if service is not None and not service.autostart and status.state is ServiceState.STOPPED:
+        return "autostart is false: started on request"
+    return None
+
+
 def _exit_text(status: ExitStatus | None) -> str:
     if status is None:
         return "-"
@@ -223,7 +230,7 @@ class Operations:
                     },
                     "ready": st.state is ServiceState.RUNNING,
                     "ready_check": ready_check,
-                    "reason": self._reason(st),
+                    "reason": self._reason(st) or _idle_reason(st, svc),
                     "wanted": wanted(st, svc),
                     "logs_kept": svc is None or svc.output != "inherit",
                 }
