@@ -126,6 +126,46 @@ async def test_watchdog_usec_from_the_service_changes_the_interval() -> None:
     await rec.close()
 
 
+NOISE = """
+import os, random, socket
+rng = random.Random(20261206)
+addr = os.environ["NOTIFY_SOCKET"]
+sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+keys = [b"READY", b"STATUS", b"WATCHDOG", b"WATCHDOG_USEC", b"EXTEND_TIMEOUT_USEC", b"MAINPID",
+        b"", b"=", b"\\xff", b"READY=0", b"x" * 5000]
+values = [b"", b"1", b"0", b"-1", b"\\xc2\\xb2", b"1e9", b"99999999999999999999999", b"nan",
+          b"\\x00", b"\\xff\\xfe", b"trigger!", b"\\n", b"=" * 3, bytes(range(256))]
+for _ in range(300):
+    lines = [rng.choice(keys) + b"=" + rng.choice(values) for _ in range(rng.randint(0, 4))]
+    lines = [line for line in lines if line != b"READY=1"]  # ready only at the end
+    if rng.random() < 0.2:
+        lines.append(bytes(rng.randrange(256) for _ in range(rng.randint(0, 64))))
+    sock.sendto(b"\\n".join(lines), addr)
+sock.sendto(b"STATUS=survived\\nREADY=1", addr)
+print("sent", flush=True)
+import time; time.sleep(3600)
+"""
+
+
+async def test_notify_messages_of_every_shape_break_nothing() -> None:
+    """300 datagrams of random keys, values and bytes from the service itself, then
+    READY=1: the supervisor reads them all and the service becomes ready."""
+    errors: list[object] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _, context: errors.append(context))
+    try:
+        svc = Service(
+            "n", [sys.executable, "-c", NOISE], ready=ReadyNotify(timeout=30), output=drop
+        )
+        async with Supervisor([svc]) as sup:
+            status = await asyncio.wait_for(sup.start("n"), 30)
+            assert status.state is ServiceState.RUNNING
+            assert status.message == "survived"
+    finally:
+        loop.set_exception_handler(None)
+    assert errors == []
+
+
 async def test_ready_line_matches_output() -> None:
     lines: list[str] = []
     script = "echo booting; sleep 0.1; echo 'listening on 42'; exec sleep 30"
