@@ -935,7 +935,9 @@ class Supervisor:
 
         Removed and changed services are stopped (dependents before what they
         depend on); then changed and added ones are started (each once its
-        dependencies are ready). Unchanged services keep running, same process.
+        dependencies are ready), but for ``autostart=False`` ones, which start
+        again only if they were running; stopped dependencies of what starts are
+        started too. Unchanged services keep running, same process.
         The new set is checked first as :class:`Supervisor` would check it: a
         :class:`ValueError` or :class:`TypeError` then, and nothing is changed.
         Calls are serialised; ``wait()`` does not return while one is in progress.
