@@ -383,7 +383,9 @@ _ODD_VALUES: list[Any] = [
     "x" * 5000, [], ["talker"], ["talker", "talker"], [1], [None], ["nope"], [[]], {},
     {"talker": 1},
 ]  # fmt: skip
-_REQUESTS = ["status", "start", "stop", "restart", "signal", "logs", "reload", "reopen", "x"]
+_REQUESTS = [
+    "status", "start", "stop", "restart", "signal", "logs", "reload", "reopen", "wait", "x",
+]  # fmt: skip
 _FIELDS = ["names", "all", "lines", "follow", "signal", "request", "version", "extra"]
 
 
@@ -393,6 +395,10 @@ def _odd_request(rng: random.Random) -> dict[str, Any]:
         request[key] = rng.choice(_ODD_VALUES)
     if request.get("request") == "shutdown":
         request["request"] = "status"  # the one request that would end the test
+    if request.get("request") == "wait":
+        timeout = request.get("timeout")
+        if timeout is None or (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)):
+            request["timeout"] = 0.05  # a wait for a stopped service would last for ever
     return request
 
 

@@ -275,6 +275,47 @@ def test_logs_last_lines_then_follow_with_idle_cpu_zero(started: Run) -> None:
                 stream.close()
 
 
+def test_wait_returns_once_the_services_are_where_they_should_be(tmp_path: Path) -> None:
+    (tmp_path / "aioproc.toml").write_text(
+        "[services.slow]\n"
+        "command = \"trap 'echo ready now' USR1; echo waiting; "
+        'while :; do sleep 30 & wait $!; done"\n'
+        'ready = { line = "^ready now$" }\n'
+        '[services.crash]\ncommand = "exit 1"\nstart_limit = { burst = 1, interval = 60 }\n'
+    )
+    run = Run(tmp_path)
+    try:
+        run.until(r"^slow\s+\| waiting$")
+        res = ctl(tmp_path, "wait", "slow", "--timeout", "0.3")
+        assert res.returncode == 3, res
+        assert rows(res.stdout)["slow"]["STATE"] == "starting"
+        run.until(r"\| crash FATAL")
+        res = ctl(tmp_path, "wait", "crash", "slow")  # FATAL: no waiting for ever
+        assert res.returncode == 3, res
+        assert set(rows(res.stdout)) == {"slow", "crash"}
+        waiter = subprocess.Popen(
+            [*AIOPROC, "ctl", "wait", "slow"], cwd=tmp_path, stdout=subprocess.PIPE, text=True
+        )
+        try:
+            run.until(r"\| slow started")  # (seen before: the reader remembers)
+            assert waiter.poll() is None  # slow cannot be ready before its USR1
+            assert ctl(tmp_path, "signal", "slow", "USR1").returncode == 0
+            assert waiter.wait(20) == 0
+            assert waiter.stdout is not None
+            assert waiter.stdout.read() == ""
+        finally:
+            if waiter.poll() is None:
+                waiter.kill()
+                waiter.wait()
+            if waiter.stdout is not None:
+                waiter.stdout.close()
+        bad = ctl(tmp_path, "wait", "--timeout", "nan")
+        assert bad.returncode == 2
+        assert "timeout must be a number of seconds, not NaN" in bad.stderr
+    finally:
+        run.close()
+
+
 def test_a_service_with_autostart_false_waits_for_ctl_start(tmp_path: Path) -> None:
     (tmp_path / "aioproc.toml").write_text(
         '[services.lazy]\ncommand = "echo lazy up; exec sleep 60"\nautostart = false\n'

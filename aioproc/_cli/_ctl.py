@@ -78,6 +78,13 @@ def add_ctl_parser(sub: Any) -> None:
         action="store_true",
         help="start each line with the time it was read (ISO 8601, milliseconds)",
     )
+    wait = cmds.add_parser(
+        "wait", help="wait until the services are where they should be (exit 3: not in time)"
+    )
+    wait.add_argument("names", nargs="*", metavar="NAME", help="default: all services")
+    wait.add_argument(
+        "--timeout", type=float, default=None, metavar="SECONDS", help="default: no bound"
+    )
     cmds.add_parser("reload", help="re-read the configuration file and apply the changes")
     cmds.add_parser("reopen", help="reopen the services' log files (after logrotate moved them)")
     cmds.add_parser("shutdown", help="stop every service and end 'aioproc run'")
@@ -121,7 +128,8 @@ def _names(names: list[str]) -> dict[str, Any]:
 
 def _command(args: argparse.Namespace, path: Path, out: TextIO) -> int:
     cmd = args.ctl_command
-    timeout = None if cmd in ("logs", "shutdown", "start", "restart", "stop", "reload") else 30.0
+    slow = ("logs", "shutdown", "start", "restart", "stop", "reload", "wait")
+    timeout = None if cmd in slow else 30.0
     with Client(path, timeout=timeout) as client:
         if cmd == "status":
             reply = client.request("status", **({"names": args.names} if args.names else {}))
@@ -158,6 +166,13 @@ def _command(args: argparse.Namespace, path: Path, out: TextIO) -> int:
                     out.flush()
                 elif "dropped" in reply:
                     out.write(f"aioproc ctl: {reply['dropped']} lines dropped (too slow)\n")
+            return OK
+        if cmd == "wait":
+            reply = client.request("wait", timeout=args.timeout, **_names(args.names))
+            if not reply["wanted"]:
+                late = [s for s in reply["services"] if not s["wanted"]]
+                out.write(format_table(late))
+                return NOT_WANTED
             return OK
         if cmd == "reload":
             reply = client.request("reload")

@@ -22,7 +22,10 @@ import signal
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import anyio
+
 from .. import ExitStatus
+from .._durations import check_duration
 from .._util import is_number
 from ..supervisor import (
     BackingOff,
@@ -242,6 +245,39 @@ class Operations:
         if st.state is ServiceState.FATAL or reason is None:
             return st.message or reason  # why it is FATAL; a STATUS= line
         return reason
+
+    async def wait_wanted(self, names: list[str], within: Any) -> bool:
+        """Wait until every one of ``names`` is where it should be (:func:`wanted`).
+
+        True once they are; False when ``within`` seconds (None: no bound) pass
+        first, or when one is FATAL (it will not get there by itself).
+        """
+        if within is not None:
+            try:
+                within = check_duration(within, "timeout")
+            except (TypeError, ValueError) as exc:
+                raise OperationError("bad-request", str(exc)) from None
+        sup = self.supervisor
+        loop = asyncio.get_running_loop()
+        deadline = None if within is None else loop.time() + within
+        # Subscribed before the first look: no change between the two is missed.
+        async with sup.events() as changes:
+            while True:
+                status = sup.status()
+                services = sup.services
+                if all(n in status and wanted(status[n], services.get(n)) for n in names):
+                    return True
+                if any(n not in status or status[n].state is ServiceState.FATAL for n in names):
+                    return False
+                left = None if deadline is None else deadline - loop.time()
+                if left is not None and left <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(changes.get(), left)
+                except (asyncio.TimeoutError, TimeoutError):
+                    return False
+                except anyio.EndOfStream:
+                    raise OperationError("shutting-down", "the supervisor shut down") from None
 
     # ---------------------------------------------------------------- actions
     async def act(self, what: str, names: list[str]) -> None:

@@ -247,6 +247,11 @@ class ControlServer:
         if what == "logs":
             await self._logs(request, reader, writer)
             return False
+        if what == "wait":
+            names = self._names(request, default_all=True)
+            done = await ops.wait_wanted(names, request.get("timeout"))
+            writer.write(encode({"ok": True, "wanted": done, "services": ops.status(names)}))
+            return True
         if what == "reload":
             writer.write(encode(await ops.reload()))
             return True
