@@ -600,7 +600,10 @@ async def test_storm(monkeypatch: pytest.MonkeyPatch) -> None:
             b_leaves.cancel()
             await b.aclose()
         # Everything the burst sent has reached this process (kill() returned in the
-        # child before it wrote "burst"); closing the fence delivers it to a as well.
+        # child before it wrote "burst"); closing the fence delivers it to a as well:
+        # all of it whose C handler has run. One SIGUSR1 may still be on its way: sent,
+        # but taken late by another thread (uvloop's libuv threads block no signal), its
+        # C handler running after the fence's drain. It then arrives with the final one.
         await fence.aclose()
         during = len(drain(a)) + a.dropped
         assert during >= 1
@@ -616,6 +619,12 @@ async def test_storm(monkeypatch: pytest.MonkeyPatch) -> None:
     entries = hub()._entries
     assert set(entries) == {SIGUSR1}
     assert entries[SIGUSR1].targets == (a,)
+    # Whatever reached the process is fanned out by the loop itself, soon: a late
+    # SIGUSR1 (above) may still be recorded when a.get() returns, never stuck there.
+    for _ in range(1000):
+        if not hub()._pending:
+            break
+        await asyncio.sleep(0.005)
     assert not hub()._pending
     assert not hub()._owed
     assert signal.getsignal(other) is user
