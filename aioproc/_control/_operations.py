@@ -74,8 +74,8 @@ def wanted(status: ServiceStatus, service: Service | None) -> bool:
     or stopped when it starts only on request (``autostart=False``)."""
     if status.state is ServiceState.RUNNING:
         return True
-    if status.state is ServiceState.STOPPED and service is not None and not service.autostart:
-        return True  # started only on request: stopped is where it should be
+    if _on_request(status, service):
+        return True  # stopped is where it should be
     if status.state is ServiceState.EXITED and status.last_status is not None:
         code = status.last_status.exit_code
         extra = service.success_exit_codes if service is not None else frozenset()
@@ -83,11 +83,9 @@ def wanted(status: ServiceStatus, service: Service | None) -> bool:
     return False
 
 
-def _idle_reason(status: ServiceStatus, service: Service | None) -> str | None:
-    """Why a service that never had a state change is where it is."""
-    if service is not None and not service.autostart and status.state is ServiceState.STOPPED:
-        return "autostart is false: started on request"
-    return None
+def _on_request(status: ServiceStatus, service: Service | None) -> bool:
+    """Whether a service is stopped and only starts on request (``autostart=False``)."""
+    return status.state is ServiceState.STOPPED and service is not None and not service.autostart
 
 
 def _exit_text(status: ExitStatus | None) -> str:
@@ -233,9 +231,10 @@ class Operations:
                     },
                     "ready": st.state is ServiceState.RUNNING,
                     "ready_check": ready_check,
-                    "reason": self._reason(st) or _idle_reason(st, svc),
+                    "reason": self._reason(st)
+                    or ("autostart is false: started on request" if _on_request(st, svc) else None),
                     "wanted": wanted(st, svc),
-                    "logs_kept": svc is None or svc.output != "inherit",
+                    "logs_kept": svc is None or svc.piped,
                 }
             )
         return out

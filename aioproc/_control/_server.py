@@ -280,7 +280,7 @@ class ControlServer:
             names, request.get("lines", 10), request.get("follow", False)
         )
         services = self._ops.supervisor.services
-        unkept = [name for name in names if services[name].output == "inherit"]
+        unkept = [name for name in names if not services[name].piped]
         try:
             writer.write(encode({"ok": True, "not_kept": unkept} if unkept else {"ok": True}))
             for line in history:
