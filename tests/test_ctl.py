@@ -309,9 +309,14 @@ def test_wait_returns_once_the_services_are_where_they_should_be(tmp_path: Path)
                 waiter.wait()
             if waiter.stdout is not None:
                 waiter.stdout.close()
-        bad = ctl(tmp_path, "wait", "--timeout", "nan")
-        assert bad.returncode == 2
-        assert "timeout must be a number of seconds, not NaN" in bad.stderr
+        for odd, why in (
+            ("nan", "timeout must be a number of seconds, not NaN"),
+            ("-1", "timeout must not be negative"),
+            ("inf", "timeout must be a finite number of seconds, not inf"),
+        ):
+            bad = ctl(tmp_path, "wait", "--timeout", odd)
+            assert bad.returncode == 2, odd
+            assert why in bad.stderr, bad.stderr
     finally:
         run.close()
 
